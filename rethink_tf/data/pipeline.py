@@ -1,0 +1,225 @@
+"""Source -> corruption -> preprocessing -> (materialize) -> per-epoch shuffle -> batch -> whiten -> prefetch.
+
+Three datasets per run (REQUIREMENTS.md 3):
+  * train: the corrupted labels/pixels, shuffled with a seed derived from (shuffle_seed, epoch), random crop or
+    augmentation if asked, `drop_remainder=True`; it starts at `first_epoch`, so a resumed run sees exactly
+    the batches an uninterrupted run would have seen;
+  * train_eval: the same corrupted examples, in key order, no augmentation (train accuracy on the labels actually
+    trained on);
+  * test: clean labels unless `corrupt_test_labels`; pixel corruptions apply (the paper permutes test pixels too).
+
+Order (STYLE.md 9): the deterministic, per-example work (crop to the model input, corruption) runs once, before
+the data are materialized in memory; the random work (shuffle, crop, flips, rotation) runs after, keyed on
+(seed, epoch, key) with stateless ops; whitening is vectorized after `batch`.
+CIFAR-10/MNIST/Fashion-MNIST are held in memory as float32 model-input crops (470 MB for CIFAR-10); ImageNet is
+streamed from tfds and only label corruptions apply to it.
+"""
+
+import dataclasses
+
+import numpy as np
+import tensorflow as tf
+
+from rethink_tf.data import corruption as corruption_lib
+from rethink_tf.data import preprocessing, sources
+from rethink_tf.errors import UserError
+
+AUTOTUNE = tf.data.AUTOTUNE
+CIFAR_CROP = 28  # PAPER.md §1.1: models see 28×28×3
+IMAGENET_SHUFFLE_BUFFER = 10_000
+
+
+@dataclasses.dataclass
+class Datasets:
+    """What `build` returns.
+
+    Attributes:
+      train: callable first_epoch -> tf.data.Dataset of (image, label) batches from that epoch to `epochs`.
+      train_eval, test: tf.data.Datasets of (image, label) batches.
+      steps_per_epoch: optimizer steps per epoch (train size // batch size).
+      train_size, test_size: examples per split.
+      input_shape: the model input shape.
+      num_classes: number of classes.
+      corruption: the Corruption applied.
+      summary: the corruption record for results.json (label fingerprint, changed fraction, data origin).
+    """
+
+    train: object
+    train_eval: object
+    test: object
+    steps_per_epoch: int
+    train_size: int
+    test_size: int
+    input_shape: tuple
+    num_classes: int
+    corruption: object
+    summary: dict
+
+
+def model_input_shape(dataset):
+    """The input shape the models see: 28×28×3 for CIFAR-10 (centre crop), 28×28×1 for (Fashion-)MNIST, 299² for ImageNet."""
+    spec = sources.spec(dataset)
+    if dataset == "cifar10":
+        return (CIFAR_CROP, CIFAR_CROP, 3)
+    if spec.image_shape is None:
+        return (preprocessing.INCEPTION_SIZE, preprocessing.INCEPTION_SIZE, 3)
+    return spec.image_shape
+
+
+def check_combination(cfg):
+    """Rejects corruption/augmentation combinations that the paper does not define, with one line each."""
+    if cfg.corrupt in corruption_lib.PIXEL_KINDS and (cfg.random_crop or cfg.augment or cfg.imagenet_augment):
+        raise UserError(f"--corrupt={cfg.corrupt} permutes or replaces the model-input pixels; combining it with "
+                        "random crops or augmentation is not defined by the paper")
+    if cfg.dataset == "imagenet2012" and cfg.corrupt in corruption_lib.PIXEL_KINDS:
+        raise UserError(f"--corrupt={cfg.corrupt} is a CIFAR-10 experiment; on imagenet2012 only label corruptions apply")
+    if cfg.dataset != "cifar10" and cfg.random_crop:
+        raise UserError(f"--random_crop takes 28x28 windows of CIFAR-10's 32x32 images; {cfg.dataset} has no margin")
+    if cfg.dataset != "imagenet2012" and cfg.imagenet_augment:
+        raise UserError("--imagenet_augment is the Inception V3 ImageNet augmentation; use --augment for CIFAR-10")
+    if cfg.dataset == "imagenet2012" and (cfg.augment or cfg.random_crop):
+        raise UserError("on imagenet2012 use --imagenet_augment (the TF inception distortions)")
+
+
+def _seed_pair(*words):
+    """A stateless-op seed of shape [2] from hashed words."""
+    h = tf.bitcast(corruption_lib.hash_words(*words), tf.int64)
+    return tf.stack([h, tf.bitwise.bitwise_xor(h, tf.constant(0x5DEECE66D, tf.int64))])
+
+
+def _materialize(ds, size):
+    """Runs a deterministic per-example pipeline once and returns its output as numpy arrays."""
+    parts = list(ds.batch(max(1, min(size, 4096))).as_numpy_iterator())
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def build(cfg, batch_size, epochs, num_replicas=1):
+    """Builds the train / train_eval / test datasets of a run.
+
+    Args:
+      cfg: a DataConfig.
+      batch_size: the global batch size.
+      epochs: the last epoch (exclusive) the train stream covers.
+      num_replicas: replicas in sync; the global batch must divide evenly.
+
+    Raises:
+      UserError: bad combinations, missing data, a batch larger than the training set.
+    """
+    check_combination(cfg)
+    if batch_size % num_replicas:
+        raise UserError(f"global batch size {batch_size} does not split evenly over {num_replicas} replicas")
+    spec = sources.spec(cfg.dataset)
+    load = dict(data_dir=cfg.data_dir, source=cfg.source, manual_dir=cfg.manual_dir,
+                prepare_imagenet=cfg.prepare_imagenet)
+    train = sources.load(cfg.dataset, "train", num_examples=cfg.train_examples, **load)
+    test = sources.load(cfg.dataset, "test", num_examples=cfg.test_examples, **load)
+    if train.size < batch_size:
+        raise UserError(f"the training set has {train.size} examples, fewer than one batch of {batch_size}")
+    shape = model_input_shape(cfg.dataset)
+    mean = std = None
+    if cfg.corrupt == "gaussian":
+        mean, std = corruption_lib.dataset_moments(preprocessing.center_crop(train.arrays["image"], shape[0]))
+    corr = corruption_lib.make(cfg.corrupt, cfg.corrupt_prob, cfg.corrupt_seed, spec.num_classes, mean, std,
+                               cfg.corrupt_test_labels)
+    steps = train.size // batch_size
+    summary = {"train_origin": train.origin, "test_origin": test.origin, "train_size": train.size,
+               "test_size": test.size}
+    if spec.in_memory:
+        summary["train_labels"] = corruption_lib.label_summary(corr, train.arrays["label"], train.arrays["key"], "train")
+        summary["test_labels"] = corruption_lib.label_summary(corr, test.arrays["label"], test.arrays["key"], "test")
+        if mean is not None:
+            summary["gaussian_mean"], summary["gaussian_std"] = list(mean), list(std)
+        return _build_in_memory(cfg, corr, train, test, shape, batch_size, epochs, steps, summary)
+    return _build_stream(cfg, corr, train, test, shape, batch_size, epochs, steps, summary)
+
+
+def _prepared(corr, split, shape, crop):
+    """Deterministic part, per example: [centre crop] -> [0, 1] floats -> corruption. Materialized once."""
+    side = shape[0]
+
+    def prepare(ex):
+        image = preprocessing.to_unit(ex["image"])
+        if crop:
+            image = preprocessing.center_crop(image, side)
+        return {"image": image, "label": ex["label"], "key": ex["key"]}
+
+    ds = split.dataset().map(prepare, num_parallel_calls=AUTOTUNE)
+    ds = ds.map(corruption_lib.example_map(corr, split.name), num_parallel_calls=AUTOTUNE)
+    return _materialize(ds, split.size)
+
+
+def _eval_dataset(arrays, batch_size):
+    ds = tf.data.Dataset.from_tensor_slices((arrays["image"], arrays["label"])).batch(batch_size)
+    return ds.map(lambda x, y: (preprocessing.whiten(x), y), num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
+
+
+def _build_in_memory(cfg, corr, train, test, shape, batch_size, epochs, steps, summary):
+    needs_crop = train.spec.image_shape[0] != shape[0]
+    # With a random crop the full 32×32 image is kept and cropped per epoch; otherwise the centre crop is final.
+    train_full = _prepared(corr, train, shape, crop=needs_crop and not cfg.random_crop)
+    train_eval = _prepared(corr, train, shape, crop=needs_crop) if cfg.random_crop else train_full
+    test_arr = _prepared(corr, test, shape, crop=needs_crop)
+    images, labels, keys = (tf.constant(train_full[k]) for k in ("image", "label", "key"))
+    side, size = shape[0], train.size
+
+    def per_epoch(epoch):
+        order = tf.data.Dataset.range(size).shuffle(
+            size, seed=tf.bitcast(corruption_lib.hash_words(cfg.shuffle_seed, 7, epoch), tf.int64),
+            reshuffle_each_iteration=False)
+
+        def example(i):
+            image, key = images[i], keys[i]
+            if cfg.random_crop or cfg.augment:
+                seed = _seed_pair(cfg.shuffle_seed, 11, epoch, key)
+                if cfg.random_crop:
+                    image = preprocessing.random_crop(image, side, seed)
+                elif needs_crop:
+                    image = preprocessing.center_crop(image, side)
+                if cfg.augment:
+                    image = preprocessing.flip_and_rotate(image, seed + 2)
+            return image, labels[i]
+
+        return order.map(example, num_parallel_calls=AUTOTUNE).batch(batch_size, drop_remainder=True)
+
+    def train_stream(first_epoch=0):
+        ds = tf.data.Dataset.range(first_epoch, epochs).flat_map(per_epoch)
+        ds = ds.map(lambda x, y: (preprocessing.whiten(x), y), num_parallel_calls=AUTOTUNE)
+        return ds.prefetch(AUTOTUNE)
+
+    return Datasets(train_stream, _eval_dataset(train_eval, batch_size), _eval_dataset(test_arr, batch_size),
+                    steps, train.size, test.size, shape, train.spec.num_classes, corr, summary)
+
+
+def _build_stream(cfg, corr, train, test, shape, batch_size, epochs, steps, summary):
+    """ImageNet: labels corrupted on the fly (pure in key, so still fixed across epochs), Inception preprocessing."""
+    summary["train_labels"] = {"kind": corr.kind, "prob": corr.prob, "seed": corr.seed,
+                               "note": "streamed dataset: fingerprint not computed"}
+    size = shape[0]
+
+    def per_epoch(epoch):
+        ds = train.stream.shuffle(IMAGENET_SHUFFLE_BUFFER,
+                                  seed=tf.bitcast(corruption_lib.hash_words(cfg.shuffle_seed, 7, epoch), tf.int64),
+                                  reshuffle_each_iteration=False)
+
+        def example(ex):
+            label = corruption_lib.corrupt_labels(corr, ex["label"], ex["key"], "train")
+            if cfg.imagenet_augment:
+                image = preprocessing.inception_train(ex["image"], _seed_pair(cfg.shuffle_seed, 13, epoch, ex["key"]), size)
+            else:
+                image = preprocessing.inception_eval(ex["image"], size)
+            return image, label
+
+        return ds.map(example, num_parallel_calls=AUTOTUNE).batch(batch_size, drop_remainder=True)
+
+    def train_stream(first_epoch=0):
+        return tf.data.Dataset.range(first_epoch, epochs).flat_map(per_epoch).prefetch(AUTOTUNE)
+
+    def evaluation(split, split_name):
+        def example(ex):
+            label = corruption_lib.corrupt_labels(corr, ex["label"], ex["key"], split_name)
+            return preprocessing.inception_eval(ex["image"], size), label
+
+        return split.stream.map(example, num_parallel_calls=AUTOTUNE).batch(batch_size).prefetch(AUTOTUNE)
+
+    return Datasets(train_stream, evaluation(train, "train"), evaluation(test, "test"), steps, train.size,
+                    test.size, shape, train.spec.num_classes, corr, summary)

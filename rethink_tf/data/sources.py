@@ -1,0 +1,344 @@
+"""Raw examples `{image: uint8 HxWxC, label: int64, key: int64}` from local files, never the network.
+
+Two kinds of source (PAPER.md §1; REQUIREMENTS.md 17):
+  * the original archives on disk: CIFAR-10 binary (`cifar-10-binary.tar.gz` or `cifar-10-batches-bin/`)
+    and python (`cifar-10-python.tar.gz` or `cifar-10-batches-py/`) versions, MNIST-style
+    `{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]` files (MNIST, Fashion-MNIST). Tarballs are read in
+    place (nothing is extracted), and the python pickles go through an unpickler that only builds numpy
+    arrays, so a hostile archive can neither write files nor run code;
+  * TensorFlow Datasets already prepared under `data_dir` (`download=False`, `try_gcs=False`); ImageNet is
+    prepared from the two ILSVRC2012 tars in `manual_dir` only when asked to.
+
+`key` identifies an example independently of read order, sharding and shuffling: the index in the original
+file order for archives, a FarmHash fingerprint of `tfds_id` for tfds. Corruptions are pure functions of
+(seed, split, key), so this key is what makes them fixed (see corruption.py).
+
+The small datasets (CIFAR-10, MNIST, Fashion-MNIST) are held in memory as uint8 arrays (150 MB for CIFAR-10);
+ImageNet is streamed.
+"""
+
+import dataclasses
+import gzip
+import os
+import pickle
+import tarfile
+from typing import Optional
+
+import numpy as np
+
+from rethink_tf.errors import UserError
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetSpec:
+    """What we know about a dataset without reading it (sizes come from here, never from tfds split info)."""
+
+    name: str
+    image_shape: Optional[tuple]  # stored image shape; None where it varies (ImageNet)
+    num_classes: int
+    train_size: int
+    test_size: int
+    tfds_name: str
+    tfds_test_split: str
+    in_memory: bool
+    archive_help: str  # what to put where, for the "data not found" message
+
+
+DATASETS = {
+    "cifar10": DatasetSpec(
+        "cifar10", (32, 32, 3), 10, 50_000, 10_000, "cifar10", "test", True,
+        "cifar-10-binary.tar.gz, cifar-10-python.tar.gz, or their extracted cifar-10-batches-bin/ or "
+        "cifar-10-batches-py/ folder (from https://www.cs.toronto.edu/~kriz/cifar.html)"),
+    "mnist": DatasetSpec(
+        "mnist", (28, 28, 1), 10, 60_000, 10_000, "mnist", "test", True,
+        "train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz, "
+        "t10k-labels-idx1-ubyte.gz"),
+    "fashion_mnist": DatasetSpec(
+        "fashion_mnist", (28, 28, 1), 10, 60_000, 10_000, "fashion_mnist", "test", True,
+        "train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz, "
+        "t10k-labels-idx1-ubyte.gz (Debian: apt-get install dataset-fashion-mnist)"),
+    "imagenet2012": DatasetSpec(
+        "imagenet2012", None, 1000, 1_281_167, 50_000, "imagenet2012", "validation", False,
+        "a tfds-prepared imagenet2012/ folder, or ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar in "
+        "--manual_dir together with --prepare_imagenet"),
+}
+
+# Where Debian's dataset packages put the files; used when no data_dir is given.
+DEFAULT_DIRS = {"fashion_mnist": "/usr/share/datasets/fashion-mnist", "mnist": "/usr/share/datasets/mnist"}
+SOURCES = ("auto", "archive", "tfds")
+SPLITS = ("train", "test")
+
+
+def spec(name):
+    """Returns the DatasetSpec of `name`, or raises UserError naming the known datasets."""
+    if name not in DATASETS:
+        raise UserError(f"unknown dataset {name!r}; known: {', '.join(sorted(DATASETS))}")
+    return DATASETS[name]
+
+
+@dataclasses.dataclass(frozen=True)
+class Split:
+    """One split of a dataset: in-memory arrays (small datasets) or a tf.data stream (ImageNet).
+
+    Attributes:
+      spec: the dataset's DatasetSpec.
+      name: "train" or "test".
+      size: number of examples (after any subset).
+      origin: where the examples were read from, for the run record.
+      arrays: dict of numpy arrays image (N,H,W,C) uint8, label (N,) int64, key (N,) int64; or None.
+      stream: a tf.data.Dataset of the same dicts; or None.
+    """
+
+    spec: DatasetSpec
+    name: str
+    size: int
+    origin: str
+    arrays: Optional[dict] = None
+    stream: Optional[object] = None
+
+    def dataset(self):
+        """The split as a tf.data.Dataset of {image, label, key} dicts in key order (archives)."""
+        import tensorflow as tf
+
+        if self.arrays is not None:
+            return tf.data.Dataset.from_tensor_slices(self.arrays)
+        return self.stream
+
+
+def load(name, split, data_dir=None, source="auto", num_examples=None, manual_dir=None, prepare_imagenet=False):
+    """Loads one split of a dataset from local files.
+
+    Args:
+      name: a key of DATASETS.
+      split: "train" or "test" (ImageNet's "test" is its 50,000-image validation set, as in the paper).
+      data_dir: folder holding the archives or the tfds-prepared data. Defaults to Debian's folder for
+        Fashion-MNIST/MNIST, else ~/tensorflow_datasets.
+      source: "archive", "tfds", or "auto" (archives if present, else tfds).
+      num_examples: keep only the first N examples (in file order for archives), for quick runs.
+      manual_dir: ImageNet's ILSVRC2012 tars, for tfds preparation.
+      prepare_imagenet: allow the (hours-long) tfds preparation of ImageNet from manual_dir.
+
+    Returns:
+      A Split.
+
+    Raises:
+      UserError: unknown dataset/split/source, missing or truncated files, a bad subset size.
+    """
+    ds_spec = spec(name)
+    if split not in SPLITS:
+        raise UserError(f"unknown split {split!r}; use one of {SPLITS}")
+    if source not in SOURCES:
+        raise UserError(f"unknown source {source!r}; use one of {SOURCES}")
+    full_size = ds_spec.train_size if split == "train" else ds_spec.test_size
+    if num_examples is not None and not 0 < num_examples:
+        raise UserError(f"a subset must have at least one example; received num_examples={num_examples}")
+    if data_dir is None:
+        data_dir = DEFAULT_DIRS.get(name) if os.path.isdir(DEFAULT_DIRS.get(name, "/nonexistent")) else None
+    archive = _find_archive(ds_spec, data_dir) if (source in ("auto", "archive") and data_dir) else None
+    if archive is not None:
+        arrays = _read_archive(ds_spec, archive, split)
+        return _subset(Split(ds_spec, split, len(arrays["label"]), archive, arrays=arrays), num_examples)
+    if source == "archive":
+        raise UserError(f"no {name} archive found in {data_dir or '(no --data_dir given)'}; expected {ds_spec.archive_help}")
+    return _subset(_load_tfds(ds_spec, split, data_dir, manual_dir, prepare_imagenet, full_size), num_examples)
+
+
+def _subset(split, num_examples):
+    if num_examples is None or num_examples >= split.size:
+        return split
+    if split.arrays is not None:
+        arrays = {k: v[:num_examples] for k, v in split.arrays.items()}
+        return dataclasses.replace(split, size=num_examples, arrays=arrays)
+    return dataclasses.replace(split, size=num_examples, stream=split.stream.take(num_examples))
+
+
+# --------------------------------------------------------------------------------------------- archives
+
+_CIFAR_BIN = ("cifar-10-batches-bin", "cifar-10-binary.tar.gz")
+_CIFAR_PY = ("cifar-10-batches-py", "cifar-10-python.tar.gz")
+_IDX = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+        "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
+
+
+def _find_archive(ds_spec, data_dir):
+    """Returns the path of a recognised archive under data_dir (or data_dir/<name>), or None."""
+    if not os.path.isdir(data_dir):
+        raise UserError(f"--data_dir {data_dir} does not exist or is not a folder")
+    roots = [data_dir] + [os.path.join(data_dir, d) for d in (ds_spec.name, ds_spec.name.replace("_", "-"))]
+    for root in roots:
+        if ds_spec.name == "cifar10":
+            for candidate in _CIFAR_BIN + _CIFAR_PY:
+                if os.path.exists(os.path.join(root, candidate)):
+                    return os.path.join(root, candidate)
+        elif ds_spec.name in ("mnist", "fashion_mnist"):
+            first = _IDX["train"][0]
+            for candidate in (first + ".gz", first):
+                if os.path.exists(os.path.join(root, candidate)):
+                    return root
+    return None
+
+
+def _read_archive(ds_spec, path, split):
+    try:
+        if ds_spec.name == "cifar10":
+            if "python" in os.path.basename(path) or "-py" in os.path.basename(path):
+                return _read_cifar_python(path, split)
+            return _read_cifar_binary(path, split)
+        return _read_idx_pair(path, split)
+    except (tarfile.TarError, EOFError, OSError, pickle.UnpicklingError, gzip.BadGzipFile) as e:
+        raise UserError(f"cannot read {ds_spec.name} {split} split from {path}: {type(e).__name__}: {e}") from None
+
+
+def _cifar_members(split, kind):
+    if split == "train":
+        names = [f"data_batch_{i}" for i in range(1, 6)]
+    else:
+        names = ["test_batch"]
+    return [n + ".bin" for n in names] if kind == "bin" else names
+
+
+def _read_members(path, folder, names):
+    """Yields (name, bytes) of the named files, from an extracted folder or a tarball read in place."""
+    if os.path.isdir(path):
+        for n in names:
+            f = os.path.join(path, n)
+            if not os.path.exists(f):
+                raise UserError(f"{f} is missing; expected {', '.join(names)} in {path}")
+            with open(f, "rb") as fh:
+                yield n, fh.read()
+        return
+    with tarfile.open(path, "r:gz") as tar:
+        for n in names:
+            try:
+                member = tar.getmember(f"{folder}/{n}")
+            except KeyError:
+                raise UserError(f"{path} has no member {folder}/{n}; is it the original CIFAR-10 archive?") from None
+            if not member.isfile():
+                raise UserError(f"{path}: {folder}/{n} is not a regular file")
+            yield n, tar.extractfile(member).read()
+
+
+def _read_cifar_binary(path, split):
+    """CIFAR-10 binary version: records of 1 label byte + 3072 image bytes (R, G, B planes of 32x32)."""
+    images, labels = [], []
+    for n, raw in _read_members(path, _CIFAR_BIN[0], _cifar_members(split, "bin")):
+        if len(raw) == 0 or len(raw) % 3073:
+            raise UserError(f"{path}: {n} is truncated or corrupt ({len(raw)} bytes is not a multiple of 3073)")
+        rec = np.frombuffer(raw, np.uint8).reshape(-1, 3073)
+        labels.append(rec[:, 0].astype(np.int64))
+        images.append(rec[:, 1:].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
+    return _arrays(np.concatenate(images), np.concatenate(labels), path, 10)
+
+
+class _NumpyOnlyUnpickler(pickle.Unpickler):
+    """Unpickles dicts/lists/bytes/numpy arrays only: CIFAR-10's python batches need nothing else."""
+
+    _ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+                ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
+                ("numpy._core.multiarray", "scalar"),
+                ("_codecs", "encode")}  # how Python 3 writes bytes into protocol-2 pickles; encodes a str, nothing more
+
+    def find_class(self, module, name):
+        if (module, name) in self._ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name}: CIFAR-10 batches contain only numpy arrays")
+
+
+def _read_cifar_python(path, split):
+    """CIFAR-10 python version: pickled dicts with b'data' (N, 3072) uint8 and b'labels'."""
+    images, labels = [], []
+    for n, raw in _read_members(path, _CIFAR_PY[0], _cifar_members(split, "py")):
+        import io
+
+        batch = _NumpyOnlyUnpickler(io.BytesIO(raw), encoding="bytes").load()
+        if not isinstance(batch, dict) or b"data" not in batch or b"labels" not in batch:
+            raise UserError(f"{path}: {n} is not a CIFAR-10 batch (no b'data'/b'labels' entries)")
+        data = np.asarray(batch[b"data"], np.uint8)
+        if data.ndim != 2 or data.shape[1] != 3072 or data.shape[0] != len(batch[b"labels"]):
+            raise UserError(f"{path}: {n} has data of shape {data.shape} for {len(batch[b'labels'])} labels")
+        images.append(data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
+        labels.append(np.asarray(batch[b"labels"], np.int64))
+    return _arrays(np.concatenate(images), np.concatenate(labels), path, 10)
+
+
+def _read_idx(path):
+    """An MNIST-style idx file (optionally gzipped): magic 0x0000 08 <ndim>, big-endian int32 dims, uint8 data."""
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rb") as f:
+        raw = f.read()
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
+        raise UserError(f"{path} is not an idx file of unsigned bytes (bad magic number)")
+    ndim = raw[3]
+    dims = np.frombuffer(raw[4:4 + 4 * ndim], ">i4").astype(np.int64)
+    expected = 4 + 4 * ndim + int(np.prod(dims))
+    if len(dims) != ndim or len(raw) != expected:
+        raise UserError(f"{path} is truncated or corrupt: {len(raw)} bytes, header says {expected}")
+    return np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim).reshape(dims)
+
+
+def _read_idx_pair(folder, split):
+    paths = []
+    for stem in _IDX[split]:
+        p = os.path.join(folder, stem + ".gz")
+        paths.append(p if os.path.exists(p) else os.path.join(folder, stem))
+        if not os.path.exists(paths[-1]):
+            raise UserError(f"{p} is missing; expected {stem}.gz in {folder}")
+    images, labels = (_read_idx(p) for p in paths)
+    if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+        raise UserError(f"{folder}: {len(images)} images of shape {images.shape[1:]} for {len(labels)} labels")
+    return _arrays(images[..., None], labels.astype(np.int64), folder, 10)
+
+
+def _arrays(images, labels, origin, num_classes):
+    if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+        raise UserError(f"{origin}: labels must lie in [0, {num_classes - 1}], found {labels.min()}..{labels.max()}")
+    return {"image": np.ascontiguousarray(images), "label": labels,
+            "key": np.arange(len(labels), dtype=np.int64)}
+
+
+# ------------------------------------------------------------------------------------------------ tfds
+
+def _load_tfds(ds_spec, split, data_dir, manual_dir, prepare_imagenet, full_size):
+    import tensorflow as tf
+    import tensorflow_datasets as tfds
+
+    tfds_split = "train" if split == "train" else ds_spec.tfds_test_split
+    data_dir = data_dir or os.path.expanduser("~/tensorflow_datasets")
+    missing = (f"{ds_spec.name} not found in {data_dir}: put {ds_spec.archive_help} there, or a tfds-prepared "
+               f"{ds_spec.tfds_name}/ folder (made with `tfds build {ds_spec.tfds_name}` on a machine with internet)")
+    if prepare_imagenet and ds_spec.name == "imagenet2012":
+        _prepare_imagenet(data_dir, manual_dir)
+    try:
+        ds = tfds.load(ds_spec.tfds_name, split=tfds_split, data_dir=data_dir, download=False, try_gcs=False,
+                       shuffle_files=False, read_config=tfds.ReadConfig(add_tfds_id=True))
+    except (AssertionError, FileNotFoundError, tfds.core.registered.DatasetNotFoundError) as e:
+        raise UserError(missing + f" [tfds: {str(e).splitlines()[0]}]") from None
+
+    def to_example(ex):
+        image = ex["image"]
+        if image.shape.rank == 2:
+            image = image[..., None]
+        key = tf.strings.to_hash_bucket_fast(ex["tfds_id"], 2**62)  # FarmHash: stable across runs and versions
+        return {"image": tf.cast(image, tf.uint8), "label": tf.cast(ex["label"], tf.int64), "key": key}
+
+    ds = ds.map(to_example, num_parallel_calls=tf.data.AUTOTUNE)
+    origin = f"tfds:{ds_spec.tfds_name}/{tfds_split} in {data_dir}"
+    if not ds_spec.in_memory:
+        return Split(ds_spec, split, full_size, origin, stream=ds)
+    batches = list(tfds.as_numpy(ds.batch(10_000)))
+    arrays = {k: np.concatenate([b[k] for b in batches]) for k in ("image", "label", "key")}
+    return Split(ds_spec, split, len(arrays["label"]), origin, arrays=arrays)
+
+
+def _prepare_imagenet(data_dir, manual_dir):
+    import tensorflow_datasets as tfds
+
+    manual_dir = manual_dir or os.path.join(data_dir, "downloads", "manual")
+    needed = ("ILSVRC2012_img_train.tar", "ILSVRC2012_img_val.tar")
+    absent = [n for n in needed if not os.path.exists(os.path.join(manual_dir, n))]
+    if absent:
+        raise UserError(f"ImageNet preparation needs {' and '.join(absent)} in {manual_dir} (--manual_dir)")
+    print(f"preparing imagenet2012 in {data_dir} from {manual_dir}: this writes ~150 GB of TFRecords and takes hours",
+          flush=True)
+    builder = tfds.builder("imagenet2012", data_dir=data_dir)
+    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))

@@ -1,0 +1,66 @@
+"""The model registry: `build(name, input_shape, num_classes, **options) -> keras.Model` returning logits.
+
+Names and Table 1 trainable counts (28×28×3 input, 10 classes; PAPER.md §3): small_inception 1,649,402,
+small_inception_nobn 1,649,402, small_alexnet 1,387,786, mlp_1x512 1,209,866, mlp_3x512 1,735,178;
+inception_v3 for ImageNet (299×299×3, 1000 classes).
+"""
+
+import functools
+import inspect
+
+from rethink_tf.errors import UserError
+from rethink_tf.models import inception_v3, mlp, small_alexnet, small_inception
+
+# name -> (builder, smallest H and W it accepts)
+MODELS = {
+    "small_inception": (functools.partial(small_inception.build, batchnorm=True), 8),
+    "small_inception_nobn": (functools.partial(small_inception.build, batchnorm=False), 8),
+    "small_alexnet": (small_alexnet.build, 4),
+    "mlp_1x512": (functools.partial(mlp.build, depth=1, width=512), 1),
+    "mlp_3x512": (functools.partial(mlp.build, depth=3, width=512), 1),
+    "inception_v3": (inception_v3.build, 75),
+}
+
+
+def options_of(name):
+    """The keyword options a model's builder accepts (besides input_shape and num_classes)."""
+    builder, _ = MODELS[name]
+    fixed = builder.keywords if isinstance(builder, functools.partial) else {}
+    params = inspect.signature(builder).parameters
+    return sorted(p for p in params if p not in ("input_shape", "num_classes", "name") and p not in fixed)
+
+
+def build(name, input_shape, num_classes, **options):
+    """Builds a registered model.
+
+    Args:
+      name: a key of MODELS.
+      input_shape: (H, W, C) of the (preprocessed) images.
+      num_classes: number of logits.
+      **options: builder options, see options_of(name); None values are dropped (builder defaults apply).
+
+    Raises:
+      UserError: unknown model, unsupported options, or an input shape the model cannot take.
+    """
+    if name not in MODELS:
+        raise UserError(f"unknown model {name!r}; known: {', '.join(MODELS)}")
+    builder, min_side = MODELS[name]
+    shape = tuple(input_shape)
+    if len(shape) != 3 or any(not isinstance(d, int) or d <= 0 for d in shape):
+        raise UserError(f"{name} takes images of shape (H, W, C); received input_shape={input_shape}")
+    if min(shape[:2]) < min_side:
+        raise UserError(f"{name} needs images of at least {min_side}x{min_side}; received input_shape={shape}")
+    if name == "inception_v3" and shape[2] != 3:
+        raise UserError(f"inception_v3 takes RGB images (3 channels); received input_shape={shape}")
+    if num_classes < 2:
+        raise UserError(f"num_classes must be at least 2; received {num_classes}")
+    options = {k: v for k, v in options.items() if v is not None}
+    unknown = sorted(set(options) - set(options_of(name)))
+    if unknown:
+        raise UserError(f"{name} does not take option(s) {', '.join(unknown)}; it takes {', '.join(options_of(name))}")
+    return builder(shape, num_classes, **options)
+
+
+def trainable_count(model):
+    """Trainable parameters, the count Table 1 reports (BN moving statistics excluded; PAPER.md §3.1)."""
+    return int(sum(int(v.numpy().size) for v in model.trainable_weights))

@@ -1,0 +1,21 @@
+"""The paper's multi-layer perceptrons (Appendix A; PAPER.md §3.4).
+
+"The MLPs use fully connected layers. MLP 1x512 means one hidden layer with 512 hidden units." The 28×28×3 crop is
+flattened to 2,352 inputs; all layers have biases: 1×512 -> 1,209,866, 3×512 -> 1,735,178 parameters (Table 1).
+"""
+
+import keras
+from keras import layers
+
+from rethink_tf.models import blocks
+
+
+def build(input_shape, num_classes, *, depth=1, width=512, weight_decay=0.0, name=None):
+    """Flatten -> depth × (Dense(width) + ReLU) -> Dense(num_classes)."""
+    reg = blocks.kernel_regularizer(weight_decay)
+    inputs = keras.Input(input_shape, name="image")
+    x = layers.Flatten(name="flatten")(inputs)
+    for i in range(1, depth + 1):
+        x = layers.Dense(width, activation="relu", kernel_regularizer=reg, name=f"hidden{i}")(x)
+    logits = layers.Dense(num_classes, kernel_regularizer=reg, name="logits")(x)
+    return keras.Model(inputs, logits, name=name or f"mlp_{depth}x{width}")

@@ -1,0 +1,25 @@
+"""rethink_tf: Zhang et al. (ICLR 2017) "Understanding deep learning requires rethinking generalization" in TF/Keras."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="rethink_tf",
+    version="0.1.0",
+    description="Reference TensorFlow/Keras reproduction of the randomization tests of Zhang et al., ICLR 2017",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    packages=find_packages(include=["rethink_tf", "rethink_tf.*"]),
+    python_requires=">=3.10",
+    install_requires=[
+        "tensorflow>=2.16",
+        # 3.10+ carries the MirroredStrategy fixes (keras#20541, #20609, #20610, #21061; REQUIREMENTS.md 6)
+        "keras>=3.10",
+        "tensorflow-datasets>=4.9",
+        "numpy>=1.24",
+        "scipy>=1.11",
+        "absl-py>=2.0",
+        "matplotlib>=3.7",
+        "psutil>=5.9",
+    ],
+    extras_require={"test": ["pytest>=8"]},
+)

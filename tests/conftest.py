@@ -1,0 +1,82 @@
+"""Shared fixtures: small files written in the datasets' original formats, and quiet TensorFlow."""
+
+import gzip
+import io
+import os
+import pickle
+import tarfile
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+FASHION_DIR = "/usr/share/datasets/fashion-mnist"
+needs_fashion = pytest.mark.skipif(not os.path.exists(os.path.join(FASHION_DIR, "train-images-idx3-ubyte.gz")),
+                                   reason="Debian's dataset-fashion-mnist is not installed")
+
+
+def fake_cifar(n, seed):
+    """n random CIFAR-shaped images (HWC uint8) and labels."""
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8), rng.integers(0, 10, n).astype(np.int64)
+
+
+def _add(tar, name, data):
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    tar.addfile(info, io.BytesIO(data))
+
+
+def write_cifar_binary(folder, per_batch=4, test=6, as_tar=True):
+    """CIFAR-10 binary version: 5 train batches + test_batch, records label byte + R,G,B planes."""
+    batches = {f"data_batch_{i}.bin": fake_cifar(per_batch, i) for i in range(1, 6)}
+    batches["test_batch.bin"] = fake_cifar(test, 99)
+    raw = {n: b"".join(bytes([int(y)]) + x.transpose(2, 0, 1).tobytes() for x, y in zip(*xy))
+           for n, xy in batches.items()}
+    if as_tar:
+        path = os.path.join(folder, "cifar-10-binary.tar.gz")
+        with tarfile.open(path, "w:gz") as tar:
+            for n, data in raw.items():
+                _add(tar, f"cifar-10-batches-bin/{n}", data)
+    else:
+        path = os.path.join(folder, "cifar-10-batches-bin")
+        os.makedirs(path)
+        for n, data in raw.items():
+            with open(os.path.join(path, n), "wb") as f:
+                f.write(data)
+    return path, batches
+
+
+def write_cifar_python(folder, per_batch=4, test=6, extra=None):
+    """CIFAR-10 python version: pickled dicts {b'data': (N, 3072) uint8 CHW rows, b'labels': list}."""
+    batches = {f"data_batch_{i}": fake_cifar(per_batch, i) for i in range(1, 6)}
+    batches["test_batch"] = fake_cifar(test, 99)
+    path = os.path.join(folder, "cifar-10-python.tar.gz")
+    with tarfile.open(path, "w:gz") as tar:
+        for n, (x, y) in batches.items():
+            d = {b"batch_label": n.encode(), b"labels": [int(v) for v in y],
+                 b"data": x.transpose(0, 3, 1, 2).reshape(len(x), -1), b"filenames": [b"f.png"] * len(y)}
+            if extra is not None:
+                d[b"extra"] = extra
+            _add(tar, f"cifar-10-batches-py/{n}", pickle.dumps(d, protocol=2))
+    return path, batches
+
+
+def idx_bytes(array):
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    return header + np.ascontiguousarray(array, np.uint8).tobytes()
+
+
+def write_idx(folder, n_train=12, n_test=5, seed=0):
+    """MNIST-style train/t10k images (idx3) and labels (idx1), gzipped."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        x = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
+        y = rng.integers(0, 10, n).astype(np.uint8)
+        for kind, arr in (("images-idx3", x), ("labels-idx1", y)):
+            with gzip.open(os.path.join(folder, f"{prefix}-{kind}-ubyte.gz"), "wb") as f:
+                f.write(idx_bytes(arr))
+        out[prefix] = (x, y)
+    return out

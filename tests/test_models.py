@@ -1,0 +1,109 @@
+"""Exact Table 1 parameter counts, LRN against a NumPy reference, TF l2_loss weight decay, one train step."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import keras
+from rethink_tf import models, paper
+from rethink_tf.errors import UserError
+from rethink_tf.models import blocks
+
+
+@pytest.mark.parametrize("name", ["small_inception", "small_inception_nobn", "small_alexnet", "mlp_1x512",
+                                  "mlp_3x512"])
+def test_trainable_counts_equal_table_1(name):
+    model = models.build(name, (28, 28, 3), 10)
+    # e.g. small Inception: 1,644,320 conv kernel weights + 1,712 β (or biases) + 3,370 FC = 1,649,402
+    assert models.trainable_count(model) == paper.TABLE1_PARAMS[name]
+
+
+def test_small_inception_bn_is_beta_only_and_nobn_has_no_bn():
+    bn = [l for l in models.build("small_inception", (28, 28, 3), 10).layers
+          if isinstance(l, keras.layers.BatchNormalization)]
+    assert len(bn) == 19 and all(l.center and not l.scale for l in bn)
+    assert sum(l.gamma is None for l in bn) == 19  # 1 conv + 8 inception x 2 + 2 downsample
+    nobn = models.build("small_inception_nobn", (28, 28, 3), 10)
+    assert not any(isinstance(l, keras.layers.BatchNormalization) for l in nobn.layers)
+
+
+def test_inception_v3_builds_for_imagenet():
+    model = models.build("inception_v3", (299, 299, 3), 1000)
+    assert model.output_shape == (None, 1000)
+    assert models.trainable_count(model) == 23_817_352  # Keras InceptionV3 reference (PAPER.md §3.5)
+
+
+def np_lrn(x, r=4, bias=1.0, alpha=0.001 / 9, beta=0.75):
+    """TF local_response_normalization, literally: sum of squares over channels d-r..d+r."""
+    out = np.empty_like(x)
+    c = x.shape[-1]
+    for d in range(c):
+        sq = np.sum(x[..., max(0, d - r):min(c, d + r + 1)] ** 2, axis=-1)
+        out[..., d] = x[..., d] / (bias + alpha * sq) ** beta
+    return out
+
+
+def test_lrn_matches_numpy_and_tf():
+    x = np.random.default_rng(0).normal(size=(2, 5, 5, 12)).astype(np.float32) * 10
+    layer = blocks.LocalResponseNormalization()
+    np.testing.assert_allclose(layer(x).numpy(), np_lrn(x.astype(np.float64)), rtol=1e-5)
+    tf_ref = tf.nn.local_response_normalization(x, depth_radius=4, bias=1.0, alpha=0.001 / 9, beta=0.75)
+    np.testing.assert_allclose(layer(x).numpy(), tf_ref.numpy(), rtol=1e-5)
+    odd = blocks.LocalResponseNormalization(depth_radius=2, bias=2.0, alpha=0.5, beta=0.5)
+    np.testing.assert_allclose(odd(x).numpy(), np_lrn(x, 2, 2.0, 0.5, 0.5), rtol=1e-5)
+    restored = blocks.LocalResponseNormalization.from_config(odd.get_config())
+    assert restored.get_config() == odd.get_config()
+
+
+def test_weight_decay_has_tf_l2_loss_semantics():
+    wd = 5e-4
+    model = models.build("mlp_1x512", (4, 4, 1), 10, weight_decay=wd)
+    kernels = [v for v in model.trainable_weights if "kernel" in v.path]
+    biases = [v for v in model.trainable_weights if "bias" in v.path]
+    with tf.GradientTape() as tape:
+        model(np.zeros((1, 4, 4, 1), np.float32))
+        penalty = tf.add_n(model.losses)
+    expected = sum(wd * 0.5 * float(tf.reduce_sum(tf.square(k))) for k in kernels)  # wd · l2_loss(w)
+    assert float(penalty) == pytest.approx(expected, rel=1e-5)
+    grads = tape.gradient(penalty, kernels + biases)
+    for k, g in zip(kernels, grads):
+        np.testing.assert_allclose(g.numpy(), wd * k.numpy(), rtol=1e-5, atol=1e-12)  # gradient wd·w
+    assert all(g is None for g in grads[len(kernels):])  # biases are not decayed
+
+
+def test_inception_v3_weight_decay_reaches_every_kernel():
+    model = models.build("inception_v3", (75, 75, 3), 10, weight_decay=4e-5, dropout=0.0)
+    convs = [l for l in model.layers if isinstance(l, keras.layers.Conv2D)]
+    model(np.zeros((1, 75, 75, 3), np.float32))
+    assert len(model.losses) == len(convs) + 1
+
+
+@pytest.mark.parametrize("name,shape", [("small_inception", (28, 28, 3)), ("small_inception_nobn", (28, 28, 3)),
+                                        ("small_alexnet", (28, 28, 3)), ("mlp_3x512", (28, 28, 1)),
+                                        ("inception_v3", (75, 75, 3))])
+def test_one_train_step_at_batch_two(name, shape):
+    model = models.build(name, shape, 10)
+    model.compile(keras.optimizers.SGD(0.01, momentum=0.9),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    x = np.random.default_rng(0).normal(size=(2,) + shape).astype(np.float32)
+    before = [w.numpy().copy() for w in model.trainable_weights]
+    loss = model.train_on_batch(x, np.array([1, 2]))
+    assert np.isfinite(loss)
+    assert any(not np.array_equal(b, w.numpy()) for b, w in zip(before, model.trainable_weights))
+
+
+@pytest.mark.parametrize("args,match", [
+    (("resnet50", (28, 28, 3), 10), "unknown model 'resnet50'"),
+    (("inception_v3", (28, 28, 3), 10), "at least 75x75"),
+    (("small_inception", (28, 28), 10), r"shape \(H, W, C\)"),
+    (("inception_v3", (299, 299, 1), 10), "3 channels"),
+    (("mlp_1x512", (28, 28, 3), 1), "at least 2"),
+])
+def test_bad_model_requests(args, match):
+    with pytest.raises(UserError, match=match):
+        models.build(*args)
+
+
+def test_unknown_option():
+    with pytest.raises(UserError, match="does not take option"):
+        models.build("mlp_1x512", (28, 28, 3), 10, batchnorm=True)

@@ -1,0 +1,135 @@
+"""Loaders read small files written in each original format, tfds mock data, and real Fashion-MNIST."""
+
+import gzip
+import os
+import tarfile
+
+import numpy as np
+import pytest
+
+from conftest import needs_fashion, write_cifar_binary, write_cifar_python, write_idx
+from rethink_tf.data import sources
+from rethink_tf.errors import UserError
+
+
+def _expected(batches, split):
+    names = [n for n in batches if ("test" in n) == (split == "test")]
+    return np.concatenate([batches[n][0] for n in names]), np.concatenate([batches[n][1] for n in names])
+
+
+@pytest.mark.parametrize("as_tar", [True, False])
+def test_cifar_binary_round_trip(tmp_path, as_tar):
+    _, batches = write_cifar_binary(str(tmp_path), as_tar=as_tar)
+    for split in ("train", "test"):
+        s = sources.load("cifar10", split, data_dir=str(tmp_path), source="archive")
+        x, y = _expected(batches, split)
+        np.testing.assert_array_equal(s.arrays["image"], x)
+        np.testing.assert_array_equal(s.arrays["label"], y)
+        np.testing.assert_array_equal(s.arrays["key"], np.arange(len(y)))
+        assert s.size == len(y) == (20 if split == "train" else 6)
+
+
+def test_cifar_python_round_trip(tmp_path):
+    _, batches = write_cifar_python(str(tmp_path))
+    s = sources.load("cifar10", "train", data_dir=str(tmp_path))
+    x, y = _expected(batches, "train")
+    np.testing.assert_array_equal(s.arrays["image"], x)
+    np.testing.assert_array_equal(s.arrays["label"], y)
+
+
+def test_cifar_python_refuses_code(tmp_path):
+    # A pickle that would call os.system when loaded must be refused, not executed.
+    write_cifar_python(str(tmp_path), extra=_Evil())
+    with pytest.raises(UserError, match="refusing to load"):
+        sources.load("cifar10", "train", data_dir=str(tmp_path))
+
+
+class _Evil:
+    def __reduce__(self):
+        return (os.system, ("touch /tmp/rethink_tf_pwned",))
+
+
+def test_truncated_cifar_binary(tmp_path):
+    path, _ = write_cifar_binary(str(tmp_path), as_tar=False)
+    with open(os.path.join(path, "data_batch_3.bin"), "r+b") as f:
+        f.truncate(3073 * 2 + 100)
+    with pytest.raises(UserError, match="truncated"):
+        sources.load("cifar10", "train", data_dir=str(tmp_path))
+
+
+def test_truncated_tarball(tmp_path):
+    path, _ = write_cifar_binary(str(tmp_path))
+    data = open(path, "rb").read()
+    open(path, "wb").write(data[: len(data) // 2])
+    with pytest.raises(UserError, match="cannot read cifar10"):
+        sources.load("cifar10", "train", data_dir=str(tmp_path))
+
+
+def test_tar_member_missing(tmp_path):
+    with tarfile.open(tmp_path / "cifar-10-binary.tar.gz", "w:gz"):
+        pass
+    with pytest.raises(UserError, match="has no member cifar-10-batches-bin/data_batch_1.bin"):
+        sources.load("cifar10", "train", data_dir=str(tmp_path))
+
+
+def test_idx_round_trip_and_subset(tmp_path):
+    written = write_idx(str(tmp_path))
+    s = sources.load("mnist", "train", data_dir=str(tmp_path))
+    np.testing.assert_array_equal(s.arrays["image"][..., 0], written["train"][0])
+    np.testing.assert_array_equal(s.arrays["label"], written["train"][1])
+    sub = sources.load("mnist", "test", data_dir=str(tmp_path), num_examples=3)
+    assert sub.size == 3 and sub.arrays["image"].shape == (3, 28, 28, 1)
+    np.testing.assert_array_equal(sub.arrays["label"], written["t10k"][1][:3])
+
+
+def test_idx_truncated_and_bad_magic(tmp_path):
+    write_idx(str(tmp_path))
+    p = tmp_path / "train-images-idx3-ubyte.gz"
+    raw = gzip.decompress(p.read_bytes())
+    p.write_bytes(gzip.compress(raw[:-10]))
+    with pytest.raises(UserError, match="truncated"):
+        sources.load("fashion_mnist", "train", data_dir=str(tmp_path))
+    p.write_bytes(gzip.compress(b"\x01\x02" + raw[2:]))
+    with pytest.raises(UserError, match="bad magic"):
+        sources.load("fashion_mnist", "train", data_dir=str(tmp_path))
+
+
+def test_missing_data_says_what_to_put_where(tmp_path):
+    with pytest.raises(UserError, match=r"cifar10 not found in .*cifar-10-binary\.tar\.gz"):
+        sources.load("cifar10", "train", data_dir=str(tmp_path))
+    with pytest.raises(UserError, match="no cifar10 archive found"):
+        sources.load("cifar10", "train", data_dir=str(tmp_path), source="archive")
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(name="cifar100", split="train"), "unknown dataset 'cifar100'"),
+    (dict(name="cifar10", split="valid"), "unknown split"),
+    (dict(name="cifar10", split="train", source="web"), "unknown source"),
+    (dict(name="cifar10", split="train", num_examples=0), "at least one example"),
+])
+def test_bad_arguments(kwargs, match, tmp_path):
+    with pytest.raises(UserError, match=match):
+        sources.load(data_dir=str(tmp_path), **kwargs)
+
+
+def test_tfds_mock_data():
+    import tensorflow_datasets as tfds
+
+    with tfds.testing.mock_data(num_examples=12, policy=tfds.testing.MockPolicy.USE_CODE):
+        s = sources.load("cifar10", "train", source="tfds", data_dir="/nonexistent-tfds")
+        assert s.arrays["image"].shape == (12, 32, 32, 3) and s.arrays["image"].dtype == np.uint8
+        assert len(set(s.arrays["key"].tolist())) == 12  # keys from tfds_id: distinct and stable
+        again = sources.load("cifar10", "train", source="tfds", data_dir="/nonexistent-tfds")
+        np.testing.assert_array_equal(s.arrays["key"], again.arrays["key"])
+        inet = sources.load("imagenet2012", "test", source="tfds", data_dir="/nonexistent-tfds", num_examples=2)
+        ex = next(iter(inet.stream))
+        assert ex["image"].dtype.name == "uint8" and ex["image"].shape[-1] == 3 and inet.size == 2
+
+
+@needs_fashion
+def test_real_fashion_mnist():
+    train = sources.load("fashion_mnist", "train")
+    test = sources.load("fashion_mnist", "test")
+    assert train.size == 60_000 and test.size == 10_000
+    assert train.arrays["image"].shape == (60_000, 28, 28, 1)
+    assert np.bincount(train.arrays["label"]).tolist() == [6000] * 10  # Fashion-MNIST is balanced
