@@ -20,6 +20,7 @@ setup(
         "absl-py>=2.0",
         "matplotlib>=3.7",
         "psutil>=5.9",
+        "tensorboard>=2.16",  # TF 2.21 no longer depends on it; we write per-epoch scalars
     ],
     extras_require={"test": ["pytest>=8"]},
 )

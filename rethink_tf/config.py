@@ -47,3 +47,108 @@ class DataConfig:
 
     def to_dict(self):
         return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """One training run (PAPER.md §4). None means "the paper's recipe for this model" (rethink_tf.paper.RECIPES).
+
+    Attributes:
+      model: a key of rethink_tf.models.MODELS.
+      data: the DataConfig.
+      epochs: number of epochs to train.
+      batch_size: global batch size (None: recipe, 128 on CIFAR-10).
+      optimizer: "sgd" or "rmsprop" (None: recipe).
+      learning_rate: initial learning rate (None: recipe; 0.1 Inception, 0.01 AlexNet and MLPs).
+      lr_decay: multiplicative decay per period (None: recipe; 0.95).
+      lr_decay_examples: examples seen per decay period (None: the full training set size × recipe epochs per
+        decay, so a subset run keeps the paper's per-step schedule instead of decaying every short epoch).
+      momentum: SGD/RMSProp momentum (None: recipe; 0.9).
+      weight_decay: TF l2_loss-style decay on kernels (0: off, the paper's default for randomization runs).
+      label_smoothing, dropout, bn_momentum: model/loss options (None: builder or recipe default).
+      seed: seed of initialization, shuffling and augmentation.
+      strategy, num_gpus, cross_device_ops: see rethink_tf.distribute.
+      stop_at_train_accuracy: end the run once an epoch's training accuracy reaches this (None: never).
+      jit_compile: XLA on a single device.
+      deterministic: enable TF op determinism (slower; some GPU ops then raise UnimplementedError).
+      tensorboard: write TensorBoard scalars.
+      run_name: explicit run directory name (None: derived from the config).
+    """
+
+    model: str = "small_inception"
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    epochs: int = 100
+    batch_size: Optional[int] = None
+    optimizer: Optional[str] = None
+    learning_rate: Optional[float] = None
+    lr_decay: Optional[float] = None
+    lr_decay_examples: Optional[int] = None
+    momentum: Optional[float] = None
+    weight_decay: float = 0.0
+    label_smoothing: Optional[float] = None
+    dropout: Optional[float] = None
+    bn_momentum: Optional[float] = None
+    seed: int = 0
+    strategy: str = "none"
+    num_gpus: Optional[int] = None
+    cross_device_ops: str = "auto"
+    stop_at_train_accuracy: Optional[float] = None
+    jit_compile: bool = False
+    deterministic: bool = False
+    tensorboard: bool = True
+    run_name: Optional[str] = None
+
+    def resolved(self):
+        """A copy with every None replaced by the paper's recipe for this model and dataset."""
+        from rethink_tf import paper
+        from rethink_tf.data import sources
+
+        recipe = paper.RECIPES[self.model]
+        train_size = sources.spec(self.data.dataset).train_size
+        return dataclasses.replace(
+            self,
+            batch_size=self.batch_size or recipe.batch_size,
+            optimizer=self.optimizer or recipe.optimizer,
+            learning_rate=self.learning_rate if self.learning_rate is not None else recipe.learning_rate,
+            lr_decay=self.lr_decay if self.lr_decay is not None else recipe.lr_decay,
+            lr_decay_examples=self.lr_decay_examples or int(round(train_size * recipe.lr_decay_epochs)),
+            momentum=self.momentum if self.momentum is not None else recipe.momentum,
+            label_smoothing=self.label_smoothing if self.label_smoothing is not None else recipe.label_smoothing,
+        )
+
+    def to_dict(self):
+        """Flat dict keyed by flag name (the data fields inline), as config.json and results.json hold it."""
+        d = dataclasses.asdict(self)
+        d.update(d.pop("data"))
+        return d
+
+    @classmethod
+    def from_dict(cls, d):
+        data_fields = {f.name for f in dataclasses.fields(DataConfig)}
+        data = DataConfig(**{k: v for k, v in d.items() if k in data_fields})
+        own = {f.name for f in dataclasses.fields(cls)} - {"data"}
+        return cls(data=data, **{k: v for k, v in d.items() if k in own})
+
+    def name(self):
+        """The run directory name: readable settings plus a hash of everything that changes the result."""
+        if self.run_name:
+            return self.run_name
+        import hashlib
+        import json
+
+        d = self.data
+        parts = [d.dataset, self.model, d.corrupt]
+        if d.corrupt == "labels":
+            parts.append(f"p{d.corrupt_prob:g}")
+        parts += [tag for flag, tag in ((d.random_crop, "crop"), (d.augment, "aug"), (d.imagenet_augment, "aug"))
+                  if flag]
+        if self.weight_decay:
+            parts.append(f"wd{self.weight_decay:g}")
+        if d.train_examples:
+            parts.append(f"n{d.train_examples}")
+        parts.append(f"s{self.seed}")
+        ignore = {"tensorboard", "run_name", "strategy", "num_gpus", "cross_device_ops", "data_dir", "source",
+                  "manual_dir", "prepare_imagenet", "jit_compile", "deterministic"}
+        semantic = {k: v for k, v in self.to_dict().items() if k not in ignore}
+        digest = hashlib.sha256(json.dumps(semantic, sort_keys=True).encode()).hexdigest()[:8]
+        return "-".join(parts + [digest])

@@ -26,7 +26,7 @@ from rethink_tf.errors import UserError
 
 AUTOTUNE = tf.data.AUTOTUNE
 CIFAR_CROP = 28  # PAPER.md §1.1: models see 28×28×3
-IMAGENET_SHUFFLE_BUFFER = 10_000
+IMAGENET_SHUFFLE_BUFFER = 10_000  # examples; ImageNet cannot be permuted in memory
 
 
 @dataclasses.dataclass
@@ -163,9 +163,11 @@ def _build_in_memory(cfg, corr, train, test, shape, batch_size, epochs, steps, s
     side, size = shape[0], train.size
 
     def per_epoch(epoch):
-        order = tf.data.Dataset.range(size).shuffle(
-            size, seed=tf.bitcast(corruption_lib.hash_words(cfg.shuffle_seed, 7, epoch), tf.int64),
-            reshuffle_each_iteration=False)
+        # The epoch's order is a pure function of (shuffle_seed, epoch): argsort of hashed uniforms. It does not
+        # depend on TF's shuffle implementation or global seed, so a resumed run replays the same batches.
+        order = tf.argsort(corruption_lib.uniform(cfg.shuffle_seed, 7, epoch, tf.range(size, dtype=tf.int64)),
+                           stable=True)
+        order = tf.data.Dataset.from_tensor_slices(order)
 
         def example(i):
             image, key = images[i], keys[i]
@@ -196,10 +198,9 @@ def _build_stream(cfg, corr, train, test, shape, batch_size, epochs, steps, summ
                                "note": "streamed dataset: fingerprint not computed"}
     size = shape[0]
 
-    def per_epoch(epoch):
-        ds = train.stream.shuffle(IMAGENET_SHUFFLE_BUFFER,
-                                  seed=tf.bitcast(corruption_lib.hash_words(cfg.shuffle_seed, 7, epoch), tf.int64),
-                                  reshuffle_each_iteration=False)
+    def per_epoch(epoch):  # epoch is a Python int here: tf.data's shuffle wants an integer seed
+        seed = int(corruption_lib.hash_words(cfg.shuffle_seed, 7, epoch).numpy() >> 2)
+        ds = train.stream.shuffle(IMAGENET_SHUFFLE_BUFFER, seed=seed, reshuffle_each_iteration=False)
 
         def example(ex):
             label = corruption_lib.corrupt_labels(corr, ex["label"], ex["key"], "train")
@@ -212,7 +213,10 @@ def _build_stream(cfg, corr, train, test, shape, batch_size, epochs, steps, summ
         return ds.map(example, num_parallel_calls=AUTOTUNE).batch(batch_size, drop_remainder=True)
 
     def train_stream(first_epoch=0):
-        return tf.data.Dataset.range(first_epoch, epochs).flat_map(per_epoch).prefetch(AUTOTUNE)
+        ds = per_epoch(first_epoch)
+        for epoch in range(first_epoch + 1, epochs):
+            ds = ds.concatenate(per_epoch(epoch))
+        return ds.prefetch(AUTOTUNE)
 
     def evaluation(split, split_name):
         def example(ex):

@@ -1,0 +1,48 @@
+"""The only module that names devices: no strategy, or tf.distribute.MirroredStrategy on this host's GPUs.
+
+Notes for users (REQUIREMENTS.md 2, 9, 13):
+  * The batch size in every config is the *global* batch; it must split evenly over the replicas (checked).
+  * BatchNormalization statistics are per replica (Keras' default `synchronized=False`), as in the paper's era.
+  * XLA (`jit_compile`) is forced off under a multi-replica strategy: Keras disables it there anyway.
+  * Multi-host (MultiWorkerMirroredStrategy) is not offered: Keras 3 `fit` does not support it (keras#20585);
+    asking for it fails with that reason.
+"""
+
+import tensorflow as tf
+
+from rethink_tf.errors import UserError
+
+STRATEGIES = ("none", "mirrored", "multi_worker")
+CROSS_DEVICE_OPS = ("auto", "nccl", "hierarchical_copy", "one_device")
+
+
+def get_strategy(kind="none", num_gpus=None, cross_device_ops="auto"):
+    """Returns a tf.distribute.Strategy.
+
+    Args:
+      kind: "none" (the default strategy: one device) or "mirrored" (synchronous data parallelism on local GPUs).
+      num_gpus: how many GPUs to mirror over (None: all visible).
+      cross_device_ops: "auto", "nccl", "hierarchical_copy" or "one_device" (ReductionToOneDevice, the
+        maintainers' suggestion when NCCL all-reduce gives NaNs: tensorflow#105552).
+
+    Raises:
+      UserError: mirrored without GPUs, more GPUs asked than visible, multi-worker.
+    """
+    if kind == "none":
+        return tf.distribute.get_strategy()
+    if kind == "multi_worker":
+        raise UserError("multi-host training is not supported: Keras 3 model.fit does not work with "
+                        "MultiWorkerMirroredStrategy (keras-team/keras#20585); use --strategy=mirrored on one host")
+    if kind != "mirrored":
+        raise UserError(f"unknown strategy {kind!r}; use one of {STRATEGIES[:2]}")
+    gpus = [d.name for d in tf.config.list_logical_devices("GPU")]
+    if not gpus:
+        raise UserError("--strategy=mirrored needs GPUs, and TensorFlow sees none on this machine")
+    if num_gpus is not None:
+        if num_gpus > len(gpus):
+            raise UserError(f"--num_gpus={num_gpus} but only {len(gpus)} GPU(s) are visible")
+        gpus = gpus[:num_gpus]
+    ops = {"auto": None, "nccl": tf.distribute.NcclAllReduce(),
+           "hierarchical_copy": tf.distribute.HierarchicalCopyAllReduce(),
+           "one_device": tf.distribute.ReductionToOneDevice()}[cross_device_ops]
+    return tf.distribute.MirroredStrategy(gpus, cross_device_ops=ops)

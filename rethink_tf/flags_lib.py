@@ -1,0 +1,127 @@
+"""Every absl flag of `python -m rethink_tf.train`, defined in functions and validated where declared.
+
+Enum values come from the registries (models, datasets, corruptions, strategies), so a new model is a new flag
+value with no edit here. `config_from_flags` is the one place flags become a TrainConfig.
+"""
+
+from absl import flags
+
+from rethink_tf import distribute, models
+from rethink_tf.config import DataConfig, TrainConfig
+from rethink_tf.data import corruption, sources
+
+
+def define_data_flags(fv=flags.FLAGS):
+    flags.DEFINE_enum("dataset", "cifar10", sorted(sources.DATASETS), "Dataset to train on.", flag_values=fv)
+    flags.DEFINE_string("data_dir", None, "Folder with the original archives (cifar-10-binary.tar.gz, "
+                        "cifar-10-python.tar.gz, *-idx?-ubyte.gz) or tfds-prepared data. Default: Debian's "
+                        "Fashion-MNIST folder, else ~/tensorflow_datasets.", flag_values=fv)
+    flags.DEFINE_enum("source", "auto", list(sources.SOURCES), "Read the original archives, tfds-prepared data, "
+                      "or whichever is present (archives first).", flag_values=fv)
+    flags.DEFINE_string("manual_dir", None, "ImageNet: folder with ILSVRC2012_img_{train,val}.tar.", flag_values=fv)
+    flags.DEFINE_bool("prepare_imagenet", False, "ImageNet: build the tfds TFRecords from --manual_dir first "
+                      "(hours, ~150 GB).", flag_values=fv)
+    flags.DEFINE_integer("train_examples", None, "Use only the first N training examples.", lower_bound=1,
+                         flag_values=fv)
+    flags.DEFINE_integer("test_examples", None, "Use only the first N test examples.", lower_bound=1, flag_values=fv)
+    flags.DEFINE_enum("corrupt", "none", list(corruption.KINDS), "Randomization test of §2.1: labels (with "
+                      "probability --corrupt_prob), random_labels (p = 1), shuffled_pixels, random_pixels, gaussian.",
+                      flag_values=fv)
+    flags.DEFINE_float("corrupt_prob", None, "Label corruption probability p in [0, 1] for --corrupt=labels; a "
+                       "corrupted label is uniform over all classes, so about 0.9·p of labels change.",
+                       lower_bound=0.0, upper_bound=1.0, flag_values=fv)
+    flags.DEFINE_integer("corrupt_seed", 0, "Seed of the corruption (independent of --seed).", lower_bound=0,
+                         flag_values=fv)
+    flags.DEFINE_bool("corrupt_test_labels", False, "Also corrupt the test labels (off: test accuracy on true "
+                      "labels, as the paper reports it).", flag_values=fv)
+    flags.DEFINE_bool("random_crop", False, "Table 1's random crop: a random 28x28 window of the 32x32 CIFAR-10 "
+                      "image at training time (centre crop at test time).", flag_values=fv)
+    flags.DEFINE_bool("augment", False, "Table 4's augmentation: random left-right flips and rotations up to "
+                      "±25 degrees at training time.", flag_values=fv)
+    flags.DEFINE_bool("imagenet_augment", False, "Table 2's 'data aug': the TF inception train-time distortions.",
+                      flag_values=fv)
+
+    @flags.multi_flags_validator(["corrupt", "corrupt_prob"], flag_values=fv,
+                                 message="--corrupt=labels needs --corrupt_prob in [0, 1]; --corrupt=random_labels "
+                                         "means p = 1 (leave --corrupt_prob unset or 1)")
+    def _prob(f):
+        if f["corrupt"] == "labels":
+            return f["corrupt_prob"] is not None
+        if f["corrupt"] == "random_labels":
+            return f["corrupt_prob"] in (None, 1.0)
+        return True
+
+    @flags.multi_flags_validator(["corrupt", "random_crop", "augment", "imagenet_augment"], flag_values=fv,
+                                 message="pixel corruptions (shuffled_pixels, random_pixels, gaussian) cannot be "
+                                         "combined with --random_crop/--augment: the paper does not define it")
+    def _pixels(f):
+        return not (f["corrupt"] in corruption.PIXEL_KINDS and (f["random_crop"] or f["augment"]
+                                                                 or f["imagenet_augment"]))
+
+
+def define_train_flags(fv=flags.FLAGS):
+    """Defines all flags of the training entry point on `fv`."""
+    define_data_flags(fv)
+    flags.DEFINE_enum("model", "small_inception", list(models.MODELS), "Architecture (PAPER.md §3).",
+                      flag_values=fv)
+    flags.DEFINE_integer("epochs", 100, "Epochs to train.", lower_bound=1, flag_values=fv)
+    flags.DEFINE_integer("batch_size", None, "Global batch size (default: the recipe's, 128 on CIFAR-10; "
+                         "split evenly over replicas).", lower_bound=1, flag_values=fv)
+    flags.DEFINE_enum("optimizer", None, ["sgd", "rmsprop"], "Default: sgd (CIFAR-10), rmsprop (inception_v3).",
+                      flag_values=fv)
+    flags.DEFINE_float("learning_rate", None, "Initial learning rate (default 0.1 for small Inception, 0.01 for "
+                       "AlexNet and MLPs, 0.045 for Inception V3).", lower_bound=0.0, flag_values=fv)
+    flags.DEFINE_float("lr_decay", None, "Learning-rate decay factor per period (default 0.95; 0.94 for "
+                       "Inception V3).", lower_bound=0.0, upper_bound=1.0, flag_values=fv)
+    flags.DEFINE_integer("lr_decay_examples", None, "Examples seen per decay period (default: the full training "
+                         "set, i.e. one epoch of a full run: 50,000 on CIFAR-10 = 391 steps at batch 128). A "
+                         "subset run keeps this per-step schedule.", lower_bound=1, flag_values=fv)
+    flags.DEFINE_float("momentum", None, "Momentum (default 0.9).", lower_bound=0.0, upper_bound=0.999999,
+                       flag_values=fv)
+    flags.DEFINE_float("weight_decay", 0.0, "Weight decay wd on conv/dense kernels with TF l2_loss semantics "
+                       "(penalty wd·Σw²/2); 0 = off. The paper does not give its value; 5e-4 in our Table 1 "
+                       "flagfiles, 4e-5 for Inception V3.", lower_bound=0.0, flag_values=fv)
+    flags.DEFINE_float("label_smoothing", None, "Label smoothing (default 0; 0.1 for Inception V3).",
+                       lower_bound=0.0, upper_bound=1.0, flag_values=fv)
+    flags.DEFINE_float("dropout", None, "Inception V3 dropout rate on pooled features (default 0.2).",
+                       lower_bound=0.0, upper_bound=0.99, flag_values=fv)
+    flags.DEFINE_float("bn_momentum", None, "BatchNorm moving-average momentum (default 0.999 small Inception, "
+                       "0.9997 Inception V3).", lower_bound=0.0, upper_bound=1.0, flag_values=fv)
+    flags.DEFINE_integer("seed", 0, "Seed of initialization, shuffling and augmentation.", lower_bound=0,
+                         flag_values=fv)
+    flags.DEFINE_string("workdir", "runs", "Runs are written to <workdir>/<run name>/.", flag_values=fv)
+    flags.DEFINE_string("run_name", None, "Explicit run directory name (default: derived from the settings).",
+                        flag_values=fv)
+    flags.DEFINE_enum("strategy", "none", list(distribute.STRATEGIES), "none: one device; mirrored: synchronous "
+                      "data parallelism over this host's GPUs (BN statistics per replica).", flag_values=fv)
+    flags.DEFINE_integer("num_gpus", None, "GPUs to mirror over (default: all visible).", lower_bound=1,
+                         flag_values=fv)
+    flags.DEFINE_enum("cross_device_ops", "auto", list(distribute.CROSS_DEVICE_OPS), "All-reduce implementation "
+                      "for --strategy=mirrored (one_device if NCCL gives NaNs).", flag_values=fv)
+    flags.DEFINE_float("stop_at_train_accuracy", None, "End the run once an epoch's training accuracy reaches "
+                       "this (e.g. 1.0 for fitting runs).", lower_bound=0.0, upper_bound=1.0, flag_values=fv)
+    flags.DEFINE_bool("jit_compile", False, "XLA-compile the train step (single device only).", flag_values=fv)
+    flags.DEFINE_bool("deterministic", False, "Enable TF op determinism (slower; some GPU ops raise "
+                      "UnimplementedError).", flag_values=fv)
+    flags.DEFINE_bool("tensorboard", True, "Write TensorBoard scalars to <run dir>/tensorboard.", flag_values=fv)
+
+
+def data_config_from_flags(f):
+    return DataConfig(dataset=f.dataset, data_dir=f.data_dir, source=f.source, manual_dir=f.manual_dir,
+                      prepare_imagenet=f.prepare_imagenet, train_examples=f.train_examples,
+                      test_examples=f.test_examples, corrupt=f.corrupt, corrupt_prob=f.corrupt_prob,
+                      corrupt_seed=f.corrupt_seed, corrupt_test_labels=f.corrupt_test_labels,
+                      random_crop=f.random_crop, augment=f.augment, imagenet_augment=f.imagenet_augment,
+                      shuffle_seed=f.seed)
+
+
+def config_from_flags(f):
+    """Parsed flags -> TrainConfig (the only place flags are read)."""
+    return TrainConfig(
+        model=f.model, data=data_config_from_flags(f), epochs=f.epochs, batch_size=f.batch_size,
+        optimizer=f.optimizer, learning_rate=f.learning_rate, lr_decay=f.lr_decay,
+        lr_decay_examples=f.lr_decay_examples, momentum=f.momentum, weight_decay=f.weight_decay,
+        label_smoothing=f.label_smoothing, dropout=f.dropout, bn_momentum=f.bn_momentum, seed=f.seed,
+        strategy=f.strategy, num_gpus=f.num_gpus, cross_device_ops=f.cross_device_ops,
+        stop_at_train_accuracy=f.stop_at_train_accuracy, jit_compile=f.jit_compile, deterministic=f.deterministic,
+        tensorboard=f.tensorboard, run_name=f.run_name)

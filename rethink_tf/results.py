@@ -1,0 +1,119 @@
+"""Results files: the only interface between training and reporting (STYLE.md 12).
+
+A run directory holds `config.json` (written first), `history.jsonl` (one JSON object per epoch, streamed) and
+`results.json` (written atomically at the end) with `schema_version`, `config`, `metrics`, `history`, `env` and
+`corruption`. Reports and figures read only these files; they never re-train.
+"""
+
+import glob
+import json
+import os
+import platform
+import tempfile
+
+SCHEMA_VERSION = 1
+CONFIG, HISTORY, RESULTS = "config.json", "history.jsonl", "results.json"
+
+
+def write_json(path, obj):
+    """Writes JSON atomically: a temp file in the same folder, then os.replace (no half-written files)."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".json")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=1, sort_keys=True, default=_default)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def _default(o):
+    if hasattr(o, "item"):
+        return o.item()
+    if hasattr(o, "tolist"):
+        return o.tolist()
+    raise TypeError(f"not JSON serializable: {type(o).__name__}")
+
+
+def read_json(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def append_history(run_dir, row):
+    """Appends one epoch's record to history.jsonl and flushes it to disk."""
+    with open(os.path.join(run_dir, HISTORY), "a") as f:
+        f.write(json.dumps(row, sort_keys=True, default=_default) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_history(run_dir, max_epochs=None):
+    """The per-epoch records of a run (the first max_epochs of them)."""
+    path = os.path.join(run_dir, HISTORY)
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    return rows if max_epochs is None else rows[:max_epochs]
+
+
+def truncate_history(run_dir, epochs):
+    """Keeps the first `epochs` records (a resumed run drops epochs after its last checkpoint)."""
+    rows = read_history(run_dir, epochs)
+    path = os.path.join(run_dir, HISTORY)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        for r in rows:
+            f.write(json.dumps(r, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+    return rows
+
+
+def environment():
+    """Versions and devices, for the record (REQUIREMENTS.md 6)."""
+    env = {"python": platform.python_version(), "platform": platform.platform()}
+    try:
+        import keras
+        import numpy
+        import scipy
+        import tensorflow as tf
+
+        env.update(tensorflow=tf.__version__, keras=keras.__version__, numpy=numpy.__version__,
+                   scipy=scipy.__version__, keras_backend=keras.backend.backend(),
+                   devices=[d.name for d in tf.config.list_logical_devices()])
+        build = tf.sysconfig.get_build_info()
+        env.update(cuda=build.get("cuda_version"), cudnn=build.get("cudnn_version"))
+    except ImportError:  # reporting machines may not have TF
+        pass
+    return env
+
+
+def load_all(patterns):
+    """Loads every results.json under the given run directories or glob patterns.
+
+    Args:
+      patterns: a string or list of strings: run directories, folders of run directories, or globs.
+
+    Returns:
+      A list of result dicts, each with an added "run_dir". Partial runs (no results.json) are skipped.
+    """
+    if isinstance(patterns, str):
+        patterns = [patterns]
+    found = set()
+    for pattern in patterns:
+        for path in glob.glob(pattern) or [pattern]:
+            if os.path.isfile(path) and path.endswith(".json"):
+                found.add(os.path.abspath(path))
+            elif os.path.isdir(path):
+                found.update(os.path.abspath(p) for p in glob.glob(os.path.join(path, "**", RESULTS), recursive=True))
+    rows = []
+    for path in sorted(found):
+        r = read_json(path)
+        r["run_dir"] = os.path.dirname(path)
+        rows.append(r)
+    return rows

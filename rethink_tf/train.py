@@ -1,0 +1,122 @@
+"""`python -m rethink_tf.train`: train one of the paper's models on (randomized) data and write results.json.
+
+    python -m rethink_tf.train --flagfile=flags/cifar10_inception_random_labels.flags --data_dir=DATA --workdir=runs
+
+main() turns flags into a TrainConfig; run(config, workdir) does the work and is what tests and sweeps call.
+A run directory is named from its config: re-running a finished run returns its results; re-running a killed run
+resumes it from its last epoch checkpoint.
+"""
+
+import dataclasses
+import os
+import sys
+
+from absl import app, flags
+
+from rethink_tf import flags_lib, results
+from rethink_tf.errors import UserError
+
+flags_lib.define_train_flags()
+FLAGS = flags.FLAGS
+
+
+def model_options(cfg):
+    """The builder options a TrainConfig sets for its model (None values fall back to builder defaults)."""
+    from rethink_tf import models
+
+    wanted = {"weight_decay": cfg.weight_decay, "dropout": cfg.dropout, "bn_momentum": cfg.bn_momentum}
+    accepted = models.options_of(cfg.model)
+    for name, value in wanted.items():
+        if value and name not in accepted:
+            raise UserError(f"--{name} does not apply to --model={cfg.model}")
+    return {k: v for k, v in wanted.items() if k in accepted}
+
+
+def run(config, workdir, strategy=None, datasets=None, extra_callbacks=(), verbose=None):
+    """Trains and evaluates one configuration; returns the path of its results.json.
+
+    Args:
+      config: a TrainConfig (None fields take the paper's recipe).
+      workdir: parent folder of run directories.
+      strategy: a tf.distribute.Strategy (default: from config.strategy).
+      datasets: prebuilt pipeline.Datasets (default: built from config.data).
+      extra_callbacks: more Keras callbacks (tests use one to kill a run mid-way).
+      verbose: Keras fit verbosity (default: progress bar on a terminal, one line per epoch otherwise).
+
+    Raises:
+      UserError: invalid configuration or data; nothing is written to the run directory in that case.
+    """
+    import keras
+    import tensorflow as tf
+
+    from rethink_tf import distribute, models, training
+    from rethink_tf.data import pipeline
+
+    cfg = config.resolved()
+    run_dir = os.path.join(workdir, cfg.name())
+    final = os.path.join(run_dir, results.RESULTS)
+    if os.path.exists(final):
+        print(f"{run_dir}: already complete", flush=True)
+        return final
+    config_path = os.path.join(run_dir, results.CONFIG)
+    if os.path.exists(config_path) and results.read_json(config_path) != _jsonable(cfg.to_dict()):
+        raise UserError(f"{run_dir} holds a run with a different config; choose another --run_name or --workdir")
+    if cfg.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    strategy = strategy or distribute.get_strategy(cfg.strategy, cfg.num_gpus, cfg.cross_device_ops)
+    replicas = strategy.num_replicas_in_sync
+    # Everything that can fail on user input happens before the run directory is touched.
+    datasets = datasets or pipeline.build(cfg.data, cfg.batch_size, cfg.epochs, num_replicas=replicas)
+    options = model_options(cfg)
+    keras.utils.set_random_seed(cfg.seed)
+    with strategy.scope():
+        model = models.build(cfg.model, datasets.input_shape, datasets.num_classes, **options)
+        jit = training.compile_model(model, cfg, datasets.num_classes, replicas)
+    os.makedirs(run_dir, exist_ok=True)
+    results.write_json(config_path, cfg.to_dict())
+    initial_epoch = training.restore(model, run_dir)
+    history = results.truncate_history(run_dir, initial_epoch)
+    if initial_epoch:
+        print(f"{run_dir}: resuming after epoch {initial_epoch}", flush=True)
+    print(f"{cfg.model} on {cfg.data.dataset} ({datasets.train_size} train / {datasets.test_size} test), "
+          f"corrupt={cfg.data.corrupt}, {models.trainable_count(model):,} trainable parameters, "
+          f"{datasets.steps_per_epoch} steps/epoch, {replicas} replica(s) -> {run_dir}", flush=True)
+    if verbose is None:
+        verbose = 1 if sys.stdout.isatty() else 2
+    metrics, history, status = training.fit_and_evaluate(
+        model, cfg, datasets, run_dir, initial_epoch=initial_epoch, history=history,
+        extra_callbacks=extra_callbacks, verbose=verbose)
+    metrics["trainable_parameters"] = models.trainable_count(model)
+    metrics["steps_per_epoch"] = datasets.steps_per_epoch
+    record = {"schema_version": results.SCHEMA_VERSION, "kind": "train", "status": status,
+              "config": cfg.to_dict(), "metrics": metrics, "history": history, "corruption": datasets.summary,
+              "env": {**results.environment(), "replicas": replicas, "jit_compile": jit,
+                      "strategy": type(strategy).__name__}}
+    if status == "diverged":
+        results.write_json(os.path.join(run_dir, "diverged.json"), record)
+        raise UserError(f"training diverged (loss is NaN/inf) at epoch {history[-1]['epoch']}; "
+                        f"see {run_dir}/history.jsonl. Try a lower --learning_rate")
+    results.write_json(final, record)
+    print(f"train accuracy {metrics['train_accuracy']:.4f}, test accuracy {metrics['test_accuracy']:.4f}, "
+          f"epochs to fit {metrics['epochs_to_fit']} -> {final}", flush=True)
+    return final
+
+
+def _jsonable(d):
+    import json
+
+    return json.loads(json.dumps(d))
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    try:
+        run(flags_lib.config_from_flags(FLAGS), FLAGS.workdir)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    app.run(main)
