@@ -1,0 +1,269 @@
+"""The training entry point: flagfiles, end-to-end runs per model, LR schedule, resume, multi-replica, CLI errors."""
+
+import glob
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from absl import flags
+
+from conftest import write_cifar_binary
+from rethink_tf import flags_lib, results, training
+from rethink_tf.config import DataConfig, TrainConfig
+from rethink_tf.data import pipeline
+from rethink_tf.train import run
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FLAGFILES = sorted(glob.glob(os.path.join(REPO, "flags", "*.flags")))
+
+
+@pytest.fixture(scope="module")
+def cifar_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cifar")
+    write_cifar_binary(str(d), per_batch=8, test=16)  # 40 train, 16 test
+    return str(d)
+
+
+def tiny(model="mlp_1x512", data_dir=None, **kw):
+    data = {k: kw.pop(k) for k in list(kw) if k in DataConfig.__dataclass_fields__}
+    return TrainConfig(model=model, data=DataConfig(dataset="cifar10", data_dir=data_dir, **data),
+                       batch_size=kw.pop("batch_size", 8), epochs=kw.pop("epochs", 1), tensorboard=False, **kw)
+
+
+@pytest.mark.parametrize("path", FLAGFILES, ids=os.path.basename)
+def test_every_flagfile_parses_into_a_valid_config(path, monkeypatch):
+    monkeypatch.chdir(REPO)  # flagfiles name flags/common_*.flags relative to the repository root
+    lines = open(path).read().splitlines()
+    assert lines[0].startswith("# ")
+    name = os.path.basename(path)
+    if not name.startswith(("common_", "smoke")):
+        assert any(l.startswith("--flagfile=flags/common_") for l in lines)
+        assert "paper" in lines[0] and ("Table" in lines[0] or "Figure" in lines[0])
+    fv = flags.FlagValues()
+    flags_lib.define_train_flags(fv)
+    fv(["train", f"--flagfile={path}"])
+    cfg = flags_lib.config_from_flags(fv).resolved()
+    pipeline.check_combination(cfg.data)
+    assert cfg.batch_size >= 1 and cfg.learning_rate > 0 and cfg.name()
+
+
+def test_paper_recipe_defaults():
+    cfg = TrainConfig(model="small_inception").resolved()
+    assert (cfg.optimizer, cfg.learning_rate, cfg.lr_decay, cfg.momentum, cfg.batch_size) == ("sgd", 0.1, 0.95, 0.9, 128)
+    assert training.steps_per_decay(cfg.lr_decay_examples, cfg.batch_size) == 391  # 50,000 / 128, once per epoch
+    assert TrainConfig(model="mlp_1x512").resolved().learning_rate == 0.01
+    assert TrainConfig(model="small_alexnet").resolved().learning_rate == 0.01
+    v3 = TrainConfig(model="inception_v3", data=DataConfig(dataset="imagenet2012")).resolved()
+    assert (v3.optimizer, v3.label_smoothing, v3.lr_decay) == ("rmsprop", 0.1, 0.94)
+    assert training.steps_per_decay(v3.lr_decay_examples, v3.batch_size) == 80_073  # 2 epochs of 1,281,167 / 32
+
+
+@pytest.mark.parametrize("model", ["small_inception", "small_inception_nobn", "small_alexnet", "mlp_1x512",
+                                   "mlp_3x512"])
+def test_end_to_end_run_writes_results(model, cifar_dir, tmp_path):
+    path = run(tiny(model, cifar_dir, corrupt="random_labels"), str(tmp_path), verbose=0)
+    r = results.read_json(path)
+    assert r["schema_version"] == 1 and r["status"] == "completed"
+    m = r["metrics"]
+    for k in ("train_accuracy", "test_accuracy", "epochs_to_fit", "steps_to_fit", "best_test_accuracy"):
+        assert k in m
+    assert 0 <= m["train_accuracy"] <= 1 and 0 <= m["test_accuracy"] <= 1
+    assert r["config"]["model"] == model and r["config"]["corrupt"] == "random_labels"
+    assert r["corruption"]["train_labels"]["sha256"] and r["env"]["tensorflow"]
+    assert len(r["history"]) == 1 and r["history"][0]["lr"] > 0 and r["history"][0]["images_per_s"] > 0
+    run_dir = os.path.dirname(path)
+    assert os.path.exists(os.path.join(run_dir, "config.json"))
+    assert len(results.read_history(run_dir)) == 1
+
+
+def test_inception_v3_on_mock_imagenet(tmp_path):
+    import tensorflow_datasets as tfds
+
+    cfg = TrainConfig(model="inception_v3", data=DataConfig(dataset="imagenet2012", source="tfds",
+                                                            train_examples=4, test_examples=2, imagenet_augment=True),
+                      batch_size=2, epochs=1, tensorboard=False, weight_decay=4e-5)
+    with tfds.testing.mock_data(num_examples=4, policy=tfds.testing.MockPolicy.USE_CODE):
+        r = results.read_json(run(cfg, str(tmp_path), verbose=0))
+    assert r["metrics"]["steps_trained"] == 2 and "test_top5_accuracy" in r["metrics"]
+    assert r["metrics"]["trainable_parameters"] == 23_817_352  # trunk + 2048×1000 + 1000 head
+
+
+def test_lr_decays_per_examples_seen(cifar_dir, tmp_path):
+    # 40 examples, batch 8 -> 5 steps/epoch; decay every 12 examples -> every 2 steps (ceil(12/8)).
+    cfg = tiny("mlp_1x512", cifar_dir, epochs=3, learning_rate=0.1, lr_decay=0.5, lr_decay_examples=12)
+    r = results.read_json(run(cfg, str(tmp_path), verbose=0))
+    for row in r["history"]:
+        assert row["lr"] == pytest.approx(0.1 * 0.5 ** (row["step"] // 2))
+    assert r["metrics"]["steps_trained"] == 15
+
+
+def test_stop_at_train_accuracy_and_time_to_fit(cifar_dir, tmp_path):
+    cfg = tiny("mlp_1x512", cifar_dir, epochs=50, corrupt="random_labels", learning_rate=0.05,
+               stop_at_train_accuracy=1.0)
+    r = results.read_json(run(cfg, str(tmp_path), verbose=0))
+    assert r["status"] == "stopped_at_train_accuracy"
+    m = r["metrics"]
+    assert m["epochs_to_fit"] == m["epochs_trained"] < 50 and m["steps_to_fit"] == m["epochs_to_fit"] * 5
+    assert r["history"][-1]["train_accuracy"] == 1.0 and m["train_accuracy"] == 1.0
+
+
+class _Kill(Exception):
+    pass
+
+
+class _KillAfter(__import__("keras").callbacks.Callback):
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch + 1 == self.epoch:
+            raise _Kill()
+
+
+def _weights(run_dir, cfg, shape=(28, 28, 3)):
+    from rethink_tf import models
+
+    model = models.build(cfg.model, shape, 10)
+    model.load_weights(os.path.join(run_dir, training.CHECKPOINT))
+    return [w.numpy() for w in model.weights]
+
+
+@pytest.mark.parametrize("model,extra", [("small_inception", {}), ("mlp_1x512", {"random_crop": True})])
+def test_kill_and_resume_equals_uninterrupted(model, extra, cifar_dir, tmp_path):
+    base = tiny(model, cifar_dir, epochs=3, corrupt="labels", corrupt_prob=0.5, **extra)
+    import dataclasses
+
+    a = dataclasses.replace(base, run_name="straight")
+    b = dataclasses.replace(base, run_name="killed")
+    ra = results.read_json(run(a, str(tmp_path), verbose=0))
+    with pytest.raises(_Kill):
+        run(b, str(tmp_path), extra_callbacks=[_KillAfter(2)], verbose=0)
+    killed_dir = os.path.join(str(tmp_path), "killed")
+    assert not os.path.exists(os.path.join(killed_dir, "results.json"))
+    assert results.read_json(os.path.join(killed_dir, training.STATE)) == {"epoch": 2}
+    rb = results.read_json(run(b, str(tmp_path), verbose=0))
+    assert rb["metrics"]["steps_trained"] == ra["metrics"]["steps_trained"] == 15
+    assert rb["metrics"]["final_lr"] == ra["metrics"]["final_lr"]
+    assert len(rb["history"]) == 3
+    for ha, hb in zip(ra["history"], rb["history"]):
+        for k in ("epoch", "step", "lr"):
+            assert ha[k] == hb[k]
+        for k in ("train_loss", "train_accuracy", "test_loss", "test_accuracy"):
+            assert ha[k] == pytest.approx(hb[k], rel=1e-5, abs=1e-6)
+    for wa, wb in zip(_weights(os.path.join(str(tmp_path), "straight"), a), _weights(killed_dir, b)):
+        np.testing.assert_allclose(wa, wb, rtol=1e-5, atol=1e-6)  # incl. BN moving statistics
+
+
+def test_rerun_of_finished_run_is_a_no_op_and_config_clash_is_refused(cifar_dir, tmp_path):
+    cfg = tiny("mlp_1x512", cifar_dir, run_name="fixed")
+    path = run(cfg, str(tmp_path), verbose=0)
+    mtime = os.path.getmtime(path)
+    assert run(cfg, str(tmp_path), verbose=0) == path and os.path.getmtime(path) == mtime
+    os.remove(path)
+    from rethink_tf.errors import UserError
+
+    with pytest.raises(UserError, match="different config"):
+        run(tiny("mlp_3x512", cifar_dir, run_name="fixed"), str(tmp_path), verbose=0)
+
+
+def test_divergence_is_reported_not_recorded_as_results(cifar_dir, tmp_path):
+    from rethink_tf.errors import UserError
+
+    with pytest.raises(UserError, match="diverged"):
+        run(tiny("mlp_3x512", cifar_dir, epochs=3, learning_rate=1e12, run_name="nan"), str(tmp_path), verbose=0)
+    assert not os.path.exists(os.path.join(str(tmp_path), "nan", "results.json"))
+    assert os.path.exists(os.path.join(str(tmp_path), "nan", "diverged.json"))
+
+
+MIRRORED = r"""
+import json, os, sys
+import tensorflow as tf
+tf.config.set_logical_device_configuration(tf.config.list_physical_devices("CPU")[0],
+                                           [tf.config.LogicalDeviceConfiguration()] * 2)
+sys.path.insert(0, sys.argv[3])
+from test_train import tiny
+from rethink_tf import models, training
+from rethink_tf.train import run
+out = {}
+for name, model_name, strategy in (
+        ("one", "small_inception_nobn", tf.distribute.OneDeviceStrategy("/cpu:0")),
+        ("two", "small_inception_nobn", tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])),
+        ("two_bn", "small_inception", tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))):
+    # lr 0.01 and wd 0.05 over 5 steps: an L2 term counted twice would move weights by ~1.6e-3, float
+    # reduction-order noise between 1 and 2 replicas is ~1e-5 (measured), the update itself ~1e-2.
+    cfg = tiny(model_name, sys.argv[1], epochs=1, corrupt="random_labels", run_name=name, weight_decay=0.05,
+               learning_rate=0.01)
+    r = json.load(open(run(cfg, sys.argv[2], strategy=strategy, verbose=0)))
+    model = models.build(model_name, (28, 28, 3), 10)
+    model.load_weights(os.path.join(sys.argv[2], name, training.CHECKPOINT))
+    out[name] = {"weights": [w.numpy().tolist() for w in model.weights], "metrics": r["metrics"],
+                 "replicas": r["env"]["replicas"], "history": r["history"]}
+import keras
+keras.utils.set_random_seed(0)
+out["init"] = [w.numpy().tolist() for w in models.build("small_inception_nobn", (28, 28, 3), 10).weights]
+print("RESULT" + json.dumps(out))
+"""
+
+
+def test_mirrored_on_two_logical_cpus_matches_one_device(cifar_dir, tmp_path):
+    proc = subprocess.run([sys.executable, "-c", MIRRORED, cifar_dir, str(tmp_path), os.path.dirname(__file__)],
+                          capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    line = [l for l in proc.stdout.splitlines() if l.startswith("RESULT")]
+    assert line, proc.stderr[-3000:]
+    out = json.loads(line[0][len("RESULT"):])
+    assert out["one"]["replicas"] == 1 and out["two"]["replicas"] == 2
+    # Same global batch (8 = 2 × 4), same seed, no BN: same losses (L2 counted once) and same weights.
+    for key in ("train_loss", "test_loss", "train_accuracy", "test_accuracy"):
+        assert out["one"]["metrics"][key] == pytest.approx(out["two"]["metrics"][key], rel=1e-4, abs=1e-6)
+    for h1, h2 in zip(out["one"]["history"], out["two"]["history"]):
+        assert h1["train_loss"] == pytest.approx(h2["train_loss"], rel=1e-4)
+        assert h1["train_accuracy"] == pytest.approx(h2["train_accuracy"], abs=1e-6)
+    update = max(np.abs(np.array(w1) - np.array(w0)).max() for w1, w0 in zip(out["one"]["weights"], out["init"]))
+    assert update > 5e-3  # the comparison below is meaningful: training moved the weights 50x the tolerance
+    for w1, w2 in zip(out["one"]["weights"], out["two"]["weights"]):
+        np.testing.assert_allclose(np.array(w1), np.array(w2), rtol=0, atol=1e-4)
+    # With BN (per-replica statistics, documented) trajectories may differ, but metrics stay averaged: <= 1.
+    for h in out["two_bn"]["history"]:
+        assert 0 <= h["train_accuracy"] <= 1 and 0 <= h["test_accuracy"] <= 1 and np.isfinite(h["train_loss"])
+
+
+def _cli(*args, cwd=REPO):
+    return subprocess.run([sys.executable, "-m", "rethink_tf.train", *args], capture_output=True, text=True,
+                          cwd=cwd, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+
+
+def test_cli_smoke_flagfile(cifar_dir, tmp_path):
+    proc = _cli("--flagfile=flags/smoke.flags", f"--data_dir={cifar_dir}", f"--workdir={tmp_path}",
+                "--train_examples=32", "--corrupt=random_labels")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (path,) = glob.glob(os.path.join(str(tmp_path), "*", "results.json"))
+    assert results.read_json(path)["metrics"]["epochs_trained"] == 2
+
+
+@pytest.mark.parametrize("args,match", [
+    (["--corrupt=labels", "--corrupt_prob=1.5"], "corrupt_prob"),
+    (["--corrupt=labels"], "needs --corrupt_prob"),
+    (["--corrupt=gaussian", "--random_crop"], "cannot be combined"),
+    (["--model=resnet"], "model"),
+    (["--model=mlp_1x512", "--dropout=0.2"], "does not apply"),
+    (["--data_dir=/nonexistent-dir"], "does not exist"),
+    (["--dataset=imagenet2012", "--model=small_inception", "--data_dir=EMPTY"], "imagenet2012 not found"),
+    (["--model=inception_v3"], "at least 75x75"),
+    (["--strategy=mirrored"], "needs GPUs"),
+])
+def test_cli_bad_input_is_one_clear_line_and_writes_nothing(args, match, cifar_dir, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    args = [a.replace("EMPTY", str(empty)) for a in args]
+    if not any(a.startswith("--data_dir") for a in args):
+        args.append(f"--data_dir={cifar_dir}")
+    work = tmp_path / "work"
+    proc = _cli("--epochs=1", "--batch_size=8", f"--workdir={work}", *args)
+    assert proc.returncode != 0
+    assert match in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not work.exists() or not any(work.iterdir())  # nothing half-written
