@@ -1,0 +1,523 @@
+"""§5 "Implicit regularization: an appeal to linear models": minimum-norm kernel interpolation with LAPACK.
+
+    python -m rethink_tf.linear_models --flagfile=flags/kernel_mnist_pixels.flags --workdir=runs
+
+SGD from w = 0 on least squares stays in span{x_i}, so if it interpolates it returns w = Xᵀα with
+
+    X Xᵀ α = y                                                     (Eq. 3)
+
+the minimum-ℓ2-norm solution of Xw = y; with a kernel k, K α = Y with K_ij = k(x_i, x_j) and one-hot Y (n × 10).
+Prediction: argmax_c (K_test,train α)_c. The "norm" is the RKHS norm sqrt(tr(αᵀ K α)) (PAPER.md §8: the most
+plausible reading of the paper's 220 / 390; not stated).
+
+Solver (REQUIREMENTS.md 22-24):
+  * K is built in column blocks directly into one Fortran-ordered n × n array (never two n × n copies), and
+    factored in place with LAPACK ?potrf (Cholesky, n³/3 flops); memory n² · 8 B (float64) or n² · 4 B (float32).
+  * precision "float32" factors in single precision and recovers float64 accuracy by iterative refinement:
+    α ← α + K̃⁻¹ (Y − K α), where the residual is recomputed blockwise in float64 from the features (K itself was
+    overwritten by its factor). "auto" picks float64 when it fits comfortably in available RAM.
+  * If K is not numerically positive definite the factorization is retried with a diagonal jitter (relative to
+    mean diag K, dtype-aware, ×10 per retry); refinement still targets the un-jittered K, so the reported residual
+    is the true one.
+  * The TF path (`--solver=tf`, tf.linalg in float64) is for accelerators; it is refused for n >= 46,341 (int32
+    index overflow in TF <= 2.21 GPU kernels), checks for NaN explicitly (TF returns NaN instead of raising), and is
+    cross-checked against SciPy on a subset.
+
+Preprocessing the paper leaves open [U], documented as our choices: pixels / 255 flattened (the first author's
+MNIST setting, γ = 0.02 -> 1.2%); `gabor`: magnitudes of a complex Gabor filter bank (8 orientations × 2
+wavelengths) average-pooled to 7×7 cells; `random_conv`: random Gaussian 5×5 filters on the per-image-whitened
+image, ReLU, average-pooled over 2×2 quadrants (features = 4 × num_filters).
+"""
+
+import dataclasses
+import hashlib
+import math
+import os
+import resource
+import sys
+import time
+from typing import Optional
+
+import numpy as np
+import scipy.linalg
+from scipy.linalg import lapack
+
+from rethink_tf.errors import UserError
+
+KERNELS = ("gaussian", "linear", "polynomial")
+FEATURES = ("none", "gabor", "random_conv")
+PRECISIONS = ("auto", "float64", "float32")
+SOLVERS = ("scipy", "tf")
+TF_MAX_N = 46_340  # n² must stay below 2³¹ for TF <= 2.21's GPU solve kernels (tensorflow PR #112658)
+
+
+@dataclasses.dataclass(frozen=True)
+class KernelConfig:
+    """One kernel-interpolation run. See the module docstring and the flags of `main`."""
+
+    dataset: str = "mnist"
+    data_dir: Optional[str] = None
+    source: str = "auto"
+    train_examples: Optional[int] = None
+    test_examples: Optional[int] = None
+    kernel: str = "gaussian"
+    gamma: float = 0.02
+    degree: int = 4
+    coef0: float = 0.0
+    normalize: bool = False
+    features: str = "none"
+    num_filters: int = 32_000
+    precision: str = "auto"
+    solver: str = "scipy"
+    ridge: float = 0.0
+    corrupt: str = "none"
+    corrupt_prob: Optional[float] = None
+    corrupt_seed: int = 0
+    seed: int = 0
+    block_size: int = 2048
+    refine_tol: float = 1e-6
+    max_refine: int = 20
+    run_name: Optional[str] = None
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+    def name(self):
+        if self.run_name:
+            return self.run_name
+        parts = ["kernel", self.dataset, self.features, self.kernel, self.corrupt]
+        if self.train_examples:
+            parts.append(f"n{self.train_examples}")
+        ignore = {"run_name", "data_dir", "source", "block_size", "solver", "precision"}
+        digest = hashlib.sha256(repr(sorted((k, v) for k, v in self.to_dict().items() if k not in ignore))
+                                .encode()).hexdigest()[:8]
+        return "-".join(parts + [digest])
+
+
+# ---------------------------------------------------------------------------------------------- kernels
+
+class Kernel:
+    """k(x, z) from dot products: gaussian exp(-γ‖x−z‖²), linear ⟨x,z⟩, polynomial (⟨x,z⟩ + c)^degree.
+
+    With `normalize`, rows are scaled to unit norm first (B. Recht's ⟨x/‖x‖, z/‖z‖⟩^4 kernel for MNIST).
+    """
+
+    def __init__(self, kind, gamma=0.02, degree=4, coef0=0.0):
+        if kind not in KERNELS:
+            raise UserError(f"unknown kernel {kind!r}; known: {', '.join(KERNELS)}")
+        if kind == "gaussian" and not gamma > 0:
+            raise UserError(f"the Gaussian kernel needs gamma > 0; received gamma={gamma}")
+        if kind == "polynomial" and (int(degree) != degree or degree < 1):
+            raise UserError(f"polynomial degree must be a positive integer; received {degree}")
+        self.kind, self.gamma, self.degree, self.coef0 = kind, float(gamma), int(degree), float(coef0)
+
+    def block(self, a, b, a_sq, b_sq):
+        """k(a_i, b_j) for row blocks a (m × d) and b (p × d), float64; a_sq/b_sq are squared row norms."""
+        g = a @ b.T
+        if self.kind == "linear":
+            return g
+        if self.kind == "polynomial":
+            return (g + self.coef0) ** self.degree
+        d2 = np.maximum(a_sq[:, None] + b_sq[None, :] - 2.0 * g, 0.0)
+        return np.exp(-self.gamma * d2)
+
+    def describe(self):
+        return {"gaussian": {"kernel": "gaussian", "gamma": self.gamma},
+                "linear": {"kernel": "linear"},
+                "polynomial": {"kernel": "polynomial", "degree": self.degree, "coef0": self.coef0}}[self.kind]
+
+
+def kernel_matvec(kernel, x, z, alpha, block_size=2048):
+    """k(x, z) @ alpha computed in float64 row blocks of x, without forming the full matrix."""
+    x_sq, z_sq = np.einsum("ij,ij->i", x, x), np.einsum("ij,ij->i", z, z)
+    out = np.empty((x.shape[0], alpha.shape[1]))
+    for i in range(0, x.shape[0], block_size):
+        out[i:i + block_size] = kernel.block(x[i:i + block_size], z, x_sq[i:i + block_size], z_sq) @ alpha
+    return out
+
+
+def gram_into(kernel, x, out, block_size=2048, jitter=0.0, progress=None):
+    """Writes K(x, x) (+ jitter·I) into the preallocated Fortran-ordered `out`, one column block at a time.
+
+    Column blocks of a Fortran array are contiguous, so each block is one float64 temporary of n × block_size.
+    """
+    n = x.shape[0]
+    sq = np.einsum("ij,ij->i", x, x)
+    for j in range(0, n, block_size):
+        cols = kernel.block(x, x[j:j + block_size], sq, sq[j:j + block_size])
+        if jitter:
+            cols[np.arange(j, min(j + block_size, n)), np.arange(cols.shape[1])] += jitter
+        out[:, j:j + block_size] = cols
+        if progress:
+            progress(f"gram {min(j + block_size, n)}/{n}")
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ solve
+
+def memory_needed(n, d, n_test, precision):
+    """Bytes the solve holds at its peak: K, the features (float64), one Gram block and the right-hand sides."""
+    itemsize = 8 if precision == "float64" else 4
+    return n * n * itemsize + (n + n_test) * d * 8 + n * 2048 * 8 * 2 + n * 10 * 8 * 4
+
+
+def available_memory():
+    import psutil
+
+    return psutil.virtual_memory().available
+
+
+def choose_precision(precision, n, d, n_test, available):
+    """Resolves "auto" and checks the need against available RAM up front (one clear error)."""
+    if precision == "auto":
+        precision = "float64" if memory_needed(n, d, n_test, "float64") <= 0.6 * available else "float32"
+    need = memory_needed(n, d, n_test, precision)
+    if need > 0.9 * available:
+        raise UserError(f"n = {n:,} needs about {need / 2**30:.1f} GiB for a {precision} solve but only "
+                        f"{available / 2**30:.1f} GiB is available; use --precision=float32 or fewer --train_examples")
+    return precision
+
+
+def solve(kernel, x, y, precision="float64", ridge=0.0, block_size=2048, refine_tol=1e-6, max_refine=20,
+          progress=None):
+    """Solves (K + ridge·I) α = y by in-place Cholesky plus iterative refinement against the exact K.
+
+    Args:
+      kernel: a Kernel.
+      x: (n, d) float64 features.
+      y: (n, c) float64 targets.
+      precision: "float64" or "float32" (the factor's precision; residuals are always float64).
+      ridge: ℓ2 regularization λ (0 = interpolation, Eq. 3).
+
+    Returns:
+      (alpha (n, c) float64, info dict with jitter, refinement iterations, residual history, timings).
+    """
+    n = x.shape[0]
+    dtype = np.float64 if precision == "float64" else np.float32
+    potrf, potrs = (lapack.dpotrf, lapack.dpotrs) if dtype == np.float64 else (lapack.spotrf, lapack.spotrs)
+    k = np.empty((n, n), dtype=dtype, order="F")  # the only n × n array
+    info = {"precision": precision, "jitter": 0.0, "factor_attempts": 0}
+    t0 = time.perf_counter()
+    jitter = ridge
+    eps = np.finfo(dtype).eps
+    while True:
+        gram_into(kernel, x, k, block_size, jitter=jitter, progress=progress)
+        if info["factor_attempts"] == 0:
+            info["gram_seconds"] = time.perf_counter() - t0
+            mean_diag = float(np.mean(np.diag(k)))
+        info["factor_attempts"] += 1
+        t1 = time.perf_counter()
+        # Cholesky in place: overwrite_a on a Fortran-ordered array of the routine's dtype makes no copy.
+        factor, status = potrf(k, lower=1, overwrite_a=1, clean=0)
+        info["factor_seconds"] = time.perf_counter() - t1
+        if status == 0:
+            break
+        if status < 0:
+            raise RuntimeError(f"LAPACK potrf: illegal argument {-status}")
+        extra = max(10 * eps, (jitter - ridge) / mean_diag * 10 if jitter > ridge else 0) * mean_diag
+        if extra / mean_diag > 1e-2:
+            raise UserError(f"the {kernel.kind} Gram matrix is not positive definite even with jitter "
+                            f"{extra / mean_diag:.0e}·mean(diag); check gamma and for duplicate points")
+        jitter = ridge + extra
+        info["jitter"] = jitter - ridge
+        if progress:
+            progress(f"K not positive definite in {precision}; retrying with jitter {info['jitter']:.3e}")
+    del k  # `factor` is the same memory
+    alpha = np.zeros_like(y)
+    residual = y.copy()
+    y_norm = np.linalg.norm(y)
+    info["residuals"] = []
+    for it in range(max_refine):
+        delta, status = potrs(factor, residual.astype(dtype), lower=1)
+        if status != 0:
+            raise RuntimeError(f"LAPACK potrs failed with info={status}")
+        alpha += delta
+        k_alpha = kernel_matvec(kernel, x, x, alpha, block_size) + ridge * alpha
+        residual = y - k_alpha
+        rel = float(np.linalg.norm(residual) / y_norm)
+        info["residuals"].append(rel)
+        if progress:
+            progress(f"refinement {it + 1}: relative residual {rel:.3e}")
+        if rel <= refine_tol or (it > 0 and rel > 0.9 * info["residuals"][-2]):
+            break
+    info["refine_iterations"] = len(info["residuals"])
+    info["solve_seconds"] = time.perf_counter() - t0
+    return alpha, info
+
+
+def solve_tf(kernel, x, y, ridge=0.0, block_size=2048, check_subset=1000, allow_large=False):
+    """tf.linalg Cholesky solve in float64 (accelerator path), guarded per REQUIREMENTS.md 23."""
+    import tensorflow as tf
+
+    n = x.shape[0]
+    if n > TF_MAX_N and not allow_large:
+        raise UserError(f"--solver=tf is refused for n = {n:,} > {TF_MAX_N:,}: TF <= 2.21 GPU solve kernels overflow "
+                        "int32 indices at n² > 2³¹; use --solver=scipy")
+    k = np.empty((n, n), order="F")
+    gram_into(kernel, x, k, block_size, jitter=ridge)
+    chol = tf.linalg.cholesky(tf.constant(k))
+    del k
+    if not bool(tf.reduce_all(tf.math.is_finite(chol))):  # TF returns NaN rather than raising
+        raise UserError("tf.linalg.cholesky returned NaN: K is not numerically positive definite; use --solver=scipy")
+    alpha = tf.linalg.cholesky_solve(chol, tf.constant(y)).numpy()
+    m = min(n, check_subset)
+    ref, _ = solve(kernel, x[:m], y[:m], "float64", ridge, block_size)
+    sub = tf.linalg.cholesky_solve(tf.linalg.cholesky(tf.constant(
+        gram_into(kernel, x[:m], np.empty((m, m), order="F"), block_size, jitter=ridge))), tf.constant(y[:m])).numpy()
+    cross = float(np.max(np.abs(sub - ref)) / max(np.max(np.abs(ref)), 1e-300))
+    return alpha, {"precision": "float64", "solver": "tf", "cross_check_rel_diff": cross, "cross_check_n": m}
+
+
+# ------------------------------------------------------------------------------------- §5's SGD claim
+
+def min_norm_solution(x, y):
+    """w = Xᵀ (X Xᵀ)⁻¹ y: the minimum-ℓ2-norm solution of X w = y (X of full row rank n < d)."""
+    return x.T @ scipy.linalg.solve(x @ x.T, y, assume_a="pos")
+
+
+def sgd_least_squares(x, y, lr, epochs, seed=0):
+    """Plain SGD on ½(wᵀx_i − y_i)² from w_0 = 0, one example at a time: w ← w − η e_t x_{i_t} (§5).
+
+    Every update adds a multiple of some x_i, so w stays in span{x_i}; if it interpolates, it is Xᵀα with
+    XXᵀα = y, i.e. the minimum-norm solution. min_norm_check() verifies this numerically.
+    """
+    w = np.zeros(x.shape[1])
+    rng = np.random.default_rng(seed)
+    for _ in range(epochs):
+        for i in rng.permutation(len(x)):
+            w -= lr * (x[i] @ w - y[i]) * x[i]
+    return w
+
+
+def min_norm_check(n=40, d=200, epochs=400, seed=0):
+    """§5 on a planted problem: SGD from 0 reaches the min-norm interpolant, and random labels need a larger norm.
+
+    Returns:
+      dict with the relative distance between SGD's w and Xᵀ(XXᵀ)⁻¹y, the training residual, and the min-norm
+      ‖w‖ for labels from a planted linear rule vs random ±1 labels.
+    """
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, d)) / math.sqrt(d)
+    y_true = np.sign(x @ rng.standard_normal(d))
+    y_random = rng.choice([-1.0, 1.0], n)
+    lr = 0.5 / float(np.max(np.sum(x * x, axis=1)))
+    w_sgd = sgd_least_squares(x, y_true, lr, epochs, seed)
+    w_min = min_norm_solution(x, y_true)
+    return {"sgd_vs_min_norm": float(np.linalg.norm(w_sgd - w_min) / np.linalg.norm(w_min)),
+            "sgd_residual": float(np.linalg.norm(x @ w_sgd - y_true) / np.linalg.norm(y_true)),
+            "norm_true_labels": float(np.linalg.norm(w_min)),
+            "norm_random_labels": float(np.linalg.norm(min_norm_solution(x, y_random)))}
+
+
+# --------------------------------------------------------------------------------------------- features
+
+def gabor_bank(size=11, orientations=8, wavelengths=(4.0, 8.0)):
+    """Complex Gabor filters (size × size × 1 × F) as (real, imag) pairs: σ = 0.56·λ, aspect 1."""
+    half = size // 2
+    yy, xx = np.mgrid[-half:half + 1, -half:half + 1].astype(np.float64)
+    real, imag = [], []
+    for lam in wavelengths:
+        sigma = 0.56 * lam
+        for o in range(orientations):
+            th = math.pi * o / orientations
+            u = xx * math.cos(th) + yy * math.sin(th)
+            env = np.exp(-(xx ** 2 + yy ** 2) / (2 * sigma ** 2))
+            real.append(env * np.cos(2 * math.pi * u / lam))
+            imag.append(env * np.sin(2 * math.pi * u / lam))
+    to = lambda fs: np.stack(fs, -1)[:, :, None, :].astype(np.float32)
+    return to(real), to(imag)
+
+
+def _pool(tensor, cells):
+    """Average-pools an NHWC tensor onto cells × cells regions and flattens."""
+    import tensorflow as tf
+
+    h = tensor.shape[1]
+    size = h // cells
+    pooled = tf.nn.avg_pool2d(tensor[:, :size * cells, :size * cells], size, size, "VALID")
+    return tf.reshape(pooled, [tensor.shape[0], -1])
+
+
+def feature_map(images, kind, num_filters=32_000, seed=0, batch=500):
+    """Images uint8 NHWC -> float64 features (n, d). "none": pixels / 255 flattened."""
+    import tensorflow as tf
+
+    x = images.astype(np.float32) / 255.0
+    if kind == "none":
+        return x.reshape(len(x), -1).astype(np.float64)
+    if kind not in FEATURES:
+        raise UserError(f"unknown features {kind!r}; known: {', '.join(FEATURES)}")
+    out = []
+    if kind == "gabor":
+        real, imag = gabor_bank()
+        gray = x.mean(axis=-1, keepdims=True)
+        for i in range(0, len(x), batch):
+            g = tf.constant(gray[i:i + batch])
+            mag = tf.sqrt(tf.nn.conv2d(g, real, 1, "SAME") ** 2 + tf.nn.conv2d(g, imag, 1, "SAME") ** 2)
+            out.append(_pool(mag, 7).numpy())
+    else:
+        rng = np.random.default_rng(seed)
+        filters = rng.standard_normal((5, 5, x.shape[-1], num_filters)).astype(np.float32)
+        filters /= np.sqrt(np.sum(filters ** 2, axis=(0, 1, 2), keepdims=True))
+        for i in range(0, len(x), batch):
+            w = tf.image.per_image_standardization(tf.constant(x[i:i + batch]))
+            out.append(_pool(tf.nn.relu(tf.nn.conv2d(w, filters, 1, "SAME")), 2).numpy())
+    return np.concatenate(out).astype(np.float64)
+
+
+# ------------------------------------------------------------------------------------------------ a run
+
+def _one_hot(labels, num_classes):
+    y = np.zeros((len(labels), num_classes))
+    y[np.arange(len(labels)), labels] = 1.0
+    return y
+
+
+def _check_finite(name, a):
+    if not np.all(np.isfinite(a)):
+        raise UserError(f"{name} contains NaN or infinite values")
+
+
+def fit_and_evaluate(cfg, x_train, labels, x_test, test_labels, num_classes=10, log=print):
+    """Solves Eq. 3 on features and reports what issue 4 asks: train/test error, residual, norm, time, memory."""
+    if x_train.ndim != 2 or x_test.ndim != 2 or x_train.shape[1] != x_test.shape[1]:
+        raise UserError(f"train features {x_train.shape} and test features {x_test.shape} must be 2-D with the "
+                        "same width")
+    if len(labels) != len(x_train) or len(test_labels) != len(x_test):
+        raise UserError(f"{len(x_train)} train points for {len(labels)} labels, {len(x_test)} test points for "
+                        f"{len(test_labels)} labels")
+    _check_finite("the training data", x_train)
+    _check_finite("the test data", x_test)
+    kernel = Kernel(cfg.kernel, cfg.gamma, cfg.degree, cfg.coef0)
+    if cfg.normalize:
+        x_train = x_train / np.maximum(np.linalg.norm(x_train, axis=1, keepdims=True), 1e-12)
+        x_test = x_test / np.maximum(np.linalg.norm(x_test, axis=1, keepdims=True), 1e-12)
+    n, d = x_train.shape
+    y = _one_hot(labels, num_classes)
+    t0 = time.perf_counter()
+    if cfg.solver == "tf":
+        alpha, info = solve_tf(kernel, x_train, y, cfg.ridge, cfg.block_size)
+    else:
+        precision = choose_precision(cfg.precision, n, d, len(x_test), available_memory())
+        alpha, info = solve(kernel, x_train, y, precision, cfg.ridge, cfg.block_size, cfg.refine_tol,
+                            cfg.max_refine, progress=log)
+    k_alpha = kernel_matvec(kernel, x_train, x_train, alpha, cfg.block_size)
+    test_scores = kernel_matvec(kernel, x_test, x_train, alpha, cfg.block_size)
+    seconds = time.perf_counter() - t0
+    metrics = {
+        "n_train": n, "n_test": len(x_test), "dim": d,
+        "train_error": float(np.mean(np.argmax(k_alpha, 1) != labels)),
+        "test_error": float(np.mean(np.argmax(test_scores, 1) != test_labels)),
+        "residual": float(np.linalg.norm(k_alpha + cfg.ridge * alpha - y) / np.linalg.norm(y)),
+        "norm": float(math.sqrt(max(float(np.sum(alpha * k_alpha)), 0.0))),
+        "seconds": seconds,
+        "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+    }
+    return metrics, {**info, **kernel.describe()}
+
+
+def run(cfg, workdir, log=print):
+    """Loads data, applies features and corruption, solves, and writes <workdir>/<run>/results.json."""
+    from rethink_tf import results
+    from rethink_tf.data import corruption, sources
+
+    if cfg.precision not in PRECISIONS:
+        raise UserError(f"unknown precision {cfg.precision!r}; use one of {PRECISIONS}")
+    if cfg.solver not in SOLVERS:
+        raise UserError(f"unknown solver {cfg.solver!r}; use one of {SOLVERS}")
+    Kernel(cfg.kernel, cfg.gamma, cfg.degree, cfg.coef0)  # validate before any work
+    if cfg.features not in FEATURES:
+        raise UserError(f"unknown features {cfg.features!r}; known: {', '.join(FEATURES)}")
+    corr = corruption.make(cfg.corrupt, cfg.corrupt_prob, cfg.corrupt_seed)
+    if corr.touches_pixels:
+        raise UserError("kernel runs support label corruptions only (none, labels, random_labels)")
+    train = sources.load(cfg.dataset, "train", cfg.data_dir, cfg.source, cfg.train_examples)
+    test = sources.load(cfg.dataset, "test", cfg.data_dir, cfg.source, cfg.test_examples)
+    if train.arrays is None:
+        raise UserError(f"kernel runs need an in-memory dataset; {cfg.dataset} is streamed")
+    labels = np.asarray(corruption.corrupt_labels(corr, train.arrays["label"], train.arrays["key"], "train"))
+    log(f"features={cfg.features} on {train.size} train / {test.size} test {cfg.dataset} images")
+    x_train = feature_map(train.arrays["image"], cfg.features, cfg.num_filters, cfg.seed)
+    x_test = feature_map(test.arrays["image"], cfg.features, cfg.num_filters, cfg.seed)
+    metrics, info = fit_and_evaluate(cfg, x_train, labels, x_test, test.arrays["label"],
+                                     train.spec.num_classes, log)
+    run_dir = os.path.join(workdir, cfg.name())
+    record = {"schema_version": results.SCHEMA_VERSION, "kind": "kernel", "status": "completed",
+              "config": cfg.to_dict(), "metrics": metrics, "solver": info, "env": results.environment(),
+              "corruption": {"train_labels": corruption.label_summary(corr, train.arrays["label"],
+                                                                      train.arrays["key"])}}
+    results.write_json(os.path.join(run_dir, results.CONFIG), cfg.to_dict())
+    path = os.path.join(run_dir, results.RESULTS)
+    results.write_json(path, record)
+    log(f"train error {metrics['train_error']:.4f}, test error {metrics['test_error']:.4f}, residual "
+        f"{metrics['residual']:.2e}, norm {metrics['norm']:.1f}, {metrics['seconds']:.1f} s -> {path}")
+    return path
+
+
+# ---------------------------------------------------------------------------------------------- the CLI
+
+def define_flags(fv=None):
+    from absl import flags
+
+    from rethink_tf.data import corruption, sources
+
+    fv = flags.FLAGS if fv is None else fv
+    flags.DEFINE_enum("dataset", "mnist", ["mnist", "fashion_mnist", "cifar10"], "Dataset.", flag_values=fv)
+    flags.DEFINE_string("data_dir", None, "Folder with the original archives or tfds data.", flag_values=fv)
+    flags.DEFINE_enum("source", "auto", list(sources.SOURCES), "archive, tfds or auto.", flag_values=fv)
+    flags.DEFINE_integer("train_examples", None, "First N training examples (n of the n×n system).",
+                         lower_bound=1, flag_values=fv)
+    flags.DEFINE_integer("test_examples", None, "First N test examples.", lower_bound=1, flag_values=fv)
+    flags.DEFINE_enum("kernel", "gaussian", list(KERNELS), "Kernel k(x, z).", flag_values=fv)
+    flags.DEFINE_float("gamma", 0.02, "Gaussian kernel exp(-gamma·|x-z|²) on the features (0.02 on MNIST "
+                       "pixels / 255 is the first author's setting).", flag_values=fv)
+    flags.DEFINE_integer("degree", 4, "Polynomial kernel degree.", lower_bound=1, flag_values=fv)
+    flags.DEFINE_float("coef0", 0.0, "Polynomial kernel offset c in (⟨x,z⟩ + c)^degree.", flag_values=fv)
+    flags.DEFINE_bool("normalize", False, "Scale feature rows to unit norm first.", flag_values=fv)
+    flags.DEFINE_enum("features", "none", list(FEATURES), "none (pixels / 255), gabor (MNIST wavelet "
+                      "features), random_conv (random convolutional features).", flag_values=fv)
+    flags.DEFINE_integer("num_filters", 32_000, "Filters of the random_conv features (the paper: 32,000).",
+                         lower_bound=1, flag_values=fv)
+    flags.DEFINE_enum("precision", "auto", list(PRECISIONS), "Factorization precision: float64, or float32 "
+                      "with float64 iterative refinement when float64 does not fit in RAM.", flag_values=fv)
+    flags.DEFINE_enum("solver", "scipy", list(SOLVERS), "scipy (LAPACK, CPU) or tf (tf.linalg float64, "
+                      "accelerators; n <= 46,340).", flag_values=fv)
+    flags.DEFINE_float("ridge", 0.0, "ℓ2 regularization λ in (K + λI)α = Y (0 = interpolation, Eq. 3).",
+                       lower_bound=0.0, flag_values=fv)
+    flags.DEFINE_enum("corrupt", "none", ["none", "labels", "random_labels"], "Label corruption (§2.1 "
+                      "semantics).", flag_values=fv)
+    flags.DEFINE_float("corrupt_prob", None, "p for --corrupt=labels.", lower_bound=0.0, upper_bound=1.0,
+                       flag_values=fv)
+    flags.DEFINE_integer("corrupt_seed", 0, "Corruption seed.", lower_bound=0, flag_values=fv)
+    flags.DEFINE_integer("seed", 0, "Seed of the random_conv filters.", lower_bound=0, flag_values=fv)
+    flags.DEFINE_integer("block_size", 2048, "Rows per Gram-matrix block.", lower_bound=1, flag_values=fv)
+    flags.DEFINE_string("workdir", "runs", "Runs are written to <workdir>/<run name>/.", flag_values=fv)
+    flags.DEFINE_string("run_name", None, "Explicit run directory name.", flag_values=fv)
+
+
+def config_from_flags(f):
+    return KernelConfig(dataset=f.dataset, data_dir=f.data_dir, source=f.source, train_examples=f.train_examples,
+                        test_examples=f.test_examples, kernel=f.kernel, gamma=f.gamma, degree=f.degree,
+                        coef0=f.coef0, normalize=f.normalize, features=f.features, num_filters=f.num_filters,
+                        precision=f.precision, solver=f.solver, ridge=f.ridge, corrupt=f.corrupt,
+                        corrupt_prob=f.corrupt_prob, corrupt_seed=f.corrupt_seed, seed=f.seed,
+                        block_size=f.block_size, run_name=f.run_name)
+
+
+def main(argv):
+    from absl import flags
+
+    if len(argv) > 1:
+        raise UserError(f"unexpected arguments: {' '.join(argv[1:])}")
+    try:
+        run(config_from_flags(flags.FLAGS), flags.FLAGS.workdir, log=lambda m: print(m, flush=True))
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    from absl import app
+
+    define_flags()
+    app.run(main)

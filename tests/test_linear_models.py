@@ -1,0 +1,186 @@
+"""§5: kernels, the blocked Gram matrix, in-place Cholesky + refinement, jitter, min-norm, real data, CLI."""
+
+import glob
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import scipy.linalg
+from absl import flags
+from scipy.linalg import lapack
+
+from conftest import needs_fashion, write_idx
+from rethink_tf import linear_models as lm
+from rethink_tf import results
+from rethink_tf.errors import UserError
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _data(n=120, d=30, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.random((n, d)), rng.integers(0, 10, n)
+
+
+def _dense(kind, x, z, **kw):
+    k = lm.Kernel(kind, **kw)
+    return k.block(x, z, np.sum(x * x, 1), np.sum(z * z, 1))
+
+
+def test_kernel_formulas():
+    x, _ = _data(5, 4)
+    z, _ = _data(3, 4, seed=1)
+    d2 = ((x[:, None] - z[None]) ** 2).sum(-1)
+    np.testing.assert_allclose(_dense("gaussian", x, z, gamma=0.3), np.exp(-0.3 * d2), rtol=1e-12)
+    np.testing.assert_allclose(_dense("linear", x, z), x @ z.T, rtol=1e-12)
+    np.testing.assert_allclose(_dense("polynomial", x, z, degree=3, coef0=1.0), (x @ z.T + 1) ** 3, rtol=1e-12)
+
+
+def test_blocked_gram_is_fortran_ordered_and_exact():
+    x, _ = _data(100, 7)
+    k = lm.Kernel("gaussian", gamma=0.5)
+    out = lm.gram_into(k, x, np.empty((100, 100), order="F"), block_size=17)
+    np.testing.assert_allclose(out, _dense("gaussian", x, x, gamma=0.5), rtol=1e-12)
+    alpha = np.random.default_rng(0).random((100, 3))
+    np.testing.assert_allclose(lm.kernel_matvec(k, x, x, alpha, block_size=13), out @ alpha, rtol=1e-10)
+
+
+@pytest.mark.parametrize("dtype,potrf", [(np.float64, lapack.dpotrf), (np.float32, lapack.spotrf)])
+def test_cholesky_is_in_place_on_installed_scipy(dtype, potrf):
+    # The memory budget relies on ?potrf factoring a Fortran-ordered array in place (scipy#24345 removed
+    # overwrite_a from scipy.linalg.solve in 1.17; the raw LAPACK wrappers still honour it).
+    a = np.asfortranarray(np.eye(50, dtype=dtype) * 4 + 1)
+    c, info = potrf(a, lower=1, overwrite_a=1, clean=0)
+    assert info == 0 and np.shares_memory(c, a)
+
+
+@pytest.mark.parametrize("precision", ["float64", "float32"])
+def test_interpolation_matches_reference_solve(precision):
+    x, labels = _data(150, 20)
+    y = np.eye(10)[labels]
+    gamma = 0.05  # ill-conditioned enough (cond ~1e5) that a float32 factor alone is visibly inexact
+    k = lm.Kernel("gaussian", gamma=gamma)
+    alpha, info = lm.solve(k, x, y, precision, block_size=64)
+    ref = scipy.linalg.solve(_dense("gaussian", x, x, gamma=gamma), y, assume_a="pos")
+    np.testing.assert_allclose(alpha, ref, rtol=1e-6, atol=1e-6 * np.abs(ref).max())
+    assert info["residuals"][-1] < 1e-6
+    if precision == "float32":
+        assert info["residuals"][0] > 1e-5  # the float32 factor alone ...
+        assert info["refine_iterations"] >= 2  # ... is made exact by float64 refinement
+
+
+def test_ridge_solves_regularized_system():
+    x, labels = _data(80, 10)
+    y = np.eye(10)[labels]
+    alpha, _ = lm.solve(lm.Kernel("linear"), x, y, "float64", ridge=0.5)
+    np.testing.assert_allclose(alpha, np.linalg.solve(x @ x.T + 0.5 * np.eye(80), y), rtol=1e-8)
+
+
+def test_jitter_when_not_positive_definite_and_exact_residual_after_refinement():
+    x, labels = _data(60, 5)
+    x = np.concatenate([x, x[:10]])  # duplicate points: K is exactly singular
+    labels = np.concatenate([labels, labels[:10]])  # consistent labels: Y lies in K's range
+    y = np.eye(10)[labels]
+    alpha, info = lm.solve(lm.Kernel("gaussian", gamma=1.0), x, y, "float64")
+    assert info["jitter"] > 0 and info["factor_attempts"] >= 2
+    k_alpha = lm.kernel_matvec(lm.Kernel("gaussian", gamma=1.0), x, x, alpha)
+    assert np.linalg.norm(k_alpha - y) / np.linalg.norm(y) < 1e-4  # against the un-jittered K
+    assert np.all(np.argmax(k_alpha, 1) == labels)
+
+
+def test_memory_check_and_precision_choice():
+    gib = 2**30
+    assert lm.choose_precision("auto", 10_000, 784, 10_000, 24 * gib) == "float64"
+    assert lm.choose_precision("auto", 50_000, 784, 10_000, 23 * gib) == "float32"  # float64 K alone is 20 GB
+    with pytest.raises(UserError, match=r"n = 100,000 needs about .* GiB"):
+        lm.choose_precision("auto", 100_000, 784, 10_000, 23 * gib)
+
+
+def test_bad_input_is_one_clear_error():
+    x, labels = _data(20, 4)
+    cfg = lm.KernelConfig()
+    with pytest.raises(UserError, match="gamma > 0"):
+        lm.fit_and_evaluate(lm.KernelConfig(gamma=0.0), x, labels, x, labels)
+    bad = x.copy()
+    bad[3, 1] = np.inf
+    with pytest.raises(UserError, match="NaN or infinite"):
+        lm.fit_and_evaluate(cfg, bad, labels, x, labels)
+    with pytest.raises(UserError, match="same width"):
+        lm.fit_and_evaluate(cfg, x, labels, x[:, :3], labels)
+    with pytest.raises(UserError, match="labels"):
+        lm.fit_and_evaluate(cfg, x, labels[:-1], x, labels)
+
+
+def test_tf_solver_matches_scipy_and_is_guarded(monkeypatch):
+    x, labels = _data(200, 10)
+    cfg = lm.KernelConfig(gamma=1.0, solver="tf")
+    m_tf, info = lm.fit_and_evaluate(cfg, x, labels, x[:50], labels[:50])
+    m_sp, _ = lm.fit_and_evaluate(lm.KernelConfig(gamma=1.0), x, labels, x[:50], labels[:50])
+    assert m_tf["train_error"] == 0 and abs(m_tf["norm"] - m_sp["norm"]) < 1e-6 * m_sp["norm"]
+    assert info["cross_check_rel_diff"] < 1e-8
+    monkeypatch.setattr(lm, "TF_MAX_N", 100)
+    with pytest.raises(UserError, match="refused for n = 200"):
+        lm.fit_and_evaluate(cfg, x, labels, x, labels)
+
+
+def test_sgd_from_zero_reaches_min_norm_and_random_labels_need_more_norm():
+    check = lm.min_norm_check(n=40, d=200, epochs=400, seed=0)
+    assert check["sgd_vs_min_norm"] < 1e-8 and check["sgd_residual"] < 1e-8
+    assert check["norm_random_labels"] > check["norm_true_labels"]
+
+
+def test_run_on_idx_files_writes_results(tmp_path):
+    write_idx(str(tmp_path), n_train=64, n_test=16)
+    cfg = lm.KernelConfig(dataset="mnist", data_dir=str(tmp_path), corrupt="random_labels", run_name="r")
+    r = results.read_json(lm.run(cfg, str(tmp_path / "runs"), log=lambda m: None))
+    m = r["metrics"]
+    assert r["kind"] == "kernel" and m["train_error"] == 0.0 and m["residual"] < 1e-6
+    for k in ("test_error", "norm", "seconds", "peak_rss_bytes"):
+        assert k in m
+    assert r["corruption"]["train_labels"]["kind"] == "random_labels"
+
+
+@pytest.mark.parametrize("features", ["gabor", "random_conv"])
+def test_feature_maps(features, tmp_path):
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (6, 28, 28, 1 if features == "gabor" else 3), dtype=np.uint8)
+    f = lm.feature_map(images, features, num_filters=8)
+    assert f.shape == (6, 784 if features == "gabor" else 32) and np.all(np.isfinite(f)) and f.std() > 0
+
+
+@needs_fashion
+def test_real_fashion_mnist_true_vs_random_labels(tmp_path):
+    out = {}
+    for corrupt in ("none", "random_labels"):
+        cfg = lm.KernelConfig(dataset="fashion_mnist", train_examples=2000, test_examples=1000, corrupt=corrupt,
+                              run_name=corrupt)
+        out[corrupt] = results.read_json(lm.run(cfg, str(tmp_path), log=lambda m: None))["metrics"]
+    assert out["none"]["train_error"] == 0 and out["random_labels"]["train_error"] == 0
+    assert out["none"]["test_error"] < 0.25  # measured 0.154
+    assert out["random_labels"]["test_error"] > 0.8  # chance is 0.9
+    assert out["random_labels"]["norm"] > 1.5 * out["none"]["norm"]  # measured 97.9 vs 42.8
+
+
+@pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(REPO, "flags", "kernel_*.flags"))),
+                         ids=os.path.basename)
+def test_kernel_flagfiles_parse(path, monkeypatch):
+    monkeypatch.chdir(REPO)
+    first = open(path).readline()
+    assert first.startswith("# §5") and "paper" in first
+    fv = flags.FlagValues()
+    lm.define_flags(fv)
+    fv(["linear_models", f"--flagfile={path}"])
+    cfg = lm.config_from_flags(fv)
+    lm.Kernel(cfg.kernel, cfg.gamma, cfg.degree, cfg.coef0)
+    assert cfg.name()
+
+
+def test_cli_bad_gamma_is_one_line(tmp_path):
+    write_idx(str(tmp_path), n_train=20, n_test=5)
+    proc = subprocess.run([sys.executable, "-m", "rethink_tf.linear_models", "--dataset=mnist",
+                           f"--data_dir={tmp_path}", "--gamma=-1", f"--workdir={tmp_path}/w"],
+                          capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert proc.returncode == 2 and "error: the Gaussian kernel needs gamma > 0" in proc.stderr
+    assert "Traceback" not in proc.stderr and not (tmp_path / "w").exists()
