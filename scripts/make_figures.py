@@ -1,0 +1,32 @@
+"""Figures 1a, 1b/1c and 2 from any set of results directories (PNG and PDF).
+
+    python scripts/make_figures.py --results='runs/sweep' --out=docs/figures
+
+--results takes run directories, folders of them, or globs (comma-separated); partial sweeps work: a figure is
+drawn from whatever comparable runs exist, and skipped (with a note) when there are none.
+"""
+
+import argparse
+import sys
+
+from rethink_tf import plots, results
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--results", required=True, help="comma-separated run dirs / folders / globs")
+    ap.add_argument("--out", default="figures")
+    args = ap.parse_args()
+    found = [r for r in results.load_all(args.results.split(",")) if r.get("kind", "train") == "train"]
+    if not found:
+        print(f"error: no training results.json under {args.results}", file=sys.stderr)
+        return 2
+    paths = plots.all_figures(found, args.out)
+    for name in ("figure1a", "figure1bc", "figure2"):
+        written = [p for p in paths if f"/{name}." in p]
+        print(f"{name}: {', '.join(written) if written else 'not enough comparable runs'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,144 @@
+"""Reports read results files only: comparison table and figures on generated results, the sweep's expansion."""
+
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from rethink_tf import paper, report, results
+from rethink_tf.config import DataConfig, TrainConfig
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def fake_train_result(workdir, model="mlp_1x512", corrupt="none", p=None, fit_epoch=10, test_acc=0.5, seed=0,
+                      dataset="cifar10", train_examples=None, epochs=None, **cfg_kw):
+    cfg = TrainConfig(model=model, data=DataConfig(dataset=dataset, corrupt=corrupt, corrupt_prob=p,
+                                                   train_examples=train_examples), seed=seed, **cfg_kw).resolved()
+    n_epochs = epochs or (fit_epoch or 20)
+    history = [{"epoch": e, "step": e * 390, "train_loss": 2.3 / e, "train_accuracy": min(1.0, e / (fit_epoch or 1e9)),
+                "test_accuracy": test_acc * min(1.0, e / 5), "lr": 0.01} for e in range(1, n_epochs + 1)]
+    r = {"schema_version": 1, "kind": "train", "status": "completed", "config": cfg.to_dict(), "history": history,
+         "metrics": {"train_accuracy": 1.0 if fit_epoch else 0.5, "test_accuracy": test_acc,
+                     "epochs_to_fit": fit_epoch, "steps_to_fit": fit_epoch and fit_epoch * 390,
+                     "best_test_accuracy": test_acc, "epochs_trained": n_epochs}}
+    run_dir = os.path.join(workdir, cfg.name())
+    results.write_json(os.path.join(run_dir, "results.json"), r)
+    return run_dir
+
+
+def fake_kernel_result(workdir, corrupt="none", ridge=0.0):
+    from rethink_tf.linear_models import KernelConfig
+
+    cfg = KernelConfig(dataset="mnist", corrupt=corrupt, ridge=ridge, train_examples=1000)
+    r = {"schema_version": 1, "kind": "kernel", "config": cfg.to_dict(),
+         "metrics": {"train_error": 0.0, "test_error": 0.03, "norm": 50.0, "residual": 1e-12}}
+    results.write_json(os.path.join(workdir, cfg.name(), "results.json"), r)
+
+
+@pytest.fixture
+def sweep_dir(tmp_path):
+    for p, fit, acc in ((0.0, 10, 0.5), (0.4, 15, 0.33), (1.0, 25, 0.1)):
+        fake_train_result(str(tmp_path), corrupt="labels", p=p, fit_epoch=fit, test_acc=acc)
+    fake_train_result(str(tmp_path), corrupt="random_labels", fit_epoch=24, test_acc=0.1)
+    fake_train_result(str(tmp_path), corrupt="shuffled_pixels", fit_epoch=12)
+    fake_train_result(str(tmp_path), corrupt="none", weight_decay=5e-4, fit_epoch=9, test_acc=0.52)
+    fake_train_result(str(tmp_path), model="small_alexnet", corrupt="random_labels", weight_decay=5e-4,
+                      fit_epoch=None, test_acc=0.1, epochs=30)
+    fake_kernel_result(str(tmp_path))
+    fake_kernel_result(str(tmp_path), corrupt="random_labels")
+    os.makedirs(tmp_path / "partial-run")  # a killed run: config but no results
+    results.write_json(str(tmp_path / "partial-run" / "config.json"), {})
+    return str(tmp_path)
+
+
+def test_paper_data_has_provenance_and_table1():
+    assert all(r.tag in ("P", "S", "R") for r in paper.RESULTS)
+    t1 = paper.find(table="table1", model="small_inception", corrupt="none", random_crop=True, weight_decay=True)
+    assert {r.metric: r.value for r in t1} == {"train_accuracy": 100.0, "test_accuracy": 89.05}
+    assert paper.find(table="table4", model="small_alexnet")[0].value is None  # "failed to converge"
+    assert paper.FIGURE1C_ANCHORS["mlp_1x512"] == pytest.approx((49.49, 89.39))
+
+
+def test_comparison_matches_like_with_like(sweep_dir):
+    rows = report.comparison_rows(results.load_all(sweep_dir))
+    by = {(r["model"], r["corrupt"], r["p"], r["metric"], r["table"]): r for r in rows
+          if "wd 0.0005" not in r["differences"] or r["model"] == "small_alexnet"}
+    clean = by[("mlp_1x512", "none", 0.0, "test_accuracy", "table1")]  # p = 0 is the true-label Table 1 row
+    assert clean["paper"] == 50.51 and clean["measured"] == 50.0 and clean["difference"] == pytest.approx(-0.51)
+    rand = by[("mlp_1x512", "random_labels", 1.0, "test_accuracy", "table1")]
+    assert rand["paper"] == 10.61 and rand["tag"] == "P"
+    wd = [r for r in rows if r["model"] == "mlp_1x512" and "wd 0.0005" in r["differences"]]
+    assert wd and all(r["paper"] in (99.80, 50.39) for r in wd)  # the weight-decay row, not the plain one
+    alex = by[("small_alexnet", "random_labels", 1.0, "train_accuracy", "table4")]
+    assert alex["paper"] == "failed to converge"
+    partial = by[("mlp_1x512", "labels", 0.4, "test_accuracy", "")]
+    assert partial["paper"] is None  # no paper number for p = 0.4: listed, not forced onto another row
+    kern = [r for r in rows if r["model"] == "kernel/none"]
+    assert {r["paper"] for r in kern if r["corrupt"] == "none"} == {1.2, 220.0}
+    assert all(r["paper"] is None for r in kern if r["corrupt"] == "random_labels")
+    md = report.to_markdown(rows)
+    assert md.count("\n") == len(rows) + 2 and "differences from the paper's setup" in md
+    parsed = list(csv.DictReader(io.StringIO(report.to_csv(rows))))
+    assert len(parsed) == len(rows)
+
+
+def test_differences_name_the_dataset_and_subset(tmp_path):
+    fake_train_result(str(tmp_path), dataset="fashion_mnist", train_examples=5000)
+    (row, *_) = report.comparison_rows(results.load_all(str(tmp_path)))
+    assert "dataset fashion_mnist (paper: cifar10)" in row["differences"]
+    assert "5,000 train examples" in row["differences"]
+
+
+def test_scripts_on_generated_results(sweep_dir, tmp_path):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    out = tmp_path / "figs"
+    proc = subprocess.run([sys.executable, "scripts/make_figures.py", f"--results={sweep_dir}", f"--out={out}"],
+                          cwd=REPO, capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    for name in ("figure1a", "figure1bc", "figure2"):
+        for ext in ("png", "pdf"):
+            assert (out / f"{name}.{ext}").stat().st_size > 5000
+    cmp_out = tmp_path / "cmp" / "comparison"
+    proc = subprocess.run([sys.executable, "scripts/compare_to_paper.py", f"--results={sweep_dir}",
+                           f"--out={cmp_out}"], cwd=REPO, capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "| table1 | mlp_1x512 |" in open(str(cmp_out) + ".md").read()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    proc = subprocess.run([sys.executable, "scripts/make_figures.py", f"--results={empty}"], cwd=REPO,
+                          capture_output=True, text=True, env=env)
+    assert proc.returncode == 2 and "no training results.json" in proc.stderr
+
+
+def test_figure1bc_uses_relative_time_to_fit(sweep_dir):
+    from rethink_tf import plots
+
+    groups = plots._corruption_curves(results.load_all(sweep_dir))
+    (by_p,) = [v for k, v in groups.items() if k[1] == "mlp_1x512" and not k[5]]
+    assert sorted(by_p) == [0.0, 0.4, 1.0] and len(by_p[1.0]) == 2  # random_labels counts as p = 1
+
+
+def test_sweep_expands_skips_done_and_runs(tmp_path):
+    from conftest import write_cifar_binary
+
+    data = tmp_path / "data"
+    data.mkdir()
+    write_cifar_binary(str(data), per_batch=8, test=8)
+    work = tmp_path / "work"
+    cmd = [sys.executable, "scripts/sweep.py", "--models=mlp_1x512", "--corruptions=none,labels",
+           "--probs=0.5", f"--workdir={work}", "--", f"--data_dir={data}", "--epochs=1", "--batch_size=8",
+           "--notensorboard"]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    dry = subprocess.run(cmd[:2] + ["--dry_run"] + cmd[2:], cwd=REPO, capture_output=True, text=True, env=env)
+    assert "2 run(s) to do" in dry.stdout
+    assert dry.stdout.count("--model=mlp_1x512") == 2 and "--corrupt_prob=0.5" in dry.stdout
+    first = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env)
+    assert first.returncode == 0, first.stdout + first.stderr[-2000:]
+    assert len(results.load_all(str(work))) == 2
+    again = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env)
+    assert "0 run(s) to do" in again.stdout and again.stdout.count("done ") == 2
