@@ -11,8 +11,9 @@ Prediction: argmax_c (K_test,train α)_c. The "norm" is the RKHS norm sqrt(tr(α
 plausible reading of the paper's 220 / 390; not stated).
 
 Solver (REQUIREMENTS.md 22-24):
-  * K is built in column blocks directly into one Fortran-ordered n × n array (never two n × n copies), and
-    factored in place with LAPACK ?potrf (Cholesky, n³/3 flops); memory n² · 8 B (float64) or n² · 4 B (float32).
+  * K is built as its lower-triangular tiles (never one, let alone two, n × n arrays) and factored in place by a
+    tiled Cholesky on LAPACK/BLAS-3 (?potrf, ?trsm, ?syrk, ?gemm; n³/3 flops); memory ≈ n²/2 · 8 B (float64) or
+    n²/2 · 4 B (float32). A single n × n ?potrf segfaults in OpenBLAS beyond 2³¹ elements (see the solve section).
   * precision "float32" factors in single precision and recovers float64 accuracy by iterative refinement:
     α ← α + K̃⁻¹ (Y − K α), where the residual is recomputed blockwise in float64 from the features (K itself was
     overwritten by its factor). "auto" picks float64 when it fits comfortably in available RAM.
@@ -156,11 +157,89 @@ def gram_into(kernel, x, out, block_size=2048, jitter=0.0, progress=None):
 
 
 # ------------------------------------------------------------------------------------------------ solve
+#
+# Tiled Cholesky. K is never held as one n × n array: only its lower-triangular tiles, each its own
+# Fortran-ordered array of at most TILE² elements. Why: (1) OpenBLAS's ?potrf segfaults on one array of more than
+# 2³¹ elements (measured here at n = 50,000: a write fault inside libscipy_openblas), i.e. from n = 46,341, which
+# includes the paper's MNIST n = 60,000; (2) memory is ≈ n²/2 instead of n², e.g. 5.7 GB in float32 for
+# n = 50,000; (3) the Gram matrix costs half as much (only the lower tiles are computed).
+# Right-looking algorithm, all BLAS-3 and in place (same flops as ?potrf, n³/3):
+#   for k:  L_kk = chol(T_kk);  T_ik ← T_ik L_kk⁻ᵀ (i > k);  T_ij ← T_ij − T_ik T_jkᵀ (k < j ≤ i).
+
+TILE = 8192
+
+
+def tile_bounds(n, tile=TILE):
+    return [(s, min(s + tile, n)) for s in range(0, n, tile)]
+
+
+def tiles_elements(n, tile=TILE):
+    b = tile_bounds(n, tile)
+    return sum((b[i][1] - b[i][0]) * (b[j][1] - b[j][0]) for i in range(len(b)) for j in range(i + 1))
+
+
+def build_tiles(kernel, x, dtype, tile=TILE, jitter=0.0, progress=None):
+    """The lower tiles {(i, j): K(x_i, x_j) (+ jitter·I on i == j)}, computed in `dtype`."""
+    bounds = tile_bounds(len(x), tile)
+    xd = x.astype(dtype, copy=False)
+    sq = np.einsum("ij,ij->i", xd, xd)
+    tiles = {}
+    for i, (a0, a1) in enumerate(bounds):
+        for j, (b0, b1) in enumerate(bounds[:i + 1]):
+            t = np.asfortranarray(kernel.block(xd[a0:a1], xd[b0:b1], sq[a0:a1], sq[b0:b1]), dtype=dtype)
+            if i == j and jitter:
+                t[np.diag_indices(a1 - a0)] += jitter
+            tiles[i, j] = t
+        if progress:
+            progress(f"gram tiles: row {i + 1}/{len(bounds)}")
+    return tiles
+
+
+def factor_tiles(tiles, nt, dtype, progress=None):
+    """In-place tiled Cholesky of the lower tiles. Returns 0, or the tile row whose diagonal block failed."""
+    from scipy.linalg import blas
+
+    pre = "d" if dtype == np.float64 else "s"
+    potrf, trsm = getattr(lapack, pre + "potrf"), getattr(blas, pre + "trsm")
+    syrk, gemm = getattr(blas, pre + "syrk"), getattr(blas, pre + "gemm")
+    for k in range(nt):
+        tiles[k, k], status = potrf(tiles[k, k], lower=1, overwrite_a=1, clean=1)
+        if status:
+            return k + 1
+        for i in range(k + 1, nt):
+            tiles[i, k] = trsm(1.0, tiles[k, k], tiles[i, k], side=1, lower=1, trans_a=1, overwrite_b=1)
+        for i in range(k + 1, nt):
+            tiles[i, i] = syrk(-1.0, tiles[i, k], beta=1.0, c=tiles[i, i], lower=1, overwrite_c=1)
+            for j in range(k + 1, i):
+                tiles[i, j] = gemm(-1.0, tiles[i, k], tiles[j, k], beta=1.0, c=tiles[i, j], trans_b=1,
+                                   overwrite_c=1)
+        if progress:
+            progress(f"cholesky: tile column {k + 1}/{nt}")
+    return 0
+
+
+def solve_tiles(tiles, bounds, rhs, dtype):
+    """Solves L Lᵀ z = rhs with the tiled factor: forward, then backward substitution by tiles."""
+    from scipy.linalg import blas
+
+    trsm = getattr(blas, ("d" if dtype == np.float64 else "s") + "trsm")
+    nt = len(bounds)
+    z = [np.asfortranarray(rhs[a:b], dtype=dtype) for a, b in bounds]
+    for i in range(nt):
+        for j in range(i):
+            z[i] -= tiles[i, j] @ z[j]
+        z[i] = trsm(1.0, tiles[i, i], z[i], side=0, lower=1, overwrite_b=1)
+    for i in reversed(range(nt)):
+        for j in range(i + 1, nt):
+            z[i] -= tiles[j, i].T @ z[j]
+        z[i] = trsm(1.0, tiles[i, i], z[i], side=0, lower=1, trans_a=1, overwrite_b=1)
+    return np.concatenate(z).astype(np.float64)
+
 
 def memory_needed(n, d, n_test, precision):
-    """Bytes the solve holds at its peak: K, the features (float64), one Gram block and the right-hand sides."""
+    """Bytes the solve holds at its peak: the lower tiles of K, the features (float64), a matvec block, the RHS."""
     itemsize = 8 if precision == "float64" else 4
-    return n * n * itemsize + (n + n_test) * d * 8 + n * 2048 * 8 * 2 + n * 10 * 8 * 4
+    return tiles_elements(n) * itemsize + (n + n_test) * d * 8 + n * 2048 * 8 * 2 + n * 10 * 8 * 4
 
 
 def available_memory():
@@ -181,8 +260,8 @@ def choose_precision(precision, n, d, n_test, available):
 
 
 def solve(kernel, x, y, precision="float64", ridge=0.0, block_size=2048, refine_tol=1e-6, max_refine=20,
-          progress=None):
-    """Solves (K + ridge·I) α = y by in-place Cholesky plus iterative refinement against the exact K.
+          progress=None, tile=TILE):
+    """Solves (K + ridge·I) α = y by tiled in-place Cholesky plus iterative refinement against the exact K.
 
     Args:
       kernel: a Kernel.
@@ -190,50 +269,45 @@ def solve(kernel, x, y, precision="float64", ridge=0.0, block_size=2048, refine_
       y: (n, c) float64 targets.
       precision: "float64" or "float32" (the factor's precision; residuals are always float64).
       ridge: ℓ2 regularization λ (0 = interpolation, Eq. 3).
+      tile: tile side of the factorization.
 
     Returns:
-      (alpha (n, c) float64, info dict with jitter, refinement iterations, residual history, timings).
+      (alpha (n, c) float64, info dict with jitter, refinement iterations, residual history, timings, K α).
     """
     n = x.shape[0]
     dtype = np.float64 if precision == "float64" else np.float32
-    potrf, potrs = (lapack.dpotrf, lapack.dpotrs) if dtype == np.float64 else (lapack.spotrf, lapack.spotrs)
-    k = np.empty((n, n), dtype=dtype, order="F")  # the only n × n array
-    info = {"precision": precision, "jitter": 0.0, "factor_attempts": 0}
+    bounds = tile_bounds(n, tile)
+    info = {"precision": precision, "jitter": 0.0, "factor_attempts": 0, "tiles": len(bounds), "tile": tile}
     t0 = time.perf_counter()
     jitter = ridge
-    eps = np.finfo(dtype).eps
+    eps = float(np.finfo(dtype).eps)
     while True:
-        gram_into(kernel, x, k, block_size, jitter=jitter, progress=progress)
+        tiles = build_tiles(kernel, x, dtype, tile, jitter=jitter, progress=progress)
         if info["factor_attempts"] == 0:
             info["gram_seconds"] = time.perf_counter() - t0
-            mean_diag = float(np.mean(np.diag(k)))
+            mean_diag = float(np.mean(np.concatenate([np.diag(tiles[i, i]) for i in range(len(bounds))])))
         info["factor_attempts"] += 1
         t1 = time.perf_counter()
-        # Cholesky in place: overwrite_a on a Fortran-ordered array of the routine's dtype makes no copy.
-        factor, status = potrf(k, lower=1, overwrite_a=1, clean=0)
+        failed = factor_tiles(tiles, len(bounds), dtype, progress)
         info["factor_seconds"] = time.perf_counter() - t1
-        if status == 0:
+        if not failed:
             break
-        if status < 0:
-            raise RuntimeError(f"LAPACK potrf: illegal argument {-status}")
-        extra = max(10 * eps, (jitter - ridge) / mean_diag * 10 if jitter > ridge else 0) * mean_diag
-        if extra / mean_diag > 1e-2:
+        rel = 10 * eps if jitter == ridge else 10 * (jitter - ridge) / mean_diag
+        if rel > 1e-2:
             raise UserError(f"the {kernel.kind} Gram matrix is not positive definite even with jitter "
-                            f"{extra / mean_diag:.0e}·mean(diag); check gamma and for duplicate points")
-        jitter = ridge + extra
+                            f"{rel:.0e}·mean(diag); check gamma and for duplicate points")
+        jitter = ridge + rel * mean_diag
         info["jitter"] = jitter - ridge
+        del tiles
         if progress:
-            progress(f"K not positive definite in {precision}; retrying with jitter {info['jitter']:.3e}")
-    del k  # `factor` is the same memory
+            progress(f"K not positive definite in {precision} (tile row {failed}); retrying with jitter "
+                     f"{info['jitter']:.3e}")
     alpha = np.zeros_like(y)
     residual = y.copy()
     y_norm = np.linalg.norm(y)
     info["residuals"] = []
     for it in range(max_refine):
-        delta, status = potrs(factor, residual.astype(dtype), lower=1)
-        if status != 0:
-            raise RuntimeError(f"LAPACK potrs failed with info={status}")
-        alpha += delta
+        alpha += solve_tiles(tiles, bounds, residual, dtype)
         k_alpha = kernel_matvec(kernel, x, x, alpha, block_size) + ridge * alpha
         residual = y - k_alpha
         rel = float(np.linalg.norm(residual) / y_norm)

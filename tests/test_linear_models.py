@@ -62,7 +62,8 @@ def test_interpolation_matches_reference_solve(precision):
     y = np.eye(10)[labels]
     gamma = 0.05  # ill-conditioned enough (cond ~1e5) that a float32 factor alone is visibly inexact
     k = lm.Kernel("gaussian", gamma=gamma)
-    alpha, info = lm.solve(k, x, y, precision, block_size=64)
+    alpha, info = lm.solve(k, x, y, precision, block_size=64, tile=40)  # 4 tile rows, a ragged last one
+    assert info["tiles"] == 4
     ref = scipy.linalg.solve(_dense("gaussian", x, x, gamma=gamma), y, assume_a="pos")
     np.testing.assert_allclose(alpha, ref, rtol=1e-6, atol=1e-6 * np.abs(ref).max())
     assert info["residuals"][-1] < 1e-6
@@ -74,7 +75,7 @@ def test_interpolation_matches_reference_solve(precision):
 def test_ridge_solves_regularized_system():
     x, labels = _data(80, 10)
     y = np.eye(10)[labels]
-    alpha, _ = lm.solve(lm.Kernel("linear"), x, y, "float64", ridge=0.5)
+    alpha, _ = lm.solve(lm.Kernel("linear"), x, y, "float64", ridge=0.5, tile=32)
     np.testing.assert_allclose(alpha, np.linalg.solve(x @ x.T + 0.5 * np.eye(80), y), rtol=1e-8)
 
 
@@ -83,19 +84,34 @@ def test_jitter_when_not_positive_definite_and_exact_residual_after_refinement()
     x = np.concatenate([x, x[:10]])  # duplicate points: K is exactly singular
     labels = np.concatenate([labels, labels[:10]])  # consistent labels: Y lies in K's range
     y = np.eye(10)[labels]
-    alpha, info = lm.solve(lm.Kernel("gaussian", gamma=1.0), x, y, "float64")
+    alpha, info = lm.solve(lm.Kernel("gaussian", gamma=1.0), x, y, "float64", tile=16)
     assert info["jitter"] > 0 and info["factor_attempts"] >= 2
     k_alpha = lm.kernel_matvec(lm.Kernel("gaussian", gamma=1.0), x, x, alpha)
     assert np.linalg.norm(k_alpha - y) / np.linalg.norm(y) < 1e-4  # against the un-jittered K
     assert np.all(np.argmax(k_alpha, 1) == labels)
 
 
+def test_tiled_factor_equals_lapack_cholesky():
+    x, _ = _data(100, 6)
+    k = _dense("gaussian", x, x, gamma=0.5) + 1e-3 * np.eye(100)
+    tiles = lm.build_tiles(lm.Kernel("gaussian", gamma=0.5), x, np.float64, tile=30, jitter=1e-3)
+    assert lm.factor_tiles(tiles, 4, np.float64) == 0
+    lower = np.zeros((100, 100))
+    for (i, j), t in tiles.items():
+        lower[30 * i:30 * i + t.shape[0], 30 * j:30 * j + t.shape[1]] = t
+    np.testing.assert_allclose(np.tril(lower), np.linalg.cholesky(k), atol=1e-10)
+    assert lm.tiles_elements(100, 30) == sum(t.size for t in tiles.values())  # lower tiles only
+
+
 def test_memory_check_and_precision_choice():
     gib = 2**30
     assert lm.choose_precision("auto", 10_000, 784, 10_000, 24 * gib) == "float64"
-    assert lm.choose_precision("auto", 50_000, 784, 10_000, 23 * gib) == "float32"  # float64 K alone is 20 GB
-    with pytest.raises(UserError, match=r"n = 100,000 needs about .* GiB"):
-        lm.choose_precision("auto", 100_000, 784, 10_000, 23 * gib)
+    # lower tiles only: n = 50,000 float64 needs 12.7 GiB in all, float32 7.3 GiB
+    assert lm.choose_precision("auto", 50_000, 784, 10_000, 23 * gib) == "float64"
+    assert lm.choose_precision("auto", 50_000, 784, 10_000, 16 * gib) == "float32"
+    assert lm.choose_precision("auto", 60_000, 784, 10_000, 23 * gib) == "float32"  # the paper's MNIST n
+    with pytest.raises(UserError, match=r"n = 150,000 needs about .* GiB"):
+        lm.choose_precision("auto", 150_000, 784, 10_000, 23 * gib)
 
 
 def test_bad_input_is_one_clear_error():
