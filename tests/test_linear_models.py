@@ -44,7 +44,12 @@ def test_blocked_gram_is_fortran_ordered_and_exact():
     out = lm.gram_into(k, x, np.empty((100, 100), order="F"), block_size=17)
     np.testing.assert_allclose(out, _dense("gaussian", x, x, gamma=0.5), rtol=1e-12)
     alpha = np.random.default_rng(0).random((100, 3))
-    np.testing.assert_allclose(lm.kernel_matvec(k, x, x, alpha, block_size=13), out @ alpha, rtol=1e-10)
+    np.testing.assert_allclose(lm.kernel_matvec(k, x, x, alpha, block_size=13), out @ alpha, rtol=1e-10)  # symmetric
+    np.testing.assert_allclose(lm.kernel_matvec(k, x, x.copy(), alpha, block_size=13), out @ alpha, rtol=1e-10)
+    for kind in ("linear", "polynomial"):
+        kk = lm.Kernel(kind, degree=3, coef0=0.5)
+        np.testing.assert_allclose(lm.kernel_matvec(kk, x, x, alpha, block_size=7),
+                                   _dense(kind, x, x, degree=3, coef0=0.5) @ alpha, rtol=1e-10)
 
 
 @pytest.mark.parametrize("dtype,potrf", [(np.float64, lapack.dpotrf), (np.float32, lapack.spotrf)])
