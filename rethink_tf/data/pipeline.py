@@ -173,10 +173,8 @@ def _build_in_memory(cfg, corr, train, test, shape, batch_size, epochs, steps, s
             image, key = images[i], keys[i]
             if cfg.random_crop or cfg.augment:
                 seed = _seed_pair(cfg.shuffle_seed, 11, epoch, key)
-                if cfg.random_crop:
+                if cfg.random_crop:  # otherwise the images were centre-cropped when materialized
                     image = preprocessing.random_crop(image, side, seed)
-                elif needs_crop:
-                    image = preprocessing.center_crop(image, side)
                 if cfg.augment:
                     image = preprocessing.flip_and_rotate(image, seed + 2)
             return image, labels[i]
