@@ -7,7 +7,6 @@ A run directory is named from its config: re-running a finished run returns its 
 resumes it from its last epoch checkpoint.
 """
 
-import dataclasses
 import os
 import sys
 

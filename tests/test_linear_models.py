@@ -12,6 +12,8 @@ from absl import flags
 from scipy.linalg import lapack
 
 from conftest import needs_fashion, write_idx
+from rethink_tf import kernel_solve as ks
+from rethink_tf import kernels
 from rethink_tf import linear_models as lm
 from rethink_tf import results
 from rethink_tf.errors import UserError
@@ -25,7 +27,7 @@ def _data(n=120, d=30, seed=0):
 
 
 def _dense(kind, x, z, **kw):
-    k = lm.Kernel(kind, **kw)
+    k = kernels.Kernel(kind, **kw)
     return k.block(x, z, np.sum(x * x, 1), np.sum(z * z, 1))
 
 
@@ -40,15 +42,15 @@ def test_kernel_formulas():
 
 def test_blocked_gram_is_fortran_ordered_and_exact():
     x, _ = _data(100, 7)
-    k = lm.Kernel("gaussian", gamma=0.5)
-    out = lm.gram_into(k, x, np.empty((100, 100), order="F"), block_size=17)
+    k = kernels.Kernel("gaussian", gamma=0.5)
+    out = kernels.gram_into(k, x, np.empty((100, 100), order="F"), block_size=17)
     np.testing.assert_allclose(out, _dense("gaussian", x, x, gamma=0.5), rtol=1e-12)
     alpha = np.random.default_rng(0).random((100, 3))
-    np.testing.assert_allclose(lm.kernel_matvec(k, x, x, alpha, block_size=13), out @ alpha, rtol=1e-10)  # symmetric
-    np.testing.assert_allclose(lm.kernel_matvec(k, x, x.copy(), alpha, block_size=13), out @ alpha, rtol=1e-10)
+    np.testing.assert_allclose(kernels.kernel_matvec(k, x, x, alpha, block_size=13), out @ alpha, rtol=1e-10)  # symmetric
+    np.testing.assert_allclose(kernels.kernel_matvec(k, x, x.copy(), alpha, block_size=13), out @ alpha, rtol=1e-10)
     for kind in ("linear", "polynomial"):
-        kk = lm.Kernel(kind, degree=3, coef0=0.5)
-        np.testing.assert_allclose(lm.kernel_matvec(kk, x, x, alpha, block_size=7),
+        kk = kernels.Kernel(kind, degree=3, coef0=0.5)
+        np.testing.assert_allclose(kernels.kernel_matvec(kk, x, x, alpha, block_size=7),
                                    _dense(kind, x, x, degree=3, coef0=0.5) @ alpha, rtol=1e-10)
 
 
@@ -66,8 +68,8 @@ def test_interpolation_matches_reference_solve(precision):
     x, labels = _data(150, 20)
     y = np.eye(10)[labels]
     gamma = 0.05  # ill-conditioned enough (cond ~1e5) that a float32 factor alone is visibly inexact
-    k = lm.Kernel("gaussian", gamma=gamma)
-    alpha, info = lm.solve(k, x, y, precision, block_size=64, tile=40)  # 4 tile rows, a ragged last one
+    k = kernels.Kernel("gaussian", gamma=gamma)
+    alpha, info = ks.solve(k, x, y, precision, block_size=64, tile=40)  # 4 tile rows, a ragged last one
     assert info["tiles"] == 4
     ref = scipy.linalg.solve(_dense("gaussian", x, x, gamma=gamma), y, assume_a="pos")
     np.testing.assert_allclose(alpha, ref, rtol=1e-6, atol=1e-6 * np.abs(ref).max())
@@ -80,7 +82,7 @@ def test_interpolation_matches_reference_solve(precision):
 def test_ridge_solves_regularized_system():
     x, labels = _data(80, 10)
     y = np.eye(10)[labels]
-    alpha, _ = lm.solve(lm.Kernel("linear"), x, y, "float64", ridge=0.5, tile=32)
+    alpha, _ = ks.solve(kernels.Kernel("linear"), x, y, "float64", ridge=0.5, tile=32)
     np.testing.assert_allclose(alpha, np.linalg.solve(x @ x.T + 0.5 * np.eye(80), y), rtol=1e-8)
 
 
@@ -89,9 +91,9 @@ def test_jitter_when_not_positive_definite_and_exact_residual_after_refinement()
     x = np.concatenate([x, x[:10]])  # duplicate points: K is exactly singular
     labels = np.concatenate([labels, labels[:10]])  # consistent labels: Y lies in K's range
     y = np.eye(10)[labels]
-    alpha, info = lm.solve(lm.Kernel("gaussian", gamma=1.0), x, y, "float64", tile=16)
+    alpha, info = ks.solve(kernels.Kernel("gaussian", gamma=1.0), x, y, "float64", tile=16)
     assert info["jitter"] > 0 and info["factor_attempts"] >= 2
-    k_alpha = lm.kernel_matvec(lm.Kernel("gaussian", gamma=1.0), x, x, alpha)
+    k_alpha = kernels.kernel_matvec(kernels.Kernel("gaussian", gamma=1.0), x, x, alpha)
     assert np.linalg.norm(k_alpha - y) / np.linalg.norm(y) < 1e-4  # against the un-jittered K
     assert np.all(np.argmax(k_alpha, 1) == labels)
 
@@ -99,24 +101,24 @@ def test_jitter_when_not_positive_definite_and_exact_residual_after_refinement()
 def test_tiled_factor_equals_lapack_cholesky():
     x, _ = _data(100, 6)
     k = _dense("gaussian", x, x, gamma=0.5) + 1e-3 * np.eye(100)
-    tiles = lm.build_tiles(lm.Kernel("gaussian", gamma=0.5), x, np.float64, tile=30, jitter=1e-3)
-    assert lm.factor_tiles(tiles, 4, np.float64) == 0
+    tiles = ks.build_tiles(kernels.Kernel("gaussian", gamma=0.5), x, np.float64, tile=30, jitter=1e-3)
+    assert ks.factor_tiles(tiles, 4, np.float64) == 0
     lower = np.zeros((100, 100))
     for (i, j), t in tiles.items():
         lower[30 * i:30 * i + t.shape[0], 30 * j:30 * j + t.shape[1]] = t
     np.testing.assert_allclose(np.tril(lower), np.linalg.cholesky(k), atol=1e-10)
-    assert lm.tiles_elements(100, 30) == sum(t.size for t in tiles.values())  # lower tiles only
+    assert ks.tiles_elements(100, 30) == sum(t.size for t in tiles.values())  # lower tiles only
 
 
 def test_memory_check_and_precision_choice():
     gib = 2**30
-    assert lm.choose_precision("auto", 10_000, 784, 10_000, 24 * gib) == "float64"
+    assert ks.choose_precision("auto", 10_000, 784, 10_000, 24 * gib) == "float64"
     # lower tiles only: n = 50,000 float64 needs 12.7 GiB in all, float32 7.3 GiB
-    assert lm.choose_precision("auto", 50_000, 784, 10_000, 23 * gib) == "float64"
-    assert lm.choose_precision("auto", 50_000, 784, 10_000, 16 * gib) == "float32"
-    assert lm.choose_precision("auto", 60_000, 784, 10_000, 23 * gib) == "float32"  # the paper's MNIST n
+    assert ks.choose_precision("auto", 50_000, 784, 10_000, 23 * gib) == "float64"
+    assert ks.choose_precision("auto", 50_000, 784, 10_000, 16 * gib) == "float32"
+    assert ks.choose_precision("auto", 60_000, 784, 10_000, 23 * gib) == "float32"  # the paper's MNIST n
     with pytest.raises(UserError, match=r"n = 150,000 needs about .* GiB"):
-        lm.choose_precision("auto", 150_000, 784, 10_000, 23 * gib)
+        ks.choose_precision("auto", 150_000, 784, 10_000, 23 * gib)
 
 
 def test_bad_input_is_one_clear_error():
@@ -141,7 +143,7 @@ def test_tf_solver_matches_scipy_and_is_guarded(monkeypatch):
     m_sp, _ = lm.fit_and_evaluate(lm.KernelConfig(gamma=1.0), x, labels, x[:50], labels[:50])
     assert m_tf["train_error"] == 0 and abs(m_tf["norm"] - m_sp["norm"]) < 1e-6 * m_sp["norm"]
     assert info["cross_check_rel_diff"] < 1e-8
-    monkeypatch.setattr(lm, "TF_MAX_N", 100)
+    monkeypatch.setattr(ks, "TF_MAX_N", 100)
     with pytest.raises(UserError, match="refused for n = 200"):
         lm.fit_and_evaluate(cfg, x, labels, x, labels)
 
@@ -194,7 +196,7 @@ def test_kernel_flagfiles_parse(path, monkeypatch):
     lm.define_flags(fv)
     fv(["linear_models", f"--flagfile={path}"])
     cfg = lm.config_from_flags(fv)
-    lm.Kernel(cfg.kernel, cfg.gamma, cfg.degree, cfg.coef0)
+    kernels.Kernel(cfg.kernel, cfg.gamma, cfg.degree, cfg.coef0)
     assert cfg.name()
 
 
