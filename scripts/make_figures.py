@@ -16,12 +16,14 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--results", required=True, help="comma-separated run dirs / folders / globs")
     ap.add_argument("--out", default="figures")
+    ap.add_argument("--fit_threshold", type=float, default=1.0,
+                    help="Figure 1b's time to overfit: steps until an epoch's training accuracy >= this")
     args = ap.parse_args()
     found = [r for r in results.load_all(args.results.split(",")) if r.get("kind", "train") == "train"]
     if not found:
         print(f"error: no training results.json under {args.results}", file=sys.stderr)
         return 2
-    paths = plots.all_figures(found, args.out)
+    paths = plots.all_figures(found, args.out, args.fit_threshold)
     for name in ("figure1a", "figure1bc", "figure2"):
         written = [p for p in paths if f"/{name}." in p]
         print(f"{name}: {', '.join(written) if written else 'not enough comparable runs'}")

@@ -120,6 +120,9 @@ def test_figure1bc_uses_relative_time_to_fit(sweep_dir):
     groups = plots._corruption_curves(results.load_all(sweep_dir))
     (by_p,) = [v for k, v in groups.items() if k[1] == "mlp_1x512" and not k[5]]
     assert sorted(by_p) == [0.0, 0.4, 1.0] and len(by_p[1.0]) == 2  # random_labels counts as p = 1
+    (run,) = by_p[0.4]  # train accuracy e/15 in epoch e: 100% at epoch 15, >= 0.6 at epoch 9
+    assert plots.steps_to_accuracy(run) == run["metrics"]["steps_to_fit"] == 15 * 390
+    assert plots.steps_to_accuracy(run, 0.6) == 9 * 390
 
 
 def test_sweep_expands_skips_done_and_runs(tmp_path):
