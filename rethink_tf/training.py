@@ -68,10 +68,12 @@ def one_hot_labels(ds, num_classes):
 class EpochRecorder(keras.callbacks.Callback):
     """Streams one history row per epoch and tracks time-to-fit and the cumulative best test accuracy."""
 
-    def __init__(self, run_dir, steps_per_epoch, batch_size, history, stop_at=None, verbose=True):
+    CHANCE_CHECK_EPOCH = 10
+
+    def __init__(self, run_dir, steps_per_epoch, batch_size, history, stop_at=None, num_classes=10):
         super().__init__()
-        self.run_dir, self.steps, self.batch, self.stop_at, self.verbose = (run_dir, steps_per_epoch, batch_size,
-                                                                           stop_at, verbose)
+        self.run_dir, self.steps, self.batch, self.stop_at = run_dir, steps_per_epoch, batch_size, stop_at
+        self.num_classes = num_classes
         self.history = list(history)
         self._start = None
 
@@ -96,6 +98,18 @@ class EpochRecorder(keras.callbacks.Callback):
             self.model.stop_training = True
         if self.stop_at is not None and row.get("train_accuracy", 0.0) >= self.stop_at:
             self.model.stop_training = True
+        self._sanity(row)
+
+    def _sanity(self, row):
+        """REQUIREMENTS.md 5: accuracy stuck at or below chance usually means a label or learning-rate bug."""
+        chance = 1.0 / self.num_classes
+        if row["epoch"] == self.CHANCE_CHECK_EPOCH and row.get("train_accuracy", 1.0) < 1.5 * chance:
+            print(f"warning: training accuracy is still {row['train_accuracy']:.3f} after {row['epoch']} epochs "
+                  f"(chance {chance:.3f}); check the labels and the learning rate (random labels can take many "
+                  "epochs to start fitting)", flush=True)
+        if row.get("test_accuracy", 1.0) < 0.5 * chance and row["epoch"] >= 2:
+            print(f"warning: test accuracy {row['test_accuracy']:.3f} is far below chance ({chance:.3f}): "
+                  "check that test labels are clean and in [0, num_classes)", flush=True)
 
 
 class Checkpoint(keras.callbacks.Callback):
@@ -132,7 +146,8 @@ def fit_and_evaluate(model, cfg, datasets, run_dir, *, initial_epoch=0, history=
     """
     smoothing = bool(cfg.label_smoothing)
     wrap = (lambda ds: one_hot_labels(ds, datasets.num_classes)) if smoothing else (lambda ds: ds)
-    recorder = EpochRecorder(run_dir, datasets.steps_per_epoch, cfg.batch_size, history, cfg.stop_at_train_accuracy)
+    recorder = EpochRecorder(run_dir, datasets.steps_per_epoch, cfg.batch_size, history, cfg.stop_at_train_accuracy,
+                             datasets.num_classes)
     callbacks = [recorder, Checkpoint(run_dir)]
     if cfg.tensorboard:
         callbacks.append(keras.callbacks.TensorBoard(os.path.join(run_dir, "tensorboard"), write_graph=False,

@@ -111,6 +111,17 @@ def test_stop_at_train_accuracy_and_time_to_fit(cifar_dir, tmp_path):
     assert r["history"][-1]["train_accuracy"] == 1.0 and m["train_accuracy"] == 1.0
 
 
+def test_warns_when_accuracy_stays_at_or_below_chance(capsys):
+    rec = training.EpochRecorder("unused", 5, 8, [], num_classes=10)
+    rec._sanity({"epoch": 10, "train_accuracy": 0.11, "test_accuracy": 0.1})
+    assert "warning: training accuracy is still 0.110 after 10 epochs" in capsys.readouterr().out
+    rec._sanity({"epoch": 10, "train_accuracy": 0.4, "test_accuracy": 0.03})  # labels 1..10 instead of 0..9?
+    out = capsys.readouterr().out
+    assert "far below chance" in out and "training accuracy is still" not in out
+    rec._sanity({"epoch": 9, "train_accuracy": 0.1, "test_accuracy": 0.1})
+    assert capsys.readouterr().out == ""
+
+
 class _Kill(Exception):
     pass
 
