@@ -19,6 +19,7 @@ import numpy as np  # noqa: E402
 from rethink_tf.report import label_setting  # noqa: E402
 
 FIG1A_SERIES = ("none", "random_labels", "shuffled_pixels", "random_pixels", "gaussian")
+FIG1A_STYLES = {"none": "-", "random_labels": "-", "shuffled_pixels": "--", "random_pixels": "-", "gaussian": ":"}
 FIG1A_LABELS = {"none": "true labels", "random_labels": "random labels", "shuffled_pixels": "shuffled pixels",
                 "random_pixels": "random pixels", "gaussian": "gaussian"}
 
@@ -64,8 +65,9 @@ def figure1a(results, out_dir):
         for kind in FIG1A_SERIES:
             for i, r in enumerate(series.get(kind, [])):
                 steps = [h["step"] / 1000 for h in r["history"]]
+                # Dashed/dotted styles keep coinciding curves visible (e.g. an MLP on shuffled vs true pixels).
                 ax.plot(steps, [h["train_loss"] for h in r["history"]], label=FIG1A_LABELS[kind] if i == 0 else None,
-                        color=f"C{FIG1A_SERIES.index(kind)}")
+                        color=f"C{FIG1A_SERIES.index(kind)}", ls=FIG1A_STYLES[kind], lw=2 if kind == "gaussian" else 1.5)
         ax.set(xlabel="thousand steps", ylabel="average loss", title=_title(key))
         ax.set_ylim(bottom=0)
         ax.legend()
