@@ -65,6 +65,8 @@ def differences(result, paper_row):
     paper_ds = paper_row.dataset if paper_row else None
     if paper_ds and c["dataset"] != paper_ds:
         out.append(f"dataset {c['dataset']} (paper: {paper_ds})")
+    elif not paper_ds and c["dataset"] not in ("cifar10", "imagenet2012", "mnist"):
+        out.append(f"dataset {c['dataset']} (not used in the paper)")
     if c.get("train_examples"):
         out.append(f"{c['train_examples']:,} train examples")
     if c.get("test_examples"):

@@ -1,6 +1,6 @@
 """`python -m rethink_tf.train`: train one of the paper's models on (randomized) data and write results.json.
 
-    python -m rethink_tf.train --flagfile=flags/cifar10_inception_random_labels.flags --data_dir=DATA --workdir=runs
+    python -m rethink_tf.train --flagfile=flags/table1_inception_random_labels.flags --data_dir=DATA --workdir=runs
 
 main() turns flags into a TrainConfig; run(config, workdir) does the work and is what tests and sweeps call.
 A run directory is named from its config: re-running a finished run returns its results; re-running a killed run
@@ -16,6 +16,7 @@ from rethink_tf import flags_lib, results
 from rethink_tf.errors import UserError
 
 flags_lib.define_train_flags()
+flags.adopt_module_key_flags(flags_lib)  # so that --help lists and explains every training flag
 FLAGS = flags.FLAGS
 
 

@@ -77,6 +77,7 @@ def test_comparison_matches_like_with_like(sweep_dir):
     assert alex["paper"] == "failed to converge"
     partial = by[("mlp_1x512", "labels", 0.4, "test_accuracy", "")]
     assert partial["paper"] is None  # no paper number for p = 0.4: listed, not forced onto another row
+    assert "dataset" not in partial["differences"]  # CIFAR-10 run: nothing to flag about the dataset
     kern = [r for r in rows if r["model"] == "kernel/none"]
     assert {r["paper"] for r in kern if r["corrupt"] == "none"} == {1.2, 220.0}
     assert all(r["paper"] is None for r in kern if r["corrupt"] == "random_labels")
@@ -88,8 +89,12 @@ def test_comparison_matches_like_with_like(sweep_dir):
 
 def test_differences_name_the_dataset_and_subset(tmp_path):
     fake_train_result(str(tmp_path), dataset="fashion_mnist", train_examples=5000)
-    (row, *_) = report.comparison_rows(results.load_all(str(tmp_path)))
+    fake_train_result(str(tmp_path), dataset="fashion_mnist", train_examples=5000, corrupt="labels", p=0.3)
+    rows = report.comparison_rows(results.load_all(str(tmp_path)))
+    row = next(r for r in rows if r["corrupt"] == "none")
     assert "dataset fashion_mnist (paper: cifar10)" in row["differences"]
+    unmatched = next(r for r in rows if r["corrupt"] == "labels")
+    assert unmatched["paper"] is None and "dataset fashion_mnist (not used in the paper)" in unmatched["differences"]
     assert "5,000 train examples" in row["differences"]
 
 
