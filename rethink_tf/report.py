@@ -90,8 +90,8 @@ def _measured(result, metric):
         return 100.0 * m[metric] if metric in m else None
     if metric == "norm":
         return m.get("norm")
-    key = {"best_test_accuracy": "best_test_accuracy"}.get(metric, metric)
-    if metric.startswith("top5_"):
+    key = metric
+    if metric.startswith("top5_"):  # paper "top5_test_accuracy" is our "test_top5_accuracy"
         key = metric[len("top5_"):].replace("accuracy", "top5_accuracy")
     value = m.get(key)
     return None if value is None else 100.0 * value

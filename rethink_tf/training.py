@@ -90,7 +90,7 @@ class EpochRecorder(keras.callbacks.Callback):
             name = {"loss": "train_loss", "accuracy": "train_accuracy", "top5_accuracy": "train_top5_accuracy",
                     "val_loss": "test_loss", "val_accuracy": "test_accuracy",
                     "val_top5_accuracy": "test_top5_accuracy"}.get(k)
-            if name and k != "learning_rate":
+            if name:
                 row[name] = float(v)
         self.history.append(row)
         results.append_history(self.run_dir, row)
