@@ -243,6 +243,20 @@ def test_mirrored_on_two_logical_cpus_matches_one_device(cifar_dir, tmp_path):
         assert 0 <= h["train_accuracy"] <= 1 and 0 <= h["test_accuracy"] <= 1 and np.isfinite(h["train_loss"])
 
 
+def test_deterministic_mode_gives_identical_losses_in_two_processes(cifar_dir, tmp_path):
+    # REQUIREMENTS.md 14: --deterministic (op determinism + seeded everything) -> bit-identical first-N-step losses
+    # in two separate processes. Subprocesses, because enable_op_determinism is process-global.
+    histories = []
+    for name in ("a", "b"):
+        proc = _cli("--model=small_inception", "--epochs=2", "--batch_size=8", "--corrupt=random_labels",
+                    "--deterministic", f"--data_dir={cifar_dir}", f"--workdir={tmp_path}", f"--run_name={name}",
+                    "--notensorboard")
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        histories.append(results.read_json(os.path.join(str(tmp_path), name, "results.json"))["history"])
+    for ha, hb in zip(*histories):
+        assert ha["train_loss"] == hb["train_loss"] and ha["test_loss"] == hb["test_loss"]
+
+
 def _cli(*args, cwd=REPO):
     return subprocess.run([sys.executable, "-m", "rethink_tf.train", *args], capture_output=True, text=True,
                           cwd=cwd, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
