@@ -68,6 +68,9 @@ class TrainConfig:
       label_smoothing, dropout, bn_momentum: model/loss options (None: builder or recipe default).
       seed: seed of initialization, shuffling and augmentation.
       strategy, num_gpus, cross_device_ops: see rethink_tf.distribute.
+      sync_batchnorm: BatchNorm statistics over the global batch under a multi-replica strategy.
+      dtype_policy: "float32" (paper fidelity), "mixed_bfloat16", or "mixed_float16" (loss scaling; single
+        replica only: LossScaleOptimizer fails under MirroredStrategy, keras#18666). Logits stay float32.
       stop_at_train_accuracy: end the run once an epoch's training accuracy reaches this (None: never).
       jit_compile: XLA on a single device.
       deterministic: enable TF op determinism (slower; some GPU ops then raise UnimplementedError).
@@ -92,6 +95,8 @@ class TrainConfig:
     strategy: str = "none"
     num_gpus: Optional[int] = None
     cross_device_ops: str = "auto"
+    sync_batchnorm: bool = False
+    dtype_policy: str = "float32"
     stop_at_train_accuracy: Optional[float] = None
     jit_compile: bool = False
     deterministic: bool = False

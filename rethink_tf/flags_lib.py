@@ -98,6 +98,11 @@ def define_train_flags(fv=flags.FLAGS):
                          flag_values=fv)
     flags.DEFINE_enum("cross_device_ops", "auto", list(distribute.CROSS_DEVICE_OPS), "All-reduce implementation "
                       "for --strategy=mirrored (one_device if NCCL gives NaNs).", flag_values=fv)
+    flags.DEFINE_bool("sync_batchnorm", False, "BatchNorm statistics over the global batch under "
+                      "--strategy=mirrored (default: per replica, as in the paper's era).", flag_values=fv)
+    flags.DEFINE_enum("dtype_policy", "float32", ["float32", "mixed_bfloat16", "mixed_float16"], "Compute precision; "
+                      "float32 for paper fidelity. Logits and softmax stay float32. mixed_float16 adds loss scaling "
+                      "and is single-replica only (keras#18666).", flag_values=fv)
     flags.DEFINE_float("stop_at_train_accuracy", None, "End the run once an epoch's training accuracy reaches "
                        "this (e.g. 1.0 for fitting runs).", lower_bound=0.0, upper_bound=1.0, flag_values=fv)
     flags.DEFINE_bool("jit_compile", False, "XLA-compile the train step (single device only).", flag_values=fv)
@@ -123,5 +128,6 @@ def config_from_flags(f):
         lr_decay_examples=f.lr_decay_examples, momentum=f.momentum, weight_decay=f.weight_decay,
         label_smoothing=f.label_smoothing, dropout=f.dropout, bn_momentum=f.bn_momentum, seed=f.seed,
         strategy=f.strategy, num_gpus=f.num_gpus, cross_device_ops=f.cross_device_ops,
+        sync_batchnorm=f.sync_batchnorm, dtype_policy=f.dtype_policy,
         stop_at_train_accuracy=f.stop_at_train_accuracy, jit_compile=f.jit_compile, deterministic=f.deterministic,
         tensorboard=f.tensorboard, run_name=f.run_name)

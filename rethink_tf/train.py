@@ -7,6 +7,7 @@ A run directory is named from its config: re-running a finished run returns its 
 resumes it from its last epoch checkpoint.
 """
 
+import contextlib
 import os
 import sys
 
@@ -20,15 +21,30 @@ flags.adopt_module_key_flags(flags_lib)  # so that --help lists and explains eve
 FLAGS = flags.FLAGS
 
 
+@contextlib.contextmanager
+def dtype_policy(name):
+    """Sets Keras' global dtype policy for the block and restores the previous one, whatever happens."""
+    import keras
+
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(name)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
 def model_options(cfg):
     """The builder options a TrainConfig sets for its model (None values fall back to builder defaults)."""
     from rethink_tf import models
 
-    wanted = {"weight_decay": cfg.weight_decay, "dropout": cfg.dropout, "bn_momentum": cfg.bn_momentum}
+    wanted = {"weight_decay": cfg.weight_decay, "dropout": cfg.dropout, "bn_momentum": cfg.bn_momentum,
+              "bn_synchronized": cfg.sync_batchnorm}
     accepted = models.options_of(cfg.model)
     for name, value in wanted.items():
         if value and name not in accepted:
-            raise UserError(f"--{name} does not apply to --model={cfg.model}")
+            flag = {"bn_synchronized": "sync_batchnorm"}.get(name, name)
+            raise UserError(f"--{flag} does not apply to --model={cfg.model}")
     return {k: v for k, v in wanted.items() if k in accepted}
 
 
@@ -65,41 +81,46 @@ def run(config, workdir, strategy=None, datasets=None, extra_callbacks=(), verbo
         tf.config.experimental.enable_op_determinism()
     strategy = strategy or distribute.get_strategy(cfg.strategy, cfg.num_gpus, cfg.cross_device_ops)
     replicas = strategy.num_replicas_in_sync
+    if cfg.dtype_policy == "mixed_float16" and replicas > 1:
+        raise UserError("--dtype_policy=mixed_float16 needs loss scaling, which fails under MirroredStrategy "
+                        "(keras-team/keras#18666); use mixed_bfloat16 or one replica")
     # Everything that can fail on user input happens before the run directory is touched.
     datasets = datasets or pipeline.build(cfg.data, cfg.batch_size, cfg.epochs, num_replicas=replicas)
     options = model_options(cfg)
     keras.utils.set_random_seed(cfg.seed)
-    with strategy.scope():
-        model = models.build(cfg.model, datasets.input_shape, datasets.num_classes, **options)
-        jit = training.compile_model(model, cfg, datasets.num_classes, replicas)
-    os.makedirs(run_dir, exist_ok=True)
-    results.write_json(config_path, cfg.to_dict())
-    initial_epoch = training.restore(model, run_dir)
-    history = results.truncate_history(run_dir, initial_epoch)
-    if initial_epoch:
-        print(f"{run_dir}: resuming after epoch {initial_epoch}", flush=True)
-    print(f"{cfg.model} on {cfg.data.dataset} ({datasets.train_size} train / {datasets.test_size} test), "
-          f"corrupt={cfg.data.corrupt}, {models.trainable_count(model):,} trainable parameters, "
-          f"{datasets.steps_per_epoch} steps/epoch, {replicas} replica(s) -> {run_dir}", flush=True)
-    if verbose is None:
-        verbose = 1 if sys.stdout.isatty() else 2
-    metrics, history, status = training.fit_and_evaluate(
-        model, cfg, datasets, run_dir, initial_epoch=initial_epoch, history=history,
-        extra_callbacks=extra_callbacks, verbose=verbose)
-    metrics["trainable_parameters"] = models.trainable_count(model)
-    metrics["steps_per_epoch"] = datasets.steps_per_epoch
-    record = {"schema_version": results.SCHEMA_VERSION, "kind": "train", "status": status,
-              "config": cfg.to_dict(), "metrics": metrics, "history": history, "corruption": datasets.summary,
-              "env": {**results.environment(), "replicas": replicas, "jit_compile": jit,
-                      "strategy": type(strategy).__name__}}
-    if status == "diverged":
-        results.write_json(os.path.join(run_dir, "diverged.json"), record)
-        raise UserError(f"training diverged (loss is NaN/inf) at epoch {history[-1]['epoch']}; "
-                        f"see {run_dir}/history.jsonl. Try a lower --learning_rate")
-    results.write_json(final, record)
-    print(f"train accuracy {metrics['train_accuracy']:.4f}, test accuracy {metrics['test_accuracy']:.4f}, "
-          f"epochs to fit {metrics['epochs_to_fit']} -> {final}", flush=True)
-    return final
+    with dtype_policy(cfg.dtype_policy):
+        with strategy.scope():
+            model = models.build(cfg.model, datasets.input_shape, datasets.num_classes, **options)
+            jit = training.compile_model(model, cfg, datasets.num_classes, replicas)
+
+        os.makedirs(run_dir, exist_ok=True)
+        results.write_json(config_path, cfg.to_dict())
+        initial_epoch = training.restore(model, run_dir)
+        history = results.truncate_history(run_dir, initial_epoch)
+        if initial_epoch:
+            print(f"{run_dir}: resuming after epoch {initial_epoch}", flush=True)
+        print(f"{cfg.model} on {cfg.data.dataset} ({datasets.train_size} train / {datasets.test_size} test), "
+              f"corrupt={cfg.data.corrupt}, {models.trainable_count(model):,} trainable parameters, "
+              f"{datasets.steps_per_epoch} steps/epoch, {replicas} replica(s) -> {run_dir}", flush=True)
+        if verbose is None:
+            verbose = 1 if sys.stdout.isatty() else 2
+        metrics, history, status = training.fit_and_evaluate(
+            model, cfg, datasets, run_dir, initial_epoch=initial_epoch, history=history,
+            extra_callbacks=extra_callbacks, verbose=verbose)
+        metrics["trainable_parameters"] = models.trainable_count(model)
+        metrics["steps_per_epoch"] = datasets.steps_per_epoch
+        record = {"schema_version": results.SCHEMA_VERSION, "kind": "train", "status": status,
+                  "config": cfg.to_dict(), "metrics": metrics, "history": history, "corruption": datasets.summary,
+                  "env": {**results.environment(), "replicas": replicas, "jit_compile": jit,
+                          "strategy": type(strategy).__name__}}
+        if status == "diverged":
+            results.write_json(os.path.join(run_dir, "diverged.json"), record)
+            raise UserError(f"training diverged (loss is NaN/inf) at epoch {history[-1]['epoch']}; "
+                            f"see {run_dir}/history.jsonl. Try a lower --learning_rate")
+        results.write_json(final, record)
+        print(f"train accuracy {metrics['train_accuracy']:.4f}, test accuracy {metrics['test_accuracy']:.4f}, "
+              f"epochs to fit {metrics['epochs_to_fit']} -> {final}", flush=True)
+        return final
 
 
 def _jsonable(d):

@@ -107,3 +107,30 @@ def test_bad_model_requests(args, match):
 def test_unknown_option():
     with pytest.raises(UserError, match="does not take option"):
         models.build("mlp_1x512", (28, 28, 3), 10, batchnorm=True)
+
+
+@pytest.mark.parametrize("name,shape", [("small_inception", (28, 28, 3)), ("inception_v3", (75, 75, 3))])
+def test_synchronized_batchnorm_option(name, shape):
+    model = models.build(name, shape, 10, bn_synchronized=True)
+    bn = [l for l in model.layers if isinstance(l, keras.layers.BatchNormalization)]
+    assert bn and all(l.synchronized for l in bn)
+    assert not any(l.synchronized for l in models.build(name, shape, 10).layers
+                   if isinstance(l, keras.layers.BatchNormalization))
+
+
+def test_synchronized_batchnorm_needs_batchnorm():
+    with pytest.raises(UserError, match="only to the model with BatchNorm"):
+        models.build("small_inception_nobn", (28, 28, 3), 10, bn_synchronized=True)
+
+
+@pytest.mark.parametrize("name", ["small_inception", "small_alexnet", "mlp_1x512"])
+def test_logits_stay_float32_under_mixed_precision(name):
+    from rethink_tf.train import dtype_policy
+
+    with dtype_policy("mixed_bfloat16"):
+        model = models.build(name, (28, 28, 3), 10)
+        out = model(np.zeros((2, 28, 28, 3), np.float32))
+        hidden = [l for l in model.layers if isinstance(l, keras.layers.Dense) and l.name != "logits"][:1]
+    assert keras.backend.standardize_dtype(out.dtype) == "float32"
+    assert all(l.compute_dtype == "bfloat16" for l in hidden)
+    assert keras.config.dtype_policy().name == "float32"  # restored

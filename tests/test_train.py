@@ -170,6 +170,28 @@ def test_kill_and_resume_equals_uninterrupted(model, extra, cifar_dir, tmp_path)
         np.testing.assert_allclose(wa, wb, rtol=1e-5, atol=1e-6)  # incl. BN moving statistics
 
 
+def test_mixed_bfloat16_run_restores_the_global_policy(cifar_dir, tmp_path):
+    import keras
+
+    r = results.read_json(run(tiny("small_alexnet", cifar_dir, dtype_policy="mixed_bfloat16"), str(tmp_path),
+                              verbose=0))
+    assert np.isfinite(r["metrics"]["train_loss"]) and r["config"]["dtype_policy"] == "mixed_bfloat16"
+    assert keras.config.dtype_policy().name == "float32"
+
+
+def test_option_refusals(cifar_dir, tmp_path):
+    from rethink_tf.errors import UserError
+
+    class TwoReplicas:  # the check happens before the strategy is used for anything else
+        num_replicas_in_sync = 2
+
+    with pytest.raises(UserError, match="keras#18666"):
+        run(tiny("mlp_1x512", cifar_dir, dtype_policy="mixed_float16"), str(tmp_path), strategy=TwoReplicas())
+    with pytest.raises(UserError, match="--sync_batchnorm does not apply to --model=mlp_1x512"):
+        run(tiny("mlp_1x512", cifar_dir, sync_batchnorm=True), str(tmp_path))
+    assert not os.listdir(str(tmp_path))
+
+
 def test_rerun_of_finished_run_is_a_no_op_and_config_clash_is_refused(cifar_dir, tmp_path):
     cfg = tiny("mlp_1x512", cifar_dir, run_name="fixed")
     path = run(cfg, str(tmp_path), verbose=0)

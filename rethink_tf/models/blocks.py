@@ -19,13 +19,13 @@ def kernel_regularizer(weight_decay):
 
 
 def conv_module(x, filters, kernel_size, strides=1, *, batchnorm=True, bn_momentum=0.999, bn_epsilon=1e-3,
-                weight_decay=0.0, name):
-    """Figure 3(c): Conv(k×k, SAME) -> [BN(β only)] -> ReLU."""
+                bn_synchronized=False, weight_decay=0.0, name):
+    """Figure 3(c): Conv(k×k, SAME) -> [BN(β only)] -> ReLU. BN statistics per replica unless bn_synchronized."""
     x = layers.Conv2D(filters, kernel_size, strides=strides, padding="same", use_bias=not batchnorm,
                       kernel_regularizer=kernel_regularizer(weight_decay), name=f"{name}_conv")(x)
     if batchnorm:
         x = layers.BatchNormalization(momentum=bn_momentum, epsilon=bn_epsilon, center=True, scale=False,
-                                      name=f"{name}_bn")(x)
+                                      synchronized=bn_synchronized, name=f"{name}_bn")(x)
     return layers.ReLU(name=f"{name}_relu")(x)
 
 

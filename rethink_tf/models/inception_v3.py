@@ -11,7 +11,8 @@ from keras import layers
 from rethink_tf.models import blocks
 
 
-def build(input_shape, num_classes, *, dropout=0.2, weight_decay=0.0, bn_momentum=0.9997, name="inception_v3"):
+def build(input_shape, num_classes, *, dropout=0.2, weight_decay=0.0, bn_momentum=0.9997, bn_synchronized=False,
+          name="inception_v3"):
     """InceptionV3 trunk (random init) -> global average pool -> dropout -> linear logits.
 
     Args:
@@ -20,6 +21,7 @@ def build(input_shape, num_classes, *, dropout=0.2, weight_decay=0.0, bn_momentu
       dropout: dropout rate on the pooled features (0.2 = TF keep_prob 0.8; 0 turns it off).
       weight_decay: TF l2_loss-style decay on conv/dense kernels (the package uses 4e-5).
       bn_momentum: BN moving-average momentum (the package's 0.9997).
+      bn_synchronized: BN statistics over the global batch under a multi-replica strategy (default: per replica).
     """
     trunk = keras.applications.InceptionV3(include_top=False, weights=None, input_shape=tuple(input_shape),
                                            pooling="avg")
@@ -27,10 +29,11 @@ def build(input_shape, num_classes, *, dropout=0.2, weight_decay=0.0, bn_momentu
     for layer in trunk.layers:
         if isinstance(layer, layers.BatchNormalization):
             layer.momentum = bn_momentum
+            layer.synchronized = bn_synchronized  # read at call time
         if reg is not None and isinstance(layer, layers.Conv2D):
             layer.kernel.regularizer = reg
     x = trunk.output
     if dropout:
         x = layers.Dropout(dropout, name="dropout")(x)
-    logits = layers.Dense(num_classes, kernel_regularizer=reg, name="logits")(x)
+    logits = layers.Dense(num_classes, kernel_regularizer=reg, dtype="float32", name="logits")(x)
     return keras.Model(trunk.input, logits, name=name)

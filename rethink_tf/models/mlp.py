@@ -17,5 +17,5 @@ def build(input_shape, num_classes, *, depth=1, width=512, weight_decay=0.0, nam
     x = layers.Flatten(name="flatten")(inputs)
     for i in range(1, depth + 1):
         x = layers.Dense(width, activation="relu", kernel_regularizer=reg, name=f"hidden{i}")(x)
-    logits = layers.Dense(num_classes, kernel_regularizer=reg, name="logits")(x)
+    logits = layers.Dense(num_classes, kernel_regularizer=reg, dtype="float32", name="logits")(x)
     return keras.Model(inputs, logits, name=name or f"mlp_{depth}x{width}")

@@ -32,5 +32,5 @@ def build(input_shape, num_classes, *, weight_decay=0.0, lrn=True, name="small_a
     x = layers.Flatten(name="flatten")(x)                                        # 3136
     x = layers.Dense(384, activation="relu", kernel_regularizer=reg, name="fc1")(x)
     x = layers.Dense(192, activation="relu", kernel_regularizer=reg, name="fc2")(x)
-    logits = layers.Dense(num_classes, kernel_regularizer=reg, name="logits")(x)
+    logits = layers.Dense(num_classes, kernel_regularizer=reg, dtype="float32", name="logits")(x)
     return keras.Model(inputs, logits, name=name)

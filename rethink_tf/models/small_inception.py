@@ -11,7 +11,7 @@ from rethink_tf.models import blocks
 
 
 def build(input_shape, num_classes, *, batchnorm=True, weight_decay=0.0, bn_momentum=0.999, bn_epsilon=1e-3,
-          name=None):
+          bn_synchronized=False, name=None):
     """Figure 3(a). Shapes below are for a 28×28×3 input.
 
     Args:
@@ -20,8 +20,14 @@ def build(input_shape, num_classes, *, batchnorm=True, weight_decay=0.0, bn_mome
       batchnorm: Figure 3's Conv-BN-ReLU modules (True) or Conv(+bias)-ReLU ("Inception w/o BatchNorm").
       weight_decay: TF l2_loss-style decay on conv/dense kernels (0: off, the paper's default for randomizations).
       bn_momentum, bn_epsilon: BN moving-average momentum and epsilon (TF contrib defaults 0.999, 1e-3).
+      bn_synchronized: BN statistics over the global batch under a multi-replica strategy (default: per replica).
     """
-    opts = dict(batchnorm=batchnorm, bn_momentum=bn_momentum, bn_epsilon=bn_epsilon, weight_decay=weight_decay)
+    if bn_synchronized and not batchnorm:
+        from rethink_tf.errors import UserError
+
+        raise UserError("bn_synchronized applies only to the model with BatchNorm")
+    opts = dict(batchnorm=batchnorm, bn_momentum=bn_momentum, bn_epsilon=bn_epsilon, weight_decay=weight_decay,
+                bn_synchronized=bn_synchronized)
     inputs = keras.Input(input_shape, name="image")
     x = blocks.conv_module(inputs, 96, 3, name="conv1", **opts)         # 28×28×96
     x = blocks.inception_module(x, 32, 32, name="inception1", **opts)   # 28×28×64
@@ -36,5 +42,5 @@ def build(input_shape, num_classes, *, batchnorm=True, weight_decay=0.0, bn_mome
     x = blocks.inception_module(x, 176, 160, name="inception8", **opts)  # 7×7×336
     x = layers.GlobalAveragePooling2D(name="mean_pool")(x)              # 336 (7×7 mean pooling)
     logits = layers.Dense(num_classes, kernel_regularizer=blocks.kernel_regularizer(weight_decay),
-                          name="logits")(x)
+                          dtype="float32", name="logits")(x)  # float32 logits under mixed precision
     return keras.Model(inputs, logits, name=name or ("small_inception" if batchnorm else "small_inception_nobn"))
