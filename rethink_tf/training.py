@@ -81,8 +81,10 @@ class EpochRecorder(keras.callbacks.Callback):
         self._start = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
-        logs = dict(logs or {})
         seconds = time.perf_counter() - self._start
+        if logs is not None:  # the dict later callbacks see: TensorBoard then logs epoch_images_per_s too
+            logs["images_per_s"] = self.steps * self.batch / seconds
+        logs = dict(logs or {})
         row = {"epoch": epoch + 1, "step": (epoch + 1) * self.steps, "seconds": round(seconds, 3),
                "images_per_s": round(self.steps * self.batch / seconds, 1),
                "lr": float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))}

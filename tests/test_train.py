@@ -1,5 +1,6 @@
 """The training entry point: flagfiles, end-to-end runs per model, LR schedule, resume, multi-replica, CLI errors."""
 
+import dataclasses
 import glob
 import json
 import os
@@ -92,6 +93,17 @@ def test_inception_v3_on_mock_imagenet(tmp_path):
     assert r["metrics"]["trainable_parameters"] == 23_817_352  # trunk + 2048×1000 + 1000 head
 
 
+def test_tensorboard_scalars(cifar_dir, tmp_path):
+    import tensorflow as tf
+
+    run(dataclasses.replace(tiny("mlp_1x512", cifar_dir), tensorboard=True), str(tmp_path), verbose=0)
+    tags = set()
+    for f in glob.glob(os.path.join(str(tmp_path), "*", "tensorboard", "train", "events*")):
+        for event in tf.compat.v1.train.summary_iterator(f):
+            tags.update(v.tag for v in event.summary.value)
+    assert {"epoch_loss", "epoch_accuracy", "epoch_learning_rate", "epoch_images_per_s"} <= tags
+
+
 def test_lr_decays_per_examples_seen(cifar_dir, tmp_path):
     # 40 examples, batch 8 -> 5 steps/epoch; decay every 12 examples -> every 2 steps (ceil(12/8)).
     cfg = tiny("mlp_1x512", cifar_dir, epochs=3, learning_rate=0.1, lr_decay=0.5, lr_decay_examples=12)
@@ -147,8 +159,6 @@ def _weights(run_dir, cfg, shape=(28, 28, 3)):
 @pytest.mark.parametrize("model,extra", [("small_inception", {}), ("mlp_1x512", {"random_crop": True})])
 def test_kill_and_resume_equals_uninterrupted(model, extra, cifar_dir, tmp_path):
     base = tiny(model, cifar_dir, epochs=3, corrupt="labels", corrupt_prob=0.5, **extra)
-    import dataclasses
-
     a = dataclasses.replace(base, run_name="straight")
     b = dataclasses.replace(base, run_name="killed")
     ra = results.read_json(run(a, str(tmp_path), verbose=0))
