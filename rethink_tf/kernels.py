@@ -70,11 +70,12 @@ def kernel_matvec(kernel, x, z, alpha, block_size=2048):
     return out
 
 
-def gram_into(kernel, x, out, block_size=2048, jitter=0.0, progress=None):
+def gram_into(kernel, x, out, block_size=2048, jitter=0.0):
     """Writes K(x, x) (+ jitter·I) into the preallocated Fortran-ordered `out`, one column block at a time.
 
-    Column blocks of a Fortran array are contiguous, so each block is one temporary of n × block_size. The blocks
-    are computed in out's dtype: a float32 K is only the preconditioner of the float64 refinement in solve().
+    Column blocks of a Fortran array are contiguous, so each block is one temporary of n × block_size, computed in
+    out's dtype. Used where a dense K is needed (the TF solve path); the LAPACK path builds tiles instead
+    (kernel_solve.build_tiles).
     """
     n = x.shape[0]
     x = x.astype(out.dtype, copy=False)
@@ -84,6 +85,4 @@ def gram_into(kernel, x, out, block_size=2048, jitter=0.0, progress=None):
         if jitter:
             cols[np.arange(j, min(j + block_size, n)), np.arange(cols.shape[1])] += jitter
         out[:, j:j + block_size] = cols
-        if progress:
-            progress(f"gram {min(j + block_size, n)}/{n}")
     return out

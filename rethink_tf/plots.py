@@ -17,6 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from rethink_tf.report import label_setting  # noqa: E402
+from rethink_tf.results import first_at_accuracy  # noqa: E402
 
 FIG1A_SERIES = ("none", "random_labels", "shuffled_pixels", "random_pixels", "gaussian")
 FIG1A_STYLES = {"none": "-", "random_labels": "-", "shuffled_pixels": "--", "random_pixels": "-", "gaussian": ":"}
@@ -91,7 +92,8 @@ def steps_to_accuracy(result, threshold=1.0):
     With threshold 1.0 this is metrics.steps_to_fit. A threshold such as 0.999 (at most 1 example in 1,000 wrong
     in that epoch) is less brittle on small subsets, where a handful of examples can take hundreds of epochs.
     """
-    return next((h["step"] for h in result["history"] if h.get("train_accuracy", 0.0) >= threshold), None)
+    row = first_at_accuracy(result["history"], threshold)
+    return row and row["step"]
 
 
 def figure1bc(results, out_dir, fit_threshold=1.0):

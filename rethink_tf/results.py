@@ -62,6 +62,14 @@ def read_history(run_dir, max_epochs=None):
     return rows if max_epochs is None else rows[:max_epochs]
 
 
+def first_at_accuracy(history, threshold=1.0):
+    """The first history row whose (running) training accuracy reached `threshold`, or None.
+
+    threshold 1.0 is metrics.epochs_to_fit / steps_to_fit; figures may use a lower one (plots.steps_to_accuracy).
+    """
+    return next((h for h in history if h.get("train_accuracy", 0.0) >= threshold), None)
+
+
 def truncate_history(run_dir, epochs):
     """Keeps the first `epochs` records (a resumed run drops epochs after its last checkpoint)."""
     rows = read_history(run_dir, epochs)

@@ -82,22 +82,20 @@ class EpochRecorder(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         seconds = time.perf_counter() - self._start
+        images_per_s = self.steps * self.batch / seconds
         if logs is not None:  # the dict later callbacks see: TensorBoard then logs epoch_images_per_s too
-            logs["images_per_s"] = self.steps * self.batch / seconds
-        logs = dict(logs or {})
+            logs["images_per_s"] = images_per_s
         row = {"epoch": epoch + 1, "step": (epoch + 1) * self.steps, "seconds": round(seconds, 3),
-               "images_per_s": round(self.steps * self.batch / seconds, 1),
+               "images_per_s": round(images_per_s, 1),
                "lr": float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))}
-        for k, v in logs.items():
+        for k, v in (logs or {}).items():
             name = {"loss": "train_loss", "accuracy": "train_accuracy", "top5_accuracy": "train_top5_accuracy",
                     "val_loss": "test_loss", "val_accuracy": "test_accuracy",
                     "val_top5_accuracy": "test_top5_accuracy"}.get(k)
             if name:
                 row[name] = float(v)
         self.history.append(row)
-        results.append_history(self.run_dir, row)
-        if not np.isfinite(row.get("train_loss", 0.0)):
-            self.model.stop_training = True
+        results.append_history(self.run_dir, row)  # a NaN loss is stopped by TerminateOnNaN, always in the list
         if self.stop_at is not None and row.get("train_accuracy", 0.0) >= self.stop_at:
             self.model.stop_training = True
         self._sanity(row)
@@ -173,9 +171,9 @@ def fit_and_evaluate(model, cfg, datasets, run_dir, *, initial_epoch=0, history=
         metrics[f"{split}_accuracy"] = float(ev["accuracy"])
         if "top5_accuracy" in ev:
             metrics[f"{split}_top5_accuracy"] = float(ev["top5_accuracy"])
-    fit_epoch = next((h["epoch"] for h in hist if h.get("train_accuracy", 0.0) >= 1.0), None)
-    metrics["epochs_to_fit"] = fit_epoch
-    metrics["steps_to_fit"] = None if fit_epoch is None else fit_epoch * datasets.steps_per_epoch
+    fit = results.first_at_accuracy(hist, 1.0)
+    metrics["epochs_to_fit"] = fit and fit["epoch"]
+    metrics["steps_to_fit"] = fit and fit["step"]
     test_accs = [h["test_accuracy"] for h in hist if "test_accuracy" in h]
     metrics["best_test_accuracy"] = max(test_accs) if test_accs else metrics["test_accuracy"]
     metrics["epochs_trained"] = hist[-1]["epoch"] if hist else 0
