@@ -7,6 +7,18 @@ names the run directory after the settings that distinguish it, so sweeps restar
 import dataclasses
 from typing import Optional
 
+# Settings that say *where* or *how fast* a run executes, or how its history is summarized, not *what* it trains.
+# They are left out of the run's identity: a run may resume with any of them changed (another node's --data_dir,
+# more GPUs, XLA on or off), and the change is recorded (results.json "resumes"). Every other field names the run
+# and must match to resume.
+NON_IDENTITY_FIELDS = frozenset({
+    "tensorboard", "run_name", "strategy", "num_gpus", "cross_device_ops", "data_dir", "source", "manual_dir",
+    "prepare_imagenet", "jit_compile", "deterministic", "checkpoint_every_steps", "fit_threshold"})
+# Fields that vary *within* one protocol: the randomization test compares corruptions under one protocol and
+# averages seeds (figures, report).
+WITHIN_PROTOCOL_FIELDS = frozenset({"seed", "shuffle_seed", "corrupt", "corrupt_prob", "corrupt_seed",
+                                    "corrupt_test_labels"})
+
 
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
@@ -72,9 +84,15 @@ class TrainConfig:
       dtype_policy: "float32" (paper fidelity), "mixed_bfloat16", or "mixed_float16" (loss scaling; single
         replica only: LossScaleOptimizer fails under MirroredStrategy, keras#18666). Logits stay float32.
       stop_at_train_accuracy: end the run once an epoch's training accuracy reaches this (None: never).
+      ema_decay: keep an exponential moving average of the trainable weights with this decay (the TF inception
+        package evaluates a 0.9999 average) and report the final accuracies on it (None: off).
+      fit_threshold: training accuracy that counts as "fitted" for epochs_to_fit / steps_to_fit and Figure 1b
+        (1.0: every example of an epoch right; results.json also records 0.99, 0.999 and 1.0 separately).
       jit_compile: XLA on a single device.
       deterministic: enable TF op determinism (slower; some GPU ops then raise UnimplementedError).
       tensorboard: write TensorBoard scalars.
+      checkpoint_every_steps: also checkpoint every N optimizer steps inside an epoch (long ImageNet epochs); a
+        resume then replays the same batches from that step on (None: at epoch ends only).
       run_name: explicit run directory name (None: derived from the config).
     """
 
@@ -98,18 +116,27 @@ class TrainConfig:
     sync_batchnorm: bool = False
     dtype_policy: str = "float32"
     stop_at_train_accuracy: Optional[float] = None
+    ema_decay: Optional[float] = None
+    fit_threshold: float = 1.0
     jit_compile: bool = False
     deterministic: bool = False
     tensorboard: bool = True
+    checkpoint_every_steps: Optional[int] = None
     run_name: Optional[str] = None
 
     def resolved(self):
-        """A copy with every None replaced by the paper's recipe for this model and dataset."""
-        from rethink_tf import paper
+        """A copy with every None recipe field replaced by the paper's recipe or the model builder's default.
+
+        Every field that the report pairs with a paper row (dropout, label smoothing, lr, ...) is explicit after
+        this, so an Inception V3 run with the default dropout 0.2 can never be read as a "dropout: no" run.
+        Options a model does not take (dropout of an MLP) stay None.
+        """
+        from rethink_tf import models, paper
         from rethink_tf.data import sources
 
         recipe = paper.RECIPES[self.model]
         train_size = sources.spec(self.data.dataset).train_size
+        builder = models.option_defaults(self.model) if self.model in models.MODELS else {}
         return dataclasses.replace(
             self,
             batch_size=self.batch_size or recipe.batch_size,
@@ -119,7 +146,18 @@ class TrainConfig:
             lr_decay_examples=self.lr_decay_examples or int(round(train_size * recipe.lr_decay_epochs)),
             momentum=self.momentum if self.momentum is not None else recipe.momentum,
             label_smoothing=self.label_smoothing if self.label_smoothing is not None else recipe.label_smoothing,
+            dropout=self.dropout if self.dropout is not None else builder.get("dropout"),
+            bn_momentum=self.bn_momentum if self.bn_momentum is not None else builder.get("bn_momentum"),
         )
+
+    def identity(self):
+        """The fields that name the run: to_dict() without NON_IDENTITY_FIELDS. Two configs resume each other iff equal."""
+        return {k: v for k, v in self.to_dict().items() if k not in NON_IDENTITY_FIELDS}
+
+    def protocol(self):
+        """The identity without seeds and the corruption: runs of one protocol differ only in the data's labels or
+        pixels and the seed, so they may share a figure series or be averaged (seeds) and compared (corruptions)."""
+        return {k: v for k, v in self.identity().items() if k not in WITHIN_PROTOCOL_FIELDS}
 
     def to_dict(self):
         """Flat dict keyed by flag name (the data fields inline), as config.json and results.json hold it."""
@@ -152,8 +190,15 @@ class TrainConfig:
         if d.train_examples:
             parts.append(f"n{d.train_examples}")
         parts.append(f"s{self.seed}")
-        ignore = {"tensorboard", "run_name", "strategy", "num_gpus", "cross_device_ops", "data_dir", "source",
-                  "manual_dir", "prepare_imagenet", "jit_compile", "deterministic"}
-        semantic = {k: v for k, v in self.to_dict().items() if k not in ignore}
+        semantic = self.identity()
         digest = hashlib.sha256(json.dumps(semantic, sort_keys=True).encode()).hexdigest()[:8]
         return "-".join(parts + [digest])
+
+
+def protocol_key(config_dict):
+    """A hashable protocol of a config.json / results.json config (older files: missing fields take defaults)."""
+    import json
+
+    known = {f.name for f in dataclasses.fields(TrainConfig)} | {f.name for f in dataclasses.fields(DataConfig)}
+    cfg = TrainConfig.from_dict({k: v for k, v in config_dict.items() if k in known})
+    return json.dumps(cfg.protocol(), sort_keys=True)

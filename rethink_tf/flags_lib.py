@@ -74,8 +74,9 @@ def define_train_flags(fv=flags.FLAGS):
     flags.DEFINE_float("lr_decay", None, "Learning-rate decay factor per period (default 0.95; 0.94 for "
                        "Inception V3).", lower_bound=0.0, upper_bound=1.0, flag_values=fv)
     flags.DEFINE_integer("lr_decay_examples", None, "Examples seen per decay period (default: the full training "
-                         "set, i.e. one epoch of a full run: 50,000 on CIFAR-10 = 391 steps at batch 128). A "
-                         "subset run keeps this per-step schedule.", lower_bound=1, flag_values=fv)
+                         "set, i.e. one epoch of a full run: 50,000 on CIFAR-10 = floor(50,000/128) = 390 steps at "
+                         "batch 128, as in TF's CIFAR-10 code). A subset run keeps this per-step schedule.",
+                         lower_bound=1, flag_values=fv)
     flags.DEFINE_float("momentum", None, "Momentum (default 0.9).", lower_bound=0.0, upper_bound=0.999999,
                        flag_values=fv)
     flags.DEFINE_float("weight_decay", 0.0, "Weight decay wd on conv/dense kernels with TF l2_loss semantics "
@@ -105,6 +106,16 @@ def define_train_flags(fv=flags.FLAGS):
                       "and is single-replica only (keras#18666).", flag_values=fv)
     flags.DEFINE_float("stop_at_train_accuracy", None, "End the run once an epoch's training accuracy reaches "
                        "this (e.g. 1.0 for fitting runs).", lower_bound=0.0, upper_bound=1.0, flag_values=fv)
+    flags.DEFINE_float("ema_decay", None, "Keep an exponential moving average of the trainable weights with this "
+                       "decay and report the final accuracies on it (the TF inception package evaluates a 0.9999 "
+                       "average; per-epoch test accuracies stay on the trained weights). Default: off.",
+                       lower_bound=0.0, upper_bound=0.999999, flag_values=fv)
+    flags.DEFINE_float("fit_threshold", 1.0, "Training accuracy that counts as fitted for epochs_to_fit/steps_to_fit "
+                       "(Figure 1b). results.json records 0.99, 0.999 and 1.0 in any case.", lower_bound=0.0,
+                       upper_bound=1.0, flag_values=fv)
+    flags.DEFINE_integer("checkpoint_every_steps", None, "Also checkpoint every N optimizer steps inside an epoch "
+                         "(long ImageNet epochs); a resume replays the same batches from that step. Default: at "
+                         "epoch ends only.", lower_bound=1, flag_values=fv)
     flags.DEFINE_bool("jit_compile", False, "XLA-compile the train step (single device only).", flag_values=fv)
     flags.DEFINE_bool("deterministic", False, "Enable TF op determinism (slower; some GPU ops raise "
                       "UnimplementedError).", flag_values=fv)
@@ -129,5 +140,6 @@ def config_from_flags(f):
         label_smoothing=f.label_smoothing, dropout=f.dropout, bn_momentum=f.bn_momentum, seed=f.seed,
         strategy=f.strategy, num_gpus=f.num_gpus, cross_device_ops=f.cross_device_ops,
         sync_batchnorm=f.sync_batchnorm, dtype_policy=f.dtype_policy,
-        stop_at_train_accuracy=f.stop_at_train_accuracy, jit_compile=f.jit_compile, deterministic=f.deterministic,
+        stop_at_train_accuracy=f.stop_at_train_accuracy, ema_decay=f.ema_decay, fit_threshold=f.fit_threshold,
+        checkpoint_every_steps=f.checkpoint_every_steps, jit_compile=f.jit_compile, deterministic=f.deterministic,
         tensorboard=f.tensorboard, run_name=f.run_name)

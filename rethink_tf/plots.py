@@ -4,7 +4,10 @@ Figure 1a: training loss vs thousand steps for true labels, random labels, shuff
 Figure 1b: time to overfit (steps to 100% training accuracy) relative to p = 0, vs label corruption p, per model.
 Figure 1c: test error vs label corruption p, per model.
 Figure 2: test accuracy vs steps, with the cumulative best shaded (the potential gain of early stopping).
-Runs are grouped by (dataset, model, training-set size) so only comparable runs share a curve; seeds are averaged.
+Runs are grouped by *protocol* (config.protocol_key: the whole run identity without seeds and corruption: model,
+dataset, subset, epochs, stop rule, lr, decay, batch, regularizers, dtype, ...), so only runs trained the same way
+share a panel or a curve; seeds are averaged. A Table 1 run of 100 epochs and a Figure 1 run stopped at fit are
+different protocols even when both have true labels, and never share a point.
 """
 
 import collections
@@ -16,8 +19,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from rethink_tf.config import protocol_key  # noqa: E402
 from rethink_tf.report import label_setting  # noqa: E402
 from rethink_tf.results import first_at_accuracy  # noqa: E402
+
+FIT_THRESHOLDS = (1.0, 0.999, 0.99)  # what results.json records (training.FIT_THRESHOLDS), strictest first
 
 FIG1A_SERIES = ("none", "random_labels", "shuffled_pixels", "random_pixels", "gaussian")
 FIG1A_STYLES = {"none": "-", "random_labels": "-", "shuffled_pixels": "--", "random_pixels": "-", "gaussian": ":"}
@@ -30,14 +36,30 @@ def _train_runs(results):
 
 
 def _group_key(r):
-    c = r["config"]
-    return (c["dataset"], c["model"], c.get("train_examples"), bool(c.get("random_crop")),
-            bool(c.get("augment")), bool(c.get("weight_decay")))
+    """(readable title, protocol): sorting by it keeps figures stable; equality is protocol equality."""
+    return (_title(r["config"]), protocol_key(r["config"]))
 
 
-def _title(key):
-    dataset, model, n = key[:3]
-    return f"{model} on {dataset}" + (f" ({n:,} train)" if n else "")
+def _labels(keys):
+    """{group key: title}, with a short protocol hash where two protocols share a readable title."""
+    import hashlib
+
+    count = collections.Counter(k[0] for k in keys)
+    return {k: k[0] + (f" [protocol {hashlib.sha256(k[1].encode()).hexdigest()[:6]}]" if count[k[0]] > 1 else "")
+            for k in keys}
+
+
+def _title(c):
+    """A readable name of a run's protocol: model, dataset, subset, training length and regularizers."""
+    n = c.get("train_examples")
+    parts = [f"{c['model']} on {c['dataset']}" + (f" ({n:,} train)" if n else "")]
+    stop = c.get("stop_at_train_accuracy")
+    parts.append(f"≤{c.get('epochs')} ep, stop at {100 * stop:g}%" if stop is not None else f"{c.get('epochs')} ep")
+    regs = [tag for tag, on in (("crop", c.get("random_crop")), ("aug", c.get("augment") or c.get("imagenet_augment")),
+                                ("wd", c.get("weight_decay"))) if on]
+    if regs:
+        parts.append("+".join(regs))
+    return ", ".join(parts)
 
 
 def _save(fig, out_dir, name):
@@ -62,6 +84,7 @@ def figure1a(results, out_dir):
     if not groups:
         return []
     fig, axes = plt.subplots(1, len(groups), figsize=(5.5 * len(groups), 4), squeeze=False)
+    labels = _labels(groups)
     for ax, (key, series) in zip(axes[0], sorted(groups.items())):
         for kind in FIG1A_SERIES:
             for i, r in enumerate(series.get(kind, [])):
@@ -69,7 +92,7 @@ def figure1a(results, out_dir):
                 # Dashed/dotted styles keep coinciding curves visible (e.g. an MLP on shuffled vs true pixels).
                 ax.plot(steps, [h["train_loss"] for h in r["history"]], label=FIG1A_LABELS[kind] if i == 0 else None,
                         color=f"C{FIG1A_SERIES.index(kind)}", ls=FIG1A_STYLES[kind], lw=2 if kind == "gaussian" else 1.5)
-        ax.set(xlabel="thousand steps", ylabel="average loss", title=_title(key))
+        ax.set(xlabel="thousand steps", ylabel="average loss", title=labels[key])
         ax.set_ylim(bottom=0)
         ax.legend()
     fig.suptitle("Figure 1a: fitting random labels and random pixels")
@@ -87,35 +110,55 @@ def _corruption_curves(results):
 
 
 def steps_to_accuracy(result, threshold=1.0):
-    """Steps until the epoch's (running) training accuracy first reached `threshold`, from the history; or None.
+    """Steps until the epoch's (running) training accuracy first reached `threshold`; or None.
 
-    With threshold 1.0 this is metrics.steps_to_fit. A threshold such as 0.999 (at most 1 example in 1,000 wrong
-    in that epoch) is less brittle on small subsets, where a handful of examples can take hundreds of epochs.
+    Read from metrics.steps_to_accuracy where training recorded that threshold (0.99, 0.999, 1.0), else from the
+    history. A threshold such as 0.999 (at most 1 example in 1,000 wrong in that epoch) is less brittle on small
+    subsets, where a handful of examples can take hundreds of epochs.
     """
+    recorded = result.get("metrics", {}).get("steps_to_accuracy", {})
+    if f"{threshold:g}" in recorded:
+        return recorded[f"{threshold:g}"]
     row = first_at_accuracy(result["history"], threshold)
     return row and row["step"]
 
 
-def figure1bc(results, out_dir, fit_threshold=1.0):
-    """Figure 1b (relative time to overfit) and 1c (test error) vs label corruption, one line per model."""
+def _fit_threshold_of(runs, requested):
+    """The requested threshold if every run reached it, else the strictest recorded one they all reached."""
+    for t in [requested] + [t for t in FIT_THRESHOLDS if t < requested]:
+        if all(steps_to_accuracy(r, t) for r in runs):
+            return t
+    return None
+
+
+def figure1bc(results, out_dir, fit_threshold=None):
+    """Figure 1b (relative time to overfit) and 1c (test error) vs label corruption, one line per protocol.
+
+    fit_threshold None uses the runs' own --fit_threshold (the one their epochs_to_fit was computed with). When a
+    run of a curve never reached it (a run that ended at 99.82%), the whole curve falls back to the strictest of
+    99.9% / 99% that all its runs reached, and the legend says so: no point goes missing and no curve mixes criteria.
+    """
     groups = _corruption_curves(results)
     if not groups:
         return []
     fig, (ax_b, ax_c) = plt.subplots(1, 2, figsize=(11, 4))
+    used, labels = set(), _labels(groups)
     for i, (key, by_p) in enumerate(sorted(groups.items())):
         ps = sorted(by_p)
-        steps = {p: [steps_to_accuracy(r, fit_threshold) for r in by_p[p]] for p in ps}
-        base = [s for s in steps.get(0.0, []) if s]
-        if base:
-            fit_ps = [p for p in ps if all(steps[p])]
-            rel = [np.mean(steps[p]) / np.mean(base) for p in fit_ps]
-            ax_b.plot(fit_ps, rel, "o-", color=f"C{i}", label=_title(key))
-            unfit = [p for p in ps if not all(steps[p])]
-            if unfit:
-                ax_b.plot(unfit, [1.0] * len(unfit), "x", color=f"C{i}", label=f"{key[1]}: did not fit")
+        runs = [r for p in ps for r in by_p[p]]
+        requested = fit_threshold if fit_threshold is not None else runs[0]["config"].get("fit_threshold", 1.0)
+        threshold = _fit_threshold_of(runs, requested)
+        if 0.0 in by_p and threshold is not None:
+            used.add(threshold)
+            steps = {p: [steps_to_accuracy(r, threshold) for r in by_p[p]] for p in ps}
+            rel = [np.mean(steps[p]) / np.mean(steps[0.0]) for p in ps]
+            note = "" if threshold == requested else f" [fit = {100 * threshold:g}%: not all reached {100 * requested:g}%]"
+            ax_b.plot(ps, rel, "o-", color=f"C{i}", label=labels[key] + note)
+        elif 0.0 in by_p:  # some run never reached even 99%: mark the curve rather than drop it silently
+            ax_b.plot(ps, [1.0] * len(ps), "x", color=f"C{i}", label=f"{labels[key]}: not all runs reached 99%")
         err = [100 * (1 - np.mean([r["metrics"]["test_accuracy"] for r in by_p[p]])) for p in ps]
-        ax_c.plot(ps, err, "o-", color=f"C{i}", label=_title(key))
-    crit = "100%" if fit_threshold >= 1.0 else f"{100 * fit_threshold:g}%"
+        ax_c.plot(ps, err, "o-", color=f"C{i}", label=labels[key])
+    crit = " / ".join(f"{100 * t:g}%" for t in sorted(used, reverse=True)) or "100%"
     ax_b.set(xlabel="label corruption", ylabel=f"steps to {crit} train accuracy (relative to p = 0)",
              title="Figure 1b: convergence slowdown")
     ax_c.set(xlabel="label corruption", ylabel="test error (%)", title="Figure 1c: generalization error growth")
@@ -133,13 +176,10 @@ def figure2(results, out_dir):
         return []
     fig, ax = plt.subplots(figsize=(6, 4))
     for i, r in enumerate(sorted(runs, key=lambda r: _group_key(r))):
-        c = r["config"]
         steps = np.array([h["step"] / 1000 for h in r["history"]])
         acc = np.array([100 * h["test_accuracy"] for h in r["history"]])
         best = np.maximum.accumulate(acc)
-        regs = [n for n, on in (("aug", c.get("augment") or c.get("imagenet_augment")),
-                                ("crop", c.get("random_crop")), ("wd", c.get("weight_decay"))) if on]
-        label = f"{c['model']} {c['dataset']}" + (f" +{'+'.join(regs)}" if regs else "")
+        label = _title(r["config"])
         ax.plot(steps, acc, color=f"C{i}", label=label)
         ax.fill_between(steps, acc, best, color=f"C{i}", alpha=0.2)
     ax.set(xlabel="thousand steps", ylabel="test accuracy (%)",
@@ -148,6 +188,6 @@ def figure2(results, out_dir):
     return _save(fig, out_dir, "figure2")
 
 
-def all_figures(results, out_dir, fit_threshold=1.0):
+def all_figures(results, out_dir, fit_threshold=None):
     """Writes every figure the results allow; returns the paths written."""
     return figure1a(results, out_dir) + figure1bc(results, out_dir, fit_threshold) + figure2(results, out_dir)

@@ -13,6 +13,31 @@ import io
 from rethink_tf import paper
 
 PAPER_DATASET = {"table1": "cifar10", "table4": "cifar10", "table2": "imagenet2012"}
+
+
+def resolved_config(config):
+    """A results config with every recipe field explicit (older files left dropout/bn_momentum as None)."""
+    from rethink_tf.config import TrainConfig
+    from rethink_tf.models import MODELS
+
+    if config.get("model") not in MODELS:
+        return dict(config)
+    known = set(TrainConfig.__dataclass_fields__) | set(TrainConfig().data.__dataclass_fields__)
+    return {**config, **TrainConfig.from_dict({k: v for k, v in config.items() if k in known}).resolved().to_dict()}
+
+
+def paper_setup(paper_row):
+    """The recipe a paper row was trained with, as config fields (paper.RECIPES; [U]/[T] where the paper is silent).
+
+    Table 2's rows without any regularizer had no label smoothing either (it is a regularizer); the others keep
+    the TF inception package's 0.1 [T].
+    """
+    recipe = paper.RECIPES["inception_v3" if paper_row.table == "table2" else paper_row.model]
+    smoothing = recipe.label_smoothing
+    if paper_row.table == "table2" and not (paper_row.augment or paper_row.dropout or paper_row.weight_decay):
+        smoothing = 0.0
+    return {"optimizer": recipe.optimizer, "learning_rate": recipe.learning_rate, "lr_decay": recipe.lr_decay,
+            "label_smoothing": smoothing, "dtype_policy": "float32", "per_replica_batch": recipe.batch_size}
 PAPER_TEST_SIZE = {"cifar10": 10_000, "imagenet2012": 50_000, "mnist": 10_000}
 
 
@@ -30,7 +55,7 @@ def label_setting(config):
 
 def _candidates(result):
     """Paper Results of the same experiment as a run (possibly on another dataset: that goes in differences)."""
-    c = result["config"]
+    c = resolved_config(result["config"])
     if result.get("kind") == "kernel":
         if label_setting(c)[0] != "none":
             return []  # the paper reports kernels on true labels only
@@ -46,7 +71,7 @@ def _candidates(result):
     crop, wd = bool(c.get("random_crop")), bool(c.get("weight_decay"))
     if c["model"] == "inception_v3":
         return [r for r in paper.RESULTS if r.table == "table2" and r.corrupt == corrupt
-                and r.augment == bool(c.get("imagenet_augment")) and r.dropout == bool(c.get("dropout", 0.2))
+                and r.augment == bool(c.get("imagenet_augment")) and r.dropout == bool(c.get("dropout"))
                 and r.weight_decay == wd]
     aug = bool(c.get("augment"))
     table4 = [r for r in paper.RESULTS if r.table == "table4" and r.model == c["model"] and corrupt == "random_labels"
@@ -60,7 +85,7 @@ def _candidates(result):
 
 def differences(result, paper_row):
     """Human-readable ways in which a run's setup differs from the paper's."""
-    c, m = result["config"], result["metrics"]
+    c, m = resolved_config(result["config"]), result["metrics"]
     out = []
     paper_ds = paper_row.dataset if paper_row else None
     if paper_ds and c["dataset"] != paper_ds:
@@ -77,6 +102,15 @@ def differences(result, paper_row):
             out.append("stopped at 100% train accuracy")
         if c.get("weight_decay"):
             out.append(f"wd {c['weight_decay']:g} (paper: value not given)")
+        if paper_row is not None:
+            want = paper_setup(paper_row)
+            have = {k: c.get(k) for k in want if k != "per_replica_batch"}
+            replicas = result.get("env", {}).get("replicas", 1) or 1
+            have["per_replica_batch"] = c.get("batch_size") and c["batch_size"] // replicas
+            for k, v in want.items():
+                if have[k] is not None and have[k] != v:
+                    out.append(f"{k.replace('_', ' ')} {have[k]:g} (paper: {v:g})" if not isinstance(v, str)
+                               else f"{k.replace('_', ' ')} {have[k]} (paper: {v})")
     else:
         out.append(f"{c['kernel']} kernel" + (f" gamma {c['gamma']:g}" if c["kernel"] == "gaussian" else ""))
     if c.get("seed"):

@@ -12,7 +12,7 @@ import platform
 import tempfile
 
 SCHEMA_VERSION = 1
-CONFIG, HISTORY, RESULTS = "config.json", "history.jsonl", "results.json"
+CONFIG, HISTORY, RESULTS, RESUMES = "config.json", "history.jsonl", "results.json", "resumes.jsonl"
 
 
 def write_json(path, obj):
@@ -46,19 +46,36 @@ def read_json(path):
 
 def append_history(run_dir, row):
     """Appends one epoch's record to history.jsonl and flushes it to disk."""
-    with open(os.path.join(run_dir, HISTORY), "a") as f:
+    _append_line(run_dir, HISTORY, row)
+
+
+def append_resume(run_dir, record):
+    """Logs one resume: the step it restarted from and the execution settings that changed (config.NON_IDENTITY_FIELDS)."""
+    _append_line(run_dir, RESUMES, record)
+
+
+def read_resumes(run_dir):
+    return _read_lines(run_dir, RESUMES)
+
+
+def _append_line(run_dir, name, row):
+    with open(os.path.join(run_dir, name), "a") as f:
         f.write(json.dumps(row, sort_keys=True, default=_default) + "\n")
         f.flush()
         os.fsync(f.fileno())
 
 
-def read_history(run_dir, max_epochs=None):
-    """The per-epoch records of a run (the first max_epochs of them)."""
-    path = os.path.join(run_dir, HISTORY)
+def _read_lines(run_dir, name):
+    path = os.path.join(run_dir, name)
     if not os.path.exists(path):
         return []
     with open(path) as f:
-        rows = [json.loads(line) for line in f if line.strip()]
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def read_history(run_dir, max_epochs=None):
+    """The per-epoch records of a run (the first max_epochs of them)."""
+    rows = _read_lines(run_dir, HISTORY)
     return rows if max_epochs is None else rows[:max_epochs]
 
 

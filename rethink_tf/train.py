@@ -14,6 +14,7 @@ import sys
 from absl import app, flags
 
 from rethink_tf import flags_lib, results
+from rethink_tf.config import NON_IDENTITY_FIELDS, TrainConfig
 from rethink_tf.errors import UserError
 
 flags_lib.define_train_flags()
@@ -75,8 +76,15 @@ def run(config, workdir, strategy=None, datasets=None, extra_callbacks=(), verbo
         print(f"{run_dir}: already complete", flush=True)
         return final
     config_path = os.path.join(run_dir, results.CONFIG)
-    if os.path.exists(config_path) and results.read_json(config_path) != _jsonable(cfg.to_dict()):
-        raise UserError(f"{run_dir} holds a run with a different config; choose another --run_name or --workdir")
+    changed = {}
+    if os.path.exists(config_path):
+        stored = TrainConfig.from_dict(results.read_json(config_path))
+        if _jsonable(stored.identity()) != _jsonable(cfg.identity()):
+            diff = sorted(k for k, v in _jsonable(cfg.identity()).items() if _jsonable(stored.identity()).get(k) != v)
+            raise UserError(f"{run_dir} holds a run with a different config ({', '.join(diff)} differ); choose "
+                            "another --run_name or --workdir")
+        changed = {k: [v, cfg.to_dict()[k]] for k, v in _jsonable(stored.to_dict()).items()
+                   if k in NON_IDENTITY_FIELDS and _jsonable(cfg.to_dict()).get(k) != v}
     if cfg.deterministic:
         tf.config.experimental.enable_op_determinism()
     strategy = strategy or distribute.get_strategy(cfg.strategy, cfg.num_gpus, cfg.cross_device_ops)
@@ -94,23 +102,28 @@ def run(config, workdir, strategy=None, datasets=None, extra_callbacks=(), verbo
             jit = training.compile_model(model, cfg, datasets.num_classes, replicas)
 
         os.makedirs(run_dir, exist_ok=True)
+        initial_step = training.restore(model, run_dir, strategy)
         results.write_json(config_path, cfg.to_dict())
-        initial_epoch = training.restore(model, run_dir)
+        initial_epoch = initial_step // datasets.steps_per_epoch
         history = results.truncate_history(run_dir, initial_epoch)
-        if initial_epoch:
-            print(f"{run_dir}: resuming after epoch {initial_epoch}", flush=True)
+        if initial_step:
+            results.append_resume(run_dir, {"step": initial_step, "replicas": replicas, "changed": changed})
+            print(f"{run_dir}: resuming at step {initial_step} (epoch {initial_epoch + 1}, step "
+                  f"{initial_step % datasets.steps_per_epoch} of {datasets.steps_per_epoch})", flush=True)
         print(f"{cfg.model} on {cfg.data.dataset} ({datasets.train_size} train / {datasets.test_size} test), "
               f"corrupt={cfg.data.corrupt}, {models.trainable_count(model):,} trainable parameters, "
               f"{datasets.steps_per_epoch} steps/epoch, {replicas} replica(s) -> {run_dir}", flush=True)
+        _warn_small_replica_batch(cfg, model, replicas)
         if verbose is None:
             verbose = 1 if sys.stdout.isatty() else 2
         metrics, history, status = training.fit_and_evaluate(
-            model, cfg, datasets, run_dir, initial_epoch=initial_epoch, history=history,
-            extra_callbacks=extra_callbacks, verbose=verbose)
+            model, cfg, datasets, run_dir, initial_step=initial_step, history=history,
+            extra_callbacks=extra_callbacks, verbose=verbose, replicas=replicas)
         metrics["trainable_parameters"] = models.trainable_count(model)
         metrics["steps_per_epoch"] = datasets.steps_per_epoch
         record = {"schema_version": results.SCHEMA_VERSION, "kind": "train", "status": status,
                   "config": cfg.to_dict(), "metrics": metrics, "history": history, "corruption": datasets.summary,
+                  "resumes": results.read_resumes(run_dir),
                   "env": {**results.environment(), "replicas": replicas, "jit_compile": jit,
                           "strategy": type(strategy).__name__}}
         if status == "diverged":
@@ -121,6 +134,21 @@ def run(config, workdir, strategy=None, datasets=None, extra_callbacks=(), verbo
         print(f"train accuracy {metrics['train_accuracy']:.4f}, test accuracy {metrics['test_accuracy']:.4f}, "
               f"epochs to fit {metrics['epochs_to_fit']} -> {final}", flush=True)
         return final
+
+
+BN_MIN_REPLICA_BATCH = 16
+
+
+def _warn_small_replica_batch(cfg, model, replicas):
+    """BatchNorm normalizes over each replica's batch: a handful of images gives noisy statistics."""
+    import keras
+
+    per_replica = cfg.batch_size // replicas
+    has_bn = any(isinstance(layer, keras.layers.BatchNormalization) for layer in model._flatten_layers())
+    if has_bn and per_replica < BN_MIN_REPLICA_BATCH and not cfg.sync_batchnorm:
+        print(f"warning: {cfg.model} has BatchNormalization and each of the {replicas} replica(s) sees "
+              f"{per_replica} images per step (< {BN_MIN_REPLICA_BATCH}); its statistics will be noisy. Raise "
+              "--batch_size with the number of GPUs or use --sync_batchnorm", flush=True)
 
 
 def _jsonable(d):

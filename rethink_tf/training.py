@@ -1,19 +1,25 @@
-"""Optimizer, schedule, callbacks and the fit/evaluate loop of one run (PAPER.md §4; REQUIREMENTS.md 10-20).
+"""Optimizer, schedule, callbacks, checkpoints and the fit/evaluate loop of one run (PAPER.md §4; REQUIREMENTS.md 10-20).
 
-* SGD with momentum 0.9 (Appendix A) and a staircase exponential decay, lr = lr0 · decay^floor(step / period), with
-  the period given in *examples seen*: the full training set (one epoch) by default, so a full run decays "0.95 per
-  training epoch" exactly as the paper says while a subset run keeps the paper's per-step schedule.
+* SGD with momentum 0.9 (Appendix A) and a staircase exponential decay, lr = lr0 · decay^floor(step / period).
+  The period is given in *examples seen* and turned into steps with the floor, as the TF CIFAR-10 code of the
+  paper's era does (`decay_steps = int(50000 / 128 * epochs_per_decay)` = 390): with `drop_remainder` an epoch is
+  also 390 steps, so decay k falls exactly at the start of epoch k+1, "0.95 per training epoch".
 * Weight decay is in the models (TF l2_loss semantics, through momentum); the optimizer's decoupled `weight_decay`
-  is never used.
+  is never used. `ema_decay` keeps a moving average of the trainable weights inside the optimizer (the TF
+  inception package evaluates a 0.9999 average); it never overwrites the trained weights.
 * Per epoch: train loss/accuracy (running averages over the epoch, on the labels trained on), test loss/accuracy
-  (clean labels), lr, images/s, streamed to history.jsonl; a checkpoint (weights + optimizer state) written
-  atomically, from which a killed run resumes with the same data order (the pipeline is seeded per epoch).
-* "Time to overfit" (Fig. 1b): the first epoch whose running training accuracy is 100%, i.e. every example of that
-  epoch was classified correctly when it was seen; `steps_to_fit` is that epoch × steps per epoch.
-* At the end a fixed-model evaluation on train_eval (the corrupted labels, no augmentation) and on test.
+  (clean labels, on the raw weights), the lr used at the epoch's first and last step, train-only images/s (total and
+  per replica, first batch and validation excluded), streamed to history.jsonl.
+* The checkpoint is ONE file, `checkpoint.weights.h5` (weights, BN statistics, optimizer slots and `iterations`),
+  replaced atomically at every epoch end and every `checkpoint_every_steps` steps. The position of a run is derived
+  from the restored `iterations`, so the checkpoint cannot disagree with itself; a resumed run replays the same
+  batches from that step on (the pipeline's order is a pure function of (seed, epoch)).
+* "Time to overfit" (Fig. 1b): the first epoch whose running training accuracy reaches the fit threshold (1.0: every
+  example of that epoch was classified correctly when it was seen); results record 0.99, 0.999 and 1.0.
+* At the end a fixed-model evaluation on train_eval (the corrupted labels, no augmentation) and on test, on the EMA
+  weights when `ema_decay` is set (the raw-weight numbers are kept beside them).
 """
 
-import math
 import os
 import time
 
@@ -24,24 +30,37 @@ import tensorflow as tf
 from rethink_tf import results
 from rethink_tf.errors import UserError
 
-CHECKPOINT, STATE = "checkpoint.weights.h5", "checkpoint_state.json"
+CHECKPOINT = "checkpoint.weights.h5"
+FIT_THRESHOLDS = (0.99, 0.999, 1.0)  # training accuracies whose first epoch results.json records (Fig. 1b)
 
 
 def steps_per_decay(lr_decay_examples, batch_size):
-    """Optimizer steps per LR decay period: ceil(examples / batch), e.g. 50,000 / 128 -> 391."""
-    return max(1, math.ceil(lr_decay_examples / batch_size))
+    """Optimizer steps per LR decay period: floor(examples / batch), e.g. 50,000 / 128 -> 390 (TF's int())."""
+    return max(1, lr_decay_examples // batch_size)
+
+
+def make_schedule(cfg):
+    """The staircase exponential decay of a resolved TrainConfig: a function of the optimizer step."""
+    return keras.optimizers.schedules.ExponentialDecay(
+        cfg.learning_rate, decay_steps=steps_per_decay(cfg.lr_decay_examples, cfg.batch_size),
+        decay_rate=cfg.lr_decay, staircase=True)
 
 
 def make_optimizer(cfg):
-    """The optimizer of a resolved TrainConfig, with its staircase exponential-decay schedule."""
-    schedule = keras.optimizers.schedules.ExponentialDecay(
-        cfg.learning_rate, decay_steps=steps_per_decay(cfg.lr_decay_examples, cfg.batch_size),
-        decay_rate=cfg.lr_decay, staircase=True)
+    """The optimizer of a resolved TrainConfig, with its schedule and, if asked, a weight moving average."""
+    ema = {"use_ema": True, "ema_momentum": cfg.ema_decay} if cfg.ema_decay else {}
     if cfg.optimizer == "sgd":
-        return keras.optimizers.SGD(schedule, momentum=cfg.momentum)
-    if cfg.optimizer == "rmsprop":  # the TF inception package: decay 0.9, momentum 0.9, epsilon 1.0
-        return keras.optimizers.RMSprop(schedule, rho=0.9, momentum=cfg.momentum, epsilon=1.0)
-    raise UserError(f"unknown optimizer {cfg.optimizer!r}; use sgd or rmsprop")
+        opt = keras.optimizers.SGD(make_schedule(cfg), momentum=cfg.momentum, **ema)
+    elif cfg.optimizer == "rmsprop":  # the TF inception package: decay 0.9, momentum 0.9, epsilon 1.0
+        opt = keras.optimizers.RMSprop(make_schedule(cfg), rho=0.9, momentum=cfg.momentum, epsilon=1.0, **ema)
+    else:
+        raise UserError(f"unknown optimizer {cfg.optimizer!r}; use sgd or rmsprop")
+    if cfg.ema_decay:
+        # Keras' fit() ends by overwriting the weights with the average (finalize_variable_values). That would
+        # corrupt a run trained in two fit() calls (a mid-epoch resume) and the checkpoint; we swap explicitly
+        # for evaluation instead (ema_weights).
+        opt.finalize_variable_values = lambda var_list: None
+    return opt
 
 
 def compile_model(model, cfg, num_classes, num_replicas):
@@ -65,35 +84,60 @@ def one_hot_labels(ds, num_classes):
     return ds.map(lambda x, y: (x, tf.one_hot(y, num_classes)), num_parallel_calls=tf.data.AUTOTUNE)
 
 
+
+_HISTORY_NAMES = {"loss": "train_loss", "accuracy": "train_accuracy", "top5_accuracy": "train_top5_accuracy",
+                  "val_loss": "test_loss", "val_accuracy": "test_accuracy", "val_top5_accuracy": "test_top5_accuracy"}
+
+
 class EpochRecorder(keras.callbacks.Callback):
-    """Streams one history row per epoch and tracks time-to-fit and the cumulative best test accuracy."""
+    """Streams one history row per epoch; stops at the target training accuracy; warns on chance-level accuracy.
+
+    images/s is train-only: it is timed from the end of an epoch's first batch (which carries the tf.function
+    tracing of the first epoch) to the end of its last batch, so neither tracing nor the validation pass counts.
+    `per_replica_images_per_s` divides by the replicas in sync.
+    """
 
     CHANCE_CHECK_EPOCH = 10
 
-    def __init__(self, run_dir, steps_per_epoch, batch_size, history, stop_at=None, num_classes=10):
+    def __init__(self, run_dir, steps_per_epoch, batch_size, history, schedule, stop_at=None, num_classes=10,
+                 replicas=1):
         super().__init__()
         self.run_dir, self.steps, self.batch, self.stop_at = run_dir, steps_per_epoch, batch_size, stop_at
-        self.num_classes = num_classes
+        self.schedule, self.num_classes, self.replicas = schedule, num_classes, replicas
         self.history = list(history)
-        self._start = None
+        self.first_step = 0  # > 0 for the partial epoch of a mid-epoch resume
+        self._start = self._first = self._last = None
+        self._batches = 0
 
     def on_epoch_begin(self, epoch, logs=None):
-        self._start = time.perf_counter()
+        self._start, self._first, self._last, self._batches = time.perf_counter(), None, None, 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        now = time.perf_counter()
+        if self._first is None:
+            self._first, self._first_batch = now, batch
+        self._last, self._last_batch = now, batch
 
     def on_epoch_end(self, epoch, logs=None):
-        seconds = time.perf_counter() - self._start
-        images_per_s = self.steps * self.batch / seconds
+        ran = self.steps - self.first_step
+        if self._first is not None and self._last_batch > self._first_batch:
+            images_per_s = (self._last_batch - self._first_batch) * self.batch / (self._last - self._first)
+        else:  # one step (or one execution) per epoch: the whole epoch is all there is to time
+            images_per_s = ran * self.batch / (time.perf_counter() - self._start)
         if logs is not None:  # the dict later callbacks see: TensorBoard then logs epoch_images_per_s too
             logs["images_per_s"] = images_per_s
-        row = {"epoch": epoch + 1, "step": (epoch + 1) * self.steps, "seconds": round(seconds, 3),
+        begin = epoch * self.steps + self.first_step
+        end = (epoch + 1) * self.steps
+        row = {"epoch": epoch + 1, "step": end, "seconds": round(time.perf_counter() - self._start, 3),
                "images_per_s": round(images_per_s, 1),
-               "lr": float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))}
+               "per_replica_images_per_s": round(images_per_s / self.replicas, 1),
+               # the lr used for this epoch's first and last update (not the one after it)
+               "lr": float(self.schedule(begin)), "lr_last": float(self.schedule(end - 1))}
+        if self.first_step:
+            row["resumed_at_step"] = begin  # running metrics of this row cover steps begin..end only
         for k, v in (logs or {}).items():
-            name = {"loss": "train_loss", "accuracy": "train_accuracy", "top5_accuracy": "train_top5_accuracy",
-                    "val_loss": "test_loss", "val_accuracy": "test_accuracy",
-                    "val_top5_accuracy": "test_top5_accuracy"}.get(k)
-            if name:
-                row[name] = float(v)
+            if k in _HISTORY_NAMES:
+                row[_HISTORY_NAMES[k]] = float(v)
         self.history.append(row)
         results.append_history(self.run_dir, row)  # a NaN loss is stopped by TerminateOnNaN, always in the list
         if self.stop_at is not None and row.get("train_accuracy", 0.0) >= self.stop_at:
@@ -112,51 +156,110 @@ class EpochRecorder(keras.callbacks.Callback):
                   "check that test labels are clean and in [0, num_classes)", flush=True)
 
 
-class Checkpoint(keras.callbacks.Callback):
-    """Weights + optimizer state + the epoch count after every epoch, written atomically (REQUIREMENTS.md 19)."""
+def save_checkpoint(model, run_dir):
+    """Weights + BN statistics + optimizer state (incl. `iterations`) in one file, replaced atomically."""
+    tmp = os.path.join(run_dir, ".tmp-" + CHECKPOINT)
+    model.save_weights(tmp, overwrite=True)
+    os.replace(tmp, os.path.join(run_dir, CHECKPOINT))
 
-    def __init__(self, run_dir):
+
+class Checkpoint(keras.callbacks.Callback):
+    """Checkpoints at every epoch end and, with `every_steps`, every that many optimizer steps (REQUIREMENTS 19)."""
+
+    def __init__(self, run_dir, steps_per_epoch, every_steps=None):
         super().__init__()
-        self.run_dir = run_dir
+        self.run_dir, self.steps, self.every = run_dir, steps_per_epoch, every_steps
+        self._epoch = 0
+        self.offset = 0  # first step of a partial (resumed) epoch
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        # `batch` counts from the start of this fit() epoch; a partial (resumed) epoch starts at its offset.
+        step = self._epoch * self.steps + self.offset + batch + 1
+        if self.every and step % self.every == 0 and step % self.steps:
+            if logs and "loss" in logs and not np.isfinite(float(logs["loss"])):
+                return
+            save_checkpoint(self.model, self.run_dir)
 
     def on_epoch_end(self, epoch, logs=None):
         if logs and not np.isfinite(logs.get("loss", 0.0)):
             return  # never checkpoint a diverged model
-        tmp = os.path.join(self.run_dir, ".tmp-" + CHECKPOINT)
-        self.model.save_weights(tmp, overwrite=True)
-        os.replace(tmp, os.path.join(self.run_dir, CHECKPOINT))
-        results.write_json(os.path.join(self.run_dir, STATE), {"epoch": epoch + 1})
+        save_checkpoint(self.model, self.run_dir)
 
 
-def restore(model, run_dir):
-    """Loads the last checkpoint of run_dir into a compiled model; returns the epoch to resume from (0: none)."""
-    state_path = os.path.join(run_dir, STATE)
-    if not os.path.exists(state_path):
+def restore(model, run_dir, strategy=None):
+    """Loads the run's checkpoint into a compiled model; returns the optimizer step it holds (0: no checkpoint).
+
+    The optimizer's slots are built inside the strategy's scope (they must be mirrored variables under
+    MirroredStrategy) before loading (keras#19389).
+    """
+    path = os.path.join(run_dir, CHECKPOINT)
+    if not os.path.exists(path):
         return 0
-    model.optimizer.build(model.trainable_variables)  # slots must exist before loading (keras#19389)
-    model.load_weights(os.path.join(run_dir, CHECKPOINT))
-    return int(results.read_json(state_path)["epoch"])
+    with (strategy or tf.distribute.get_strategy()).scope():
+        model.optimizer.build(model.trainable_variables)
+        model.load_weights(path)
+    return int(keras.ops.convert_to_numpy(model.optimizer.iterations))
 
 
-def fit_and_evaluate(model, cfg, datasets, run_dir, *, initial_epoch=0, history=(), extra_callbacks=(), verbose=1):
-    """Trains from initial_epoch to cfg.epochs, then evaluates the final model on train_eval and test.
+class ema_weights:  # noqa: N801 (a context manager used as `with ema_weights(model):`)
+    """Within the block the model's trainable weights are the optimizer's moving averages (no-op without EMA)."""
+
+    def __init__(self, model):
+        self.opt, self.saved = model.optimizer, None
+
+    def __enter__(self):
+        if getattr(self.opt, "use_ema", False):
+            self.saved = [v.numpy() for v in self.opt._trainable_variables]
+            for v, avg in zip(self.opt._trainable_variables, self.opt._model_variables_moving_average):
+                v.assign(avg)
+
+    def __exit__(self, *exc):
+        if self.saved is not None:
+            for v, value in zip(self.opt._trainable_variables, self.saved):
+                v.assign(value)
+
+
+def time_to_fit(history, steps_per_epoch, threshold=1.0):
+    """{"epochs": e, "steps": e × steps} of the first epoch whose training accuracy reached threshold, or Nones."""
+    row = results.first_at_accuracy(history, threshold)
+    return {"epochs": row and row["epoch"], "steps": row and row["epoch"] * steps_per_epoch}
+
+
+def fit_and_evaluate(model, cfg, datasets, run_dir, *, initial_step=0, history=(), extra_callbacks=(), verbose=1,
+                     replicas=1):
+    """Trains from optimizer step `initial_step` to the end of cfg.epochs, then evaluates the final model.
+
+    A mid-epoch start (a resume from a `checkpoint_every_steps` checkpoint) first runs the rest of that epoch,
+    with exactly the batches an uninterrupted run would see there, then the following epochs.
 
     Returns:
       (metrics dict, history list, status) with status "completed", "stopped_at_train_accuracy" or "diverged".
     """
     smoothing = bool(cfg.label_smoothing)
     wrap = (lambda ds: one_hot_labels(ds, datasets.num_classes)) if smoothing else (lambda ds: ds)
-    recorder = EpochRecorder(run_dir, datasets.steps_per_epoch, cfg.batch_size, history, cfg.stop_at_train_accuracy,
-                             datasets.num_classes)
-    callbacks = [recorder, Checkpoint(run_dir)]
+    steps = datasets.steps_per_epoch
+    schedule = make_schedule(cfg)
+    recorder = EpochRecorder(run_dir, steps, cfg.batch_size, history, schedule, cfg.stop_at_train_accuracy,
+                             datasets.num_classes, replicas)
+    checkpoint = Checkpoint(run_dir, steps, cfg.checkpoint_every_steps)
+    callbacks = [recorder, checkpoint]
     if cfg.tensorboard:
         callbacks.append(keras.callbacks.TensorBoard(os.path.join(run_dir, "tensorboard"), write_graph=False,
                                                      profile_batch=0))
     callbacks += [keras.callbacks.TerminateOnNaN(), *extra_callbacks]
-    if initial_epoch < cfg.epochs:
-        model.fit(wrap(datasets.train(initial_epoch)), epochs=cfg.epochs, initial_epoch=initial_epoch,
-                  steps_per_epoch=datasets.steps_per_epoch, validation_data=wrap(datasets.test),
-                  callbacks=callbacks, verbose=verbose, shuffle=False)
+    epoch, offset = divmod(initial_step, steps)
+    fit = dict(validation_data=wrap(datasets.test), callbacks=callbacks, verbose=verbose, shuffle=False)
+    if offset and epoch < cfg.epochs:  # the rest of a partly trained epoch
+        recorder.first_step = checkpoint.offset = offset
+        model.fit(wrap(datasets.train(epoch, offset)), epochs=epoch + 1, initial_epoch=epoch,
+                  steps_per_epoch=steps - offset, **fit)
+        recorder.first_step = checkpoint.offset = 0
+        epoch += 1
+    if epoch < cfg.epochs and not model.stop_training:
+        model.fit(wrap(datasets.train(epoch)), epochs=cfg.epochs, initial_epoch=epoch, steps_per_epoch=steps, **fit)
     hist = recorder.history
     status = "completed"
     if hist and not np.isfinite(hist[-1].get("train_loss", 0.0)):
@@ -164,19 +267,33 @@ def fit_and_evaluate(model, cfg, datasets, run_dir, *, initial_epoch=0, history=
     elif cfg.stop_at_train_accuracy is not None and hist and hist[-1].get("train_accuracy", 0) >= cfg.stop_at_train_accuracy \
             and hist[-1]["epoch"] < cfg.epochs:
         status = "stopped_at_train_accuracy"
-    metrics = {}
-    for split, ds in (("train", datasets.train_eval), ("test", datasets.test)):
-        ev = model.evaluate(wrap(ds), verbose=0, return_dict=True)
-        metrics[f"{split}_loss"] = float(ev["loss"])
-        metrics[f"{split}_accuracy"] = float(ev["accuracy"])
-        if "top5_accuracy" in ev:
-            metrics[f"{split}_top5_accuracy"] = float(ev["top5_accuracy"])
-    fit = results.first_at_accuracy(hist, 1.0)
-    metrics["epochs_to_fit"] = fit and fit["epoch"]
-    metrics["steps_to_fit"] = fit and fit["step"]
+
+    def evaluate():
+        out = {}
+        for split, ds in (("train", datasets.train_eval), ("test", datasets.test)):
+            ev = model.evaluate(wrap(ds), verbose=0, return_dict=True)
+            out[f"{split}_loss"] = float(ev["loss"])
+            out[f"{split}_accuracy"] = float(ev["accuracy"])
+            if "top5_accuracy" in ev:
+                out[f"{split}_top5_accuracy"] = float(ev["top5_accuracy"])
+        return out
+
+    metrics = evaluate()
+    if cfg.ema_decay:
+        raw = metrics
+        with ema_weights(model):
+            metrics = {**evaluate(), "raw_weights": raw, "evaluated_weights": "ema"}
+    else:
+        metrics["evaluated_weights"] = "raw"
+    fitted = time_to_fit(hist, steps, cfg.fit_threshold)
+    metrics["fit_threshold"] = cfg.fit_threshold
+    metrics["epochs_to_fit"], metrics["steps_to_fit"] = fitted["epochs"], fitted["steps"]
+    for t in FIT_THRESHOLDS:
+        metrics.setdefault("steps_to_accuracy", {})[f"{t:g}"] = time_to_fit(hist, steps, t)["steps"]
     test_accs = [h["test_accuracy"] for h in hist if "test_accuracy" in h]
     metrics["best_test_accuracy"] = max(test_accs) if test_accs else metrics["test_accuracy"]
+    metrics["history_test_weights"] = "raw"  # per-epoch test accuracies are always on the trained weights
     metrics["epochs_trained"] = hist[-1]["epoch"] if hist else 0
     metrics["steps_trained"] = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
-    metrics["final_lr"] = float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
+    metrics["final_lr"] = float(schedule(max(metrics["steps_trained"] - 1, 0)))  # the lr of the last update
     return metrics, hist, status

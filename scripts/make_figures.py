@@ -16,8 +16,9 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--results", required=True, help="comma-separated run dirs / folders / globs")
     ap.add_argument("--out", default="figures")
-    ap.add_argument("--fit_threshold", type=float, default=1.0,
-                    help="Figure 1b's time to overfit: steps until an epoch's training accuracy >= this")
+    ap.add_argument("--fit_threshold", type=float, default=None,
+                    help="Figure 1b's time to overfit: steps until an epoch's training accuracy >= this (default: "
+                         "each run's own --fit_threshold, the one its epochs_to_fit used)")
     args = ap.parse_args()
     found = [r for r in results.load_all(args.results.split(",")) if r.get("kind", "train") == "train"]
     if not found:

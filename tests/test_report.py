@@ -123,11 +123,45 @@ def test_figure1bc_uses_relative_time_to_fit(sweep_dir):
     from rethink_tf import plots
 
     groups = plots._corruption_curves(results.load_all(sweep_dir))
-    (by_p,) = [v for k, v in groups.items() if k[1] == "mlp_1x512" and not k[5]]
+    (by_p,) = [v for k, v in groups.items() if k[0].startswith("mlp_1x512") and "wd" not in k[0]]
     assert sorted(by_p) == [0.0, 0.4, 1.0] and len(by_p[1.0]) == 2  # random_labels counts as p = 1
     (run,) = by_p[0.4]  # train accuracy e/15 in epoch e: 100% at epoch 15, >= 0.6 at epoch 9
     assert plots.steps_to_accuracy(run) == run["metrics"]["steps_to_fit"] == 15 * 390
     assert plots.steps_to_accuracy(run, 0.6) == 9 * 390
+
+
+def test_figures_never_merge_runs_of_different_protocols(tmp_path):
+    from rethink_tf import plots
+
+    # Figure 1 sweep: stopped at fit. A Table 1 run: 100 epochs, same model, true labels. Another lr.
+    for p, fit in ((0.0, 10), (0.5, 15), (1.0, 25)):
+        fake_train_result(str(tmp_path), corrupt="labels", p=p, fit_epoch=fit, stop_at_train_accuracy=1.0)
+    fake_train_result(str(tmp_path), corrupt="none", fit_epoch=30, epochs=100, test_acc=0.9)
+    fake_train_result(str(tmp_path), corrupt="random_labels", fit_epoch=40, epochs=100, test_acc=0.1)
+    fake_train_result(str(tmp_path), corrupt="none", fit_epoch=12, stop_at_train_accuracy=1.0, learning_rate=0.05)
+    groups = plots._corruption_curves(results.load_all(str(tmp_path)))
+    assert len(groups) == 2  # the lone lr-0.05 run forms no curve; the other two protocols stay apart
+    sizes = sorted(sorted(len(v) for v in by_p.values()) for by_p in groups.values())
+    assert sizes == [[1, 1], [1, 1, 1]]
+    for by_p in groups.values():
+        stops = {r["config"]["stop_at_train_accuracy"] for runs in by_p.values() for r in runs}
+        assert len(stops) == 1
+        assert {r["config"]["learning_rate"] for runs in by_p.values() for r in runs} == {0.01}
+
+
+def test_figure1b_falls_back_to_a_reached_threshold_instead_of_dropping_a_point(tmp_path):
+    from rethink_tf import plots
+
+    fake_train_result(str(tmp_path), corrupt="labels", p=0.0, fit_epoch=10)
+    late = fake_train_result(str(tmp_path), corrupt="labels", p=1.0, fit_epoch=None, epochs=30)
+    r = results.read_json(os.path.join(late, "results.json"))  # ends at 99.82%: reached 99% at epoch 20
+    for h in r["history"]:
+        h["train_accuracy"] = min(0.9982, h["epoch"] / 20 * 0.99)
+    results.write_json(os.path.join(late, "results.json"), r)
+    runs = results.load_all(str(tmp_path))
+    assert plots._fit_threshold_of(runs, 1.0) == 0.99
+    assert plots.steps_to_accuracy(runs[0] if runs[0]["config"]["corrupt_prob"] == 1.0 else runs[1], 0.99) == 20 * 390
+    assert plots.figure1bc(runs, str(tmp_path / "figs"))
 
 
 def test_sweep_expands_skips_done_and_runs(tmp_path):
@@ -149,3 +183,34 @@ def test_sweep_expands_skips_done_and_runs(tmp_path):
     assert len(results.load_all(str(work))) == 2
     again = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env)
     assert "0 run(s) to do" in again.stdout and again.stdout.count("done ") == 2
+
+
+def test_inception_v3_default_dropout_is_never_paired_with_a_no_dropout_row(tmp_path):
+    # dropout None resolves to the builder's 0.2. Table 2 has no "dropout only" row, so this run has no paper
+    # counterpart (it used to be paired with the "dropout: no" row).
+    kw = dict(model="inception_v3", dataset="imagenet2012", epochs=2, fit_epoch=None)
+    fake_train_result(str(tmp_path), run_name="default", **kw)
+    fake_train_result(str(tmp_path), dropout=0.0, label_smoothing=0.0, run_name="nodrop", **kw)
+    fake_train_result(str(tmp_path), corrupt="random_labels", weight_decay=4e-5, run_name="drop_wd", **kw)
+    rows = report.comparison_rows(results.load_all(str(tmp_path)))
+    by_run = lambda name: [r for r in rows if r["run"] == name]
+    assert by_run("default") and all(r["table"] == "" for r in by_run("default"))
+    nodrop = {r["metric"]: r for r in by_run("nodrop")}
+    assert nodrop["test_accuracy"]["paper"] == 59.80  # the (aug no, dropout no, wd no) row
+    drop_wd = {r["metric"]: r for r in by_run("drop_wd")}
+    assert drop_wd["train_accuracy"]["paper"] == 91.18  # random labels, (aug no, dropout yes, wd yes)
+    # "no regularizer" rows had no label smoothing; rows with a regularizer keep the TF recipe's 0.1
+    assert all("label smoothing" not in r["differences"] for r in by_run("nodrop") + by_run("drop_wd"))
+
+
+def test_differences_list_the_recipe_fields_that_differ(tmp_path):
+    fake_train_result(str(tmp_path), learning_rate=0.05, lr_decay=0.9, optimizer="rmsprop", label_smoothing=0.1,
+                      dtype_policy="mixed_bfloat16", batch_size=256)
+    r = results.load_all(str(tmp_path))[0]
+    r["env"] = {"replicas": 4}  # 256 over 4 GPUs: 64 per replica
+    rows = report.comparison_rows([r])
+    d = next(x for x in rows if x["table"] == "table1")["differences"]
+    for text in ("learning rate 0.05 (paper: 0.01)", "lr decay 0.9 (paper: 0.95)", "optimizer rmsprop (paper: sgd)",
+                 "label smoothing 0.1 (paper: 0)", "dtype policy mixed_bfloat16 (paper: float32)",
+                 "per replica batch 64 (paper: 128)"):
+        assert text in d

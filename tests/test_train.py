@@ -52,15 +52,48 @@ def test_every_flagfile_parses_into_a_valid_config(path, monkeypatch):
     assert cfg.batch_size >= 1 and cfg.learning_rate > 0 and cfg.name()
 
 
+def _flagfile_config(path):
+    fv = flags.FlagValues()
+    flags_lib.define_train_flags(fv)
+    fv(["train", f"--flagfile={path}"])
+    return flags_lib.config_from_flags(fv).resolved()
+
+
+def test_table2_no_regularizer_rows_have_no_label_smoothing(monkeypatch):
+    monkeypatch.chdir(REPO)
+    for path in glob.glob(os.path.join(REPO, "flags", "table2_*.flags")):
+        cfg = _flagfile_config(path)
+        none = not (cfg.data.imagenet_augment or cfg.dropout or cfg.weight_decay)
+        assert cfg.label_smoothing == (0.0 if none else 0.1), path
+        assert cfg.ema_decay == 0.9999  # evaluated on the moving average, as the TF inception package does
+        assert "--batch_size" in open(path).read() or "N GPUs" in open(path).read()
+
+
 def test_paper_recipe_defaults():
     cfg = TrainConfig(model="small_inception").resolved()
     assert (cfg.optimizer, cfg.learning_rate, cfg.lr_decay, cfg.momentum, cfg.batch_size) == ("sgd", 0.1, 0.95, 0.9, 128)
-    assert training.steps_per_decay(cfg.lr_decay_examples, cfg.batch_size) == 391  # 50,000 / 128, once per epoch
+    # floor(50,000 / 128) = 390 = the steps of one drop_remainder epoch: TF's int(50000 / 128 * epochs_per_decay)
+    assert training.steps_per_decay(cfg.lr_decay_examples, cfg.batch_size) == 390 == 50_000 // 128
     assert TrainConfig(model="mlp_1x512").resolved().learning_rate == 0.01
     assert TrainConfig(model="small_alexnet").resolved().learning_rate == 0.01
     v3 = TrainConfig(model="inception_v3", data=DataConfig(dataset="imagenet2012")).resolved()
     assert (v3.optimizer, v3.label_smoothing, v3.lr_decay) == ("rmsprop", 0.1, 0.94)
-    assert training.steps_per_decay(v3.lr_decay_examples, v3.batch_size) == 80_073  # 2 epochs of 1,281,167 / 32
+    assert training.steps_per_decay(v3.lr_decay_examples, v3.batch_size) == 80_072  # int(1,281,167 / 32 × 2)
+    assert (v3.dropout, v3.bn_momentum) == (0.2, 0.9997)  # builder defaults made explicit (report pairing)
+    assert TrainConfig(model="mlp_1x512").resolved().dropout is None  # an option the model does not take
+
+
+def test_decay_k_falls_at_the_start_of_epoch_k_plus_1():
+    # The paper's "0.95 per training epoch" with TF's floor: at batch 128 every epoch is 390 steps and the lr used
+    # during epoch k (1-based) is 0.1 · 0.95^(k-1) for every one of its steps; the ceiling (391) drifted 100 steps
+    # late by epoch 100.
+    cfg = TrainConfig(model="small_inception").resolved()
+    schedule = training.make_schedule(cfg)
+    for epoch in (1, 2, 50, 100):
+        first, last = (epoch - 1) * 390, epoch * 390 - 1
+        assert float(schedule(first)) == pytest.approx(0.1 * 0.95 ** (epoch - 1), rel=1e-5)  # float32
+        assert float(schedule(last)) == pytest.approx(0.1 * 0.95 ** (epoch - 1), rel=1e-5)
+        assert float(schedule(last + 1)) == pytest.approx(0.1 * 0.95 ** epoch, rel=1e-5)
 
 
 @pytest.mark.parametrize("model", ["small_inception", "small_inception_nobn", "small_alexnet", "mlp_1x512",
@@ -104,13 +137,33 @@ def test_tensorboard_scalars(cifar_dir, tmp_path):
     assert {"epoch_loss", "epoch_accuracy", "epoch_learning_rate", "epoch_images_per_s"} <= tags
 
 
-def test_lr_decays_per_examples_seen(cifar_dir, tmp_path):
-    # 40 examples, batch 8 -> 5 steps/epoch; decay every 12 examples -> every 2 steps (ceil(12/8)).
-    cfg = tiny("mlp_1x512", cifar_dir, epochs=3, learning_rate=0.1, lr_decay=0.5, lr_decay_examples=12)
+def test_lr_decays_per_examples_seen_and_history_logs_the_lr_used(cifar_dir, tmp_path):
+    # 40 examples, batch 8 -> 5 steps/epoch; decay every 20 examples -> every 2 steps (floor(20/8)).
+    cfg = tiny("mlp_1x512", cifar_dir, epochs=3, learning_rate=0.1, lr_decay=0.5, lr_decay_examples=20)
     r = results.read_json(run(cfg, str(tmp_path), verbose=0))
+    for row in r["history"]:  # the lr of the epoch's first and last update, not the one after the epoch
+        first, last = row["step"] - 5, row["step"] - 1
+        assert row["lr"] == pytest.approx(0.1 * 0.5 ** (first // 2))
+        assert row["lr_last"] == pytest.approx(0.1 * 0.5 ** (last // 2))
+    assert r["history"][0]["lr"] == pytest.approx(0.1)
+    assert r["metrics"]["steps_trained"] == 15 and r["metrics"]["final_lr"] == pytest.approx(0.1 * 0.5 ** 7)
+
+
+def test_images_per_s_is_train_only_and_per_replica(cifar_dir, tmp_path):
+    import time
+
+    import keras
+
+    class SlowValidation(keras.callbacks.Callback):  # validation that takes far longer than training
+        def on_test_begin(self, logs=None):
+            time.sleep(1.0)
+
+    r = results.read_json(run(tiny("mlp_1x512", cifar_dir, epochs=2), str(tmp_path), verbose=0,
+                              extra_callbacks=[SlowValidation()]))
     for row in r["history"]:
-        assert row["lr"] == pytest.approx(0.1 * 0.5 ** (row["step"] // 2))
-    assert r["metrics"]["steps_trained"] == 15
+        # 4 timed steps of 8 images: a 1 s validation inside the window would cap this at 32 images/s
+        assert row["images_per_s"] > 200 and row["per_replica_images_per_s"] == row["images_per_s"]
+        assert row["seconds"] > 1.0  # the epoch's wall time does include the validation
 
 
 def test_stop_at_train_accuracy_and_time_to_fit(cifar_dir, tmp_path):
@@ -121,10 +174,21 @@ def test_stop_at_train_accuracy_and_time_to_fit(cifar_dir, tmp_path):
     m = r["metrics"]
     assert m["epochs_to_fit"] == m["epochs_trained"] < 50 and m["steps_to_fit"] == m["epochs_to_fit"] * 5
     assert r["history"][-1]["train_accuracy"] == 1.0 and m["train_accuracy"] == 1.0
+    reach = m["steps_to_accuracy"]
+    assert set(reach) == {"0.99", "0.999", "1"} and reach["1"] == m["steps_to_fit"]
+    assert reach["0.99"] <= reach["0.999"] <= reach["1"]
+
+
+def test_time_to_fit_at_several_thresholds():
+    # a run that ends at 99.82%: 99% is reached, 99.9% and 100% are not (Figure 1b must not lose the point)
+    hist = [{"epoch": 1, "train_accuracy": 0.5}, {"epoch": 2, "train_accuracy": 0.991},
+            {"epoch": 3, "train_accuracy": 0.9982}]
+    assert training.time_to_fit(hist, 10, 0.99) == {"epochs": 2, "steps": 20}
+    assert training.time_to_fit(hist, 10, 0.999) == {"epochs": None, "steps": None}
 
 
 def test_warns_when_accuracy_stays_at_or_below_chance(capsys):
-    rec = training.EpochRecorder("unused", 5, 8, [], num_classes=10)
+    rec = training.EpochRecorder("unused", 5, 8, [], schedule=None, num_classes=10)
     rec._sanity({"epoch": 10, "train_accuracy": 0.11, "test_accuracy": 0.1})
     assert "warning: training accuracy is still 0.110 after 10 epochs" in capsys.readouterr().out
     rec._sanity({"epoch": 10, "train_accuracy": 0.4, "test_accuracy": 0.03})  # labels 1..10 instead of 0..9?
@@ -139,9 +203,15 @@ class _Kill(Exception):
 
 
 class _KillAfter(__import__("keras").callbacks.Callback):
-    def __init__(self, epoch):
+    """Raises after epoch `epoch` ends, or after optimizer step `step` (after that step's checkpoint, if any)."""
+
+    def __init__(self, epoch=None, step=None):
         super().__init__()
-        self.epoch = epoch
+        self.epoch, self.step = epoch, step
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.step is not None and int(self.model.optimizer.iterations.numpy()) == self.step:
+            raise _Kill()
 
     def on_epoch_end(self, epoch, logs=None):
         if epoch + 1 == self.epoch:
@@ -156,6 +226,32 @@ def _weights(run_dir, cfg, shape=(28, 28, 3)):
     return [w.numpy() for w in model.weights]
 
 
+def _checkpoint_step(run_dir):
+    import h5py
+
+    with h5py.File(os.path.join(run_dir, training.CHECKPOINT)) as f:
+        found = []
+        f.visititems(lambda name, obj: found.append(int(obj[()])) if name.endswith("optimizer/vars/0") else None)
+    return found[0]
+
+
+def _assert_same_run(ra, rb, dir_a, dir_b, cfg, skip_row_metrics=()):
+    assert rb["metrics"]["steps_trained"] == ra["metrics"]["steps_trained"]
+    assert rb["metrics"]["final_lr"] == ra["metrics"]["final_lr"]
+    assert len(rb["history"]) == len(ra["history"])
+    for ha, hb in zip(ra["history"], rb["history"]):
+        for k in ("epoch", "step", "lr", "lr_last"):
+            assert ha[k] == hb[k]
+        keys = ("test_loss", "test_accuracy") if ha["epoch"] in skip_row_metrics else (
+            "train_loss", "train_accuracy", "test_loss", "test_accuracy")
+        for k in keys:
+            assert ha[k] == pytest.approx(hb[k], rel=1e-5, abs=1e-6)
+    for k in ("train_accuracy", "test_accuracy", "train_loss", "test_loss"):
+        assert ra["metrics"][k] == pytest.approx(rb["metrics"][k], rel=1e-5, abs=1e-6)
+    for wa, wb in zip(_weights(dir_a, cfg), _weights(dir_b, cfg)):
+        np.testing.assert_allclose(wa, wb, rtol=1e-5, atol=1e-6)  # incl. BN moving statistics
+
+
 @pytest.mark.parametrize("model,extra", [("small_inception", {}), ("mlp_1x512", {"random_crop": True})])
 def test_kill_and_resume_equals_uninterrupted(model, extra, cifar_dir, tmp_path):
     base = tiny(model, cifar_dir, epochs=3, corrupt="labels", corrupt_prob=0.5, **extra)
@@ -163,21 +259,76 @@ def test_kill_and_resume_equals_uninterrupted(model, extra, cifar_dir, tmp_path)
     b = dataclasses.replace(base, run_name="killed")
     ra = results.read_json(run(a, str(tmp_path), verbose=0))
     with pytest.raises(_Kill):
-        run(b, str(tmp_path), extra_callbacks=[_KillAfter(2)], verbose=0)
+        run(b, str(tmp_path), extra_callbacks=[_KillAfter(epoch=2)], verbose=0)
     killed_dir = os.path.join(str(tmp_path), "killed")
     assert not os.path.exists(os.path.join(killed_dir, "results.json"))
-    assert results.read_json(os.path.join(killed_dir, training.STATE)) == {"epoch": 2}
+    assert _checkpoint_step(killed_dir) == 10  # one file; the position is the optimizer's own step count
     rb = results.read_json(run(b, str(tmp_path), verbose=0))
-    assert rb["metrics"]["steps_trained"] == ra["metrics"]["steps_trained"] == 15
-    assert rb["metrics"]["final_lr"] == ra["metrics"]["final_lr"]
-    assert len(rb["history"]) == 3
-    for ha, hb in zip(ra["history"], rb["history"]):
-        for k in ("epoch", "step", "lr"):
-            assert ha[k] == hb[k]
-        for k in ("train_loss", "train_accuracy", "test_loss", "test_accuracy"):
-            assert ha[k] == pytest.approx(hb[k], rel=1e-5, abs=1e-6)
-    for wa, wb in zip(_weights(os.path.join(str(tmp_path), "straight"), a), _weights(killed_dir, b)):
-        np.testing.assert_allclose(wa, wb, rtol=1e-5, atol=1e-6)  # incl. BN moving statistics
+    assert rb["metrics"]["steps_trained"] == 15 and rb["resumes"] == [{"step": 10, "replicas": 1, "changed": {}}]
+    _assert_same_run(ra, rb, os.path.join(str(tmp_path), "straight"), killed_dir, a)
+
+
+def test_mid_epoch_checkpoint_resumes_with_the_same_batches(cifar_dir, tmp_path):
+    # 5 steps/epoch, a checkpoint every 2 steps: killed at step 7, the last checkpoint is step 6 = epoch 2, step 1.
+    base = tiny("mlp_1x512", cifar_dir, epochs=3, corrupt="labels", corrupt_prob=0.5, random_crop=True,
+                checkpoint_every_steps=2)
+    a = dataclasses.replace(base, run_name="straight", checkpoint_every_steps=None)
+    b = dataclasses.replace(base, run_name="killed")
+    ra = results.read_json(run(a, str(tmp_path), verbose=0))
+    with pytest.raises(_Kill):
+        run(b, str(tmp_path), extra_callbacks=[_KillAfter(step=7)], verbose=0)
+    killed_dir = os.path.join(str(tmp_path), "killed")
+    assert _checkpoint_step(killed_dir) == 6
+    assert len(results.read_history(killed_dir)) == 1
+    rb = results.read_json(run(b, str(tmp_path), verbose=0))
+    assert rb["history"][1]["resumed_at_step"] == 6
+    # epoch 2's running train metrics cover steps 6..10 only after the resume; everything else is equal
+    _assert_same_run(ra, rb, os.path.join(str(tmp_path), "straight"), killed_dir, a, skip_row_metrics=(2,))
+
+
+def test_stale_history_row_after_a_kill_is_dropped_on_resume(cifar_dir, tmp_path):
+    # A kill after history.jsonl got epoch 3's row but before epoch 3's checkpoint replaced epoch 2's.
+    cfg = tiny("mlp_1x512", cifar_dir, epochs=3, run_name="r")
+    with pytest.raises(_Kill):
+        run(cfg, str(tmp_path), extra_callbacks=[_KillAfter(epoch=2)], verbose=0)
+    run_dir = os.path.join(str(tmp_path), "r")
+    results.append_history(run_dir, {"epoch": 3, "step": 15, "train_accuracy": 0.0})
+    r = results.read_json(run(cfg, str(tmp_path), verbose=0))
+    assert [h["epoch"] for h in r["history"]] == [1, 2, 3] and r["history"][2]["train_accuracy"] > 0
+
+
+def test_resume_accepts_changed_execution_settings_and_records_them(cifar_dir, tmp_path):
+    cfg = tiny("mlp_1x512", cifar_dir, epochs=2, run_name="r")
+    with pytest.raises(_Kill):
+        run(cfg, str(tmp_path), extra_callbacks=[_KillAfter(epoch=1)], verbose=0)
+    moved = dataclasses.replace(cfg, jit_compile=True, deterministic=False, tensorboard=True, num_gpus=4,
+                                data=dataclasses.replace(cfg.data, source="archive"))
+    r = results.read_json(run(moved, str(tmp_path), verbose=0))
+    assert r["resumes"][0]["changed"] == {"jit_compile": [False, True], "tensorboard": [False, True],
+                                          "num_gpus": [None, 4], "source": ["auto", "archive"]}
+    assert r["metrics"]["steps_trained"] == 10
+
+
+def test_ema_weights_are_evaluated_and_recorded(cifar_dir, tmp_path):
+    cfg = tiny("small_alexnet", cifar_dir, epochs=2, ema_decay=0.5, learning_rate=0.05)
+    r = results.read_json(run(cfg, str(tmp_path), verbose=0))
+    m = r["metrics"]
+    assert m["evaluated_weights"] == "ema" and m["history_test_weights"] == "raw"
+    assert set(m["raw_weights"]) >= {"train_accuracy", "test_accuracy", "train_loss", "test_loss"}
+    assert m["raw_weights"]["test_loss"] != m["test_loss"]  # a different set of weights was evaluated
+    plain = results.read_json(run(dataclasses.replace(cfg, ema_decay=None), str(tmp_path), verbose=0))
+    # the checkpoint holds the trained weights, not the averages: EMA changes no trajectory
+    assert plain["metrics"]["evaluated_weights"] == "raw"
+    for h1, h2 in zip(plain["history"], r["history"]):
+        assert h1["train_loss"] == pytest.approx(h2["train_loss"], rel=1e-5)
+    assert plain["metrics"]["test_loss"] == pytest.approx(m["raw_weights"]["test_loss"], rel=1e-5)
+
+
+def test_small_per_replica_batch_with_batchnorm_warns(cifar_dir, tmp_path, capsys):
+    run(tiny("small_inception", cifar_dir), str(tmp_path), verbose=0)
+    assert "each of the 1 replica(s) sees 8 images per step (< 16)" in capsys.readouterr().out
+    run(tiny("mlp_1x512", cifar_dir), str(tmp_path), verbose=0)
+    assert "images per step" not in capsys.readouterr().out
 
 
 def test_mixed_bfloat16_run_restores_the_global_policy(cifar_dir, tmp_path):
@@ -210,7 +361,7 @@ def test_rerun_of_finished_run_is_a_no_op_and_config_clash_is_refused(cifar_dir,
     os.remove(path)
     from rethink_tf.errors import UserError
 
-    with pytest.raises(UserError, match="different config"):
+    with pytest.raises(UserError, match=r"different config \(model differ\)"):
         run(tiny("mlp_3x512", cifar_dir, run_name="fixed"), str(tmp_path), verbose=0)
 
 
@@ -246,6 +397,22 @@ for name, model_name, strategy in (
     model.load_weights(os.path.join(sys.argv[2], name, training.CHECKPOINT))
     out[name] = {"weights": [w.numpy().tolist() for w in model.weights], "metrics": r["metrics"],
                  "replicas": r["env"]["replicas"], "history": r["history"]}
+# Kill-and-resume under MirroredStrategy: small_inception (BN), 3 epochs, killed after epoch 1 and resumed.
+from test_train import _Kill, _KillAfter
+mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+for name in ("m_straight", "m_killed"):
+    cfg = tiny("small_inception", sys.argv[1], epochs=3, corrupt="random_labels", run_name=name)
+    if name == "m_killed":
+        try:
+            run(cfg, sys.argv[2], strategy=mirrored, verbose=0, extra_callbacks=[_KillAfter(epoch=1)])
+            raise SystemExit("not killed")
+        except _Kill:
+            pass
+    r = json.load(open(run(cfg, sys.argv[2], strategy=mirrored, verbose=0)))
+    model = models.build("small_inception", (28, 28, 3), 10)
+    model.load_weights(os.path.join(sys.argv[2], name, training.CHECKPOINT))
+    out[name] = {"weights": [w.numpy().tolist() for w in model.weights], "metrics": r["metrics"],
+                 "history": r["history"], "resumes": r["resumes"]}
 import keras
 keras.utils.set_random_seed(0)
 out["init"] = [w.numpy().tolist() for w in models.build("small_inception_nobn", (28, 28, 3), 10).weights]
@@ -273,6 +440,18 @@ def test_mirrored_on_two_logical_cpus_matches_one_device(cifar_dir, tmp_path):
     # With BN (per-replica statistics, documented) trajectories may differ, but metrics stay averaged: <= 1.
     for h in out["two_bn"]["history"]:
         assert 0 <= h["train_accuracy"] <= 1 and 0 <= h["test_accuracy"] <= 1 and np.isfinite(h["train_loss"])
+    # Mirrored kill after epoch 1 + resume == uninterrupted mirrored run (this raised "Need to be inside
+    # strategy.scope()" when the optimizer was built outside the scope on restore).
+    a, b = out["m_straight"], out["m_killed"]
+    assert b["resumes"] == [{"step": 5, "replicas": 2, "changed": {}}] and not a["resumes"]
+    assert a["metrics"]["steps_trained"] == b["metrics"]["steps_trained"] == 15
+    assert a["metrics"]["final_lr"] == b["metrics"]["final_lr"]
+    for ha, hb in zip(a["history"], b["history"]):
+        assert (ha["epoch"], ha["step"], ha["lr"]) == (hb["epoch"], hb["step"], hb["lr"])
+        for k in ("train_loss", "train_accuracy", "test_loss", "test_accuracy"):
+            assert ha[k] == pytest.approx(hb[k], rel=1e-5, abs=1e-6)
+    for wa, wb in zip(a["weights"], b["weights"]):
+        np.testing.assert_allclose(np.array(wa), np.array(wb), rtol=1e-5, atol=1e-6)
 
 
 def test_deterministic_mode_gives_identical_losses_in_two_processes(cifar_dir, tmp_path):

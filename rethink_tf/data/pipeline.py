@@ -34,7 +34,8 @@ class Datasets:
     """What `build` returns.
 
     Attributes:
-      train: callable first_epoch -> tf.data.Dataset of (image, label) batches from that epoch to `epochs`.
+      train: callable (first_epoch, first_step=0) -> tf.data.Dataset of (image, label) batches from that step of
+        that epoch to the end of `epochs`: exactly the batches an uninterrupted run sees from there.
       train_eval, test: tf.data.Datasets of (image, label) batches.
       steps_per_epoch: optimizer steps per epoch (train size // batch size).
       train_size, test_size: examples per split.
@@ -162,12 +163,13 @@ def _build_in_memory(cfg, corr, train, test, shape, batch_size, epochs, steps, s
     images, labels, keys = (tf.constant(train_full[k]) for k in ("image", "label", "key"))
     side, size = shape[0], train.size
 
-    def per_epoch(epoch):
+    def per_epoch(epoch, first_step=0):
         # The epoch's order is a pure function of (shuffle_seed, epoch): argsort of hashed uniforms. It does not
-        # depend on TF's shuffle implementation or global seed, so a resumed run replays the same batches.
+        # depend on TF's shuffle implementation or global seed, so a resumed run replays the same batches; a
+        # mid-epoch resume drops the first first_step batches' indices before any image is touched.
         order = tf.argsort(corruption_lib.uniform(cfg.shuffle_seed, 7, epoch, tf.range(size, dtype=tf.int64)),
                            stable=True)
-        order = tf.data.Dataset.from_tensor_slices(order)
+        order = tf.data.Dataset.from_tensor_slices(order[first_step * batch_size:])
 
         def example(i):
             image, key = images[i], keys[i]
@@ -181,8 +183,10 @@ def _build_in_memory(cfg, corr, train, test, shape, batch_size, epochs, steps, s
 
         return order.map(example, num_parallel_calls=AUTOTUNE).batch(batch_size, drop_remainder=True)
 
-    def train_stream(first_epoch=0):
-        ds = tf.data.Dataset.range(first_epoch, epochs).flat_map(per_epoch)
+    def train_stream(first_epoch=0, first_step=0):
+        ds = per_epoch(first_epoch, first_step)
+        if first_epoch + 1 < epochs:
+            ds = ds.concatenate(tf.data.Dataset.range(first_epoch + 1, epochs).flat_map(per_epoch))
         ds = ds.map(lambda x, y: (preprocessing.whiten(x), y), num_parallel_calls=AUTOTUNE)
         return ds.prefetch(AUTOTUNE)
 
@@ -196,9 +200,10 @@ def _build_stream(cfg, corr, train, test, shape, batch_size, epochs, steps, summ
                                "note": "streamed dataset: fingerprint not computed"}
     size = shape[0]
 
-    def per_epoch(epoch):  # epoch is a Python int here: tf.data's shuffle wants an integer seed
+    def per_epoch(epoch, first_step=0):  # epoch is a Python int here: tf.data's shuffle wants an integer seed
         seed = int(corruption_lib.hash_words(cfg.shuffle_seed, 7, epoch).numpy() >> 2)
         ds = train.stream.shuffle(IMAGENET_SHUFFLE_BUFFER, seed=seed, reshuffle_each_iteration=False)
+        ds = ds.skip(first_step * batch_size)  # a mid-epoch resume: skipped records are read, never decoded
 
         def example(ex):
             label = corruption_lib.corrupt_labels(corr, ex["label"], ex["key"], "train")
@@ -210,8 +215,8 @@ def _build_stream(cfg, corr, train, test, shape, batch_size, epochs, steps, summ
 
         return ds.map(example, num_parallel_calls=AUTOTUNE).batch(batch_size, drop_remainder=True)
 
-    def train_stream(first_epoch=0):
-        ds = per_epoch(first_epoch)
+    def train_stream(first_epoch=0, first_step=0):
+        ds = per_epoch(first_epoch, first_step)
         for epoch in range(first_epoch + 1, epochs):
             ds = ds.concatenate(per_epoch(epoch))
         return ds.prefetch(AUTOTUNE)

@@ -30,6 +30,13 @@ def options_of(name):
     return sorted(p for p in params if p not in ("input_shape", "num_classes", "name") and p not in fixed)
 
 
+def option_defaults(name):
+    """{option: the builder's default} for the options a model takes (what a None option resolves to)."""
+    builder, _ = MODELS[name]
+    params = inspect.signature(builder).parameters
+    return {p: params[p].default for p in options_of(name)}
+
+
 def build(name, input_shape, num_classes, **options):
     """Builds a registered model.
 
