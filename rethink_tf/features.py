@@ -48,13 +48,16 @@ def random_filters(num_filters, channels, seed=0):
     return filters / np.sqrt(np.sum(filters ** 2, axis=(0, 1, 2), keepdims=True))
 
 
-def _pool(tensor, cells):
-    """Average-pools an NHWC tensor onto cells × cells regions and flattens."""
+def _pool(tensor, cells, filter_major=False):
+    """Average-pools an NHWC tensor onto cells × cells regions and flattens (filter-major: the cells of filter 0,
+    then of filter 1, ..., so that chunks of filters concatenate into the whole map)."""
     import tensorflow as tf
 
     h = tensor.shape[1]
     size = h // cells
     pooled = tf.nn.avg_pool2d(tensor[:, :size * cells, :size * cells], size, size, "VALID")
+    if filter_major:
+        pooled = tf.transpose(pooled, [0, 3, 1, 2])
     return tf.reshape(pooled, [tensor.shape[0], -1])
 
 
@@ -80,7 +83,8 @@ def random_conv_chunks(images, num_filters, seed=0, batch=500, filters_per_chunk
     whitened = [tf.image.per_image_standardization(tf.constant(x[i:i + batch])) for i in range(0, len(x), batch)]
     for f0 in range(0, num_filters, chunk):
         bank = tf.constant(filters[..., f0:f0 + chunk])
-        yield np.concatenate([_pool(tf.nn.relu(tf.nn.conv2d(wb, bank, 1, "SAME")), 2).numpy() for wb in whitened])
+        yield np.concatenate([_pool(tf.nn.relu(tf.nn.conv2d(wb, bank, 1, "SAME")), 2, filter_major=True).numpy()
+                              for wb in whitened])
 
 
 def feature_map(images, kind, num_filters=32_000, seed=0, batch=500):

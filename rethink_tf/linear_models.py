@@ -24,10 +24,14 @@ Solver (REQUIREMENTS.md 22-24):
     index overflow in TF <= 2.21 GPU kernels), checks for NaN explicitly (TF returns NaN instead of raising), and is
     cross-checked against SciPy on a subset.
 
-Preprocessing the paper leaves open [U], documented as our choices: pixels / 255 flattened (the first author's
-MNIST setting, γ = 0.02 -> 1.2%); `gabor`: magnitudes of a complex Gabor filter bank (8 orientations × 2
-wavelengths) average-pooled to 7×7 cells; `random_conv`: random Gaussian 5×5 filters on the per-image-whitened
-image, ReLU, average-pooled over 2×2 quadrants (features = 4 × num_filters).
+  * Refinement keeps the best iterate. If its residual stays above --refine_tol or it misclassifies a training
+    point, a float32 factor is redone in float64 when that fits in memory; otherwise the run warns, on the console
+    and in results.json ("warnings").
+  * Linear kernel on random_conv features (the paper's CIFAR-10 setting, d = 128,000): the features are never held
+    whole. K = X Xᵀ and K_test = X_test Xᵀ are accumulated from chunks of filters (features.random_conv_chunks,
+    kernel_solve.accumulate_linear_gram); the solve then works from those tiles (kernel_solve.TileGram).
+
+Feature maps (pixels, Gabor, random conv) and their [U] choices are in rethink_tf.features.
 """
 
 import dataclasses
@@ -42,11 +46,15 @@ from typing import Optional
 import numpy as np
 import scipy.linalg
 
+from rethink_tf import kernel_solve
 from rethink_tf.errors import UserError
-from rethink_tf.kernel_solve import choose_precision, available_memory, solve, solve_tf  # noqa: F401
+from rethink_tf.features import FEATURES, feature_map, random_conv_chunks  # noqa: F401
+from rethink_tf.kernel_solve import available_memory, choose_precision, solve, solve_tf  # noqa: F401
 from rethink_tf.kernels import KERNELS, Kernel, kernel_matvec  # noqa: F401
 
-FEATURES = ("none", "gabor", "random_conv")
+# Holding the random_conv features whole is allowed up to this many bytes (float64 train + test); beyond it, the
+# linear kernel is accumulated from filter chunks (the paper's 32,000 filters on CIFAR-10 would be 61 GB).
+WHOLE_FEATURES_MAX_BYTES = 2 * 2**30
 PRECISIONS = ("auto", "float64", "float32")
 SOLVERS = ("scipy", "tf")
 
@@ -135,62 +143,6 @@ def min_norm_check(n=40, d=200, epochs=400, seed=0):
             "norm_random_labels": float(np.linalg.norm(min_norm_solution(x, y_random)))}
 
 
-# --------------------------------------------------------------------------------------------- features
-
-def gabor_bank(size=11, orientations=8, wavelengths=(4.0, 8.0)):
-    """Complex Gabor filters (size × size × 1 × F) as (real, imag) pairs: σ = 0.56·λ, aspect 1."""
-    half = size // 2
-    yy, xx = np.mgrid[-half:half + 1, -half:half + 1].astype(np.float64)
-    real, imag = [], []
-    for lam in wavelengths:
-        sigma = 0.56 * lam
-        for o in range(orientations):
-            th = math.pi * o / orientations
-            u = xx * math.cos(th) + yy * math.sin(th)
-            env = np.exp(-(xx ** 2 + yy ** 2) / (2 * sigma ** 2))
-            real.append(env * np.cos(2 * math.pi * u / lam))
-            imag.append(env * np.sin(2 * math.pi * u / lam))
-    to = lambda fs: np.stack(fs, -1)[:, :, None, :].astype(np.float32)
-    return to(real), to(imag)
-
-
-def _pool(tensor, cells):
-    """Average-pools an NHWC tensor onto cells × cells regions and flattens."""
-    import tensorflow as tf
-
-    h = tensor.shape[1]
-    size = h // cells
-    pooled = tf.nn.avg_pool2d(tensor[:, :size * cells, :size * cells], size, size, "VALID")
-    return tf.reshape(pooled, [tensor.shape[0], -1])
-
-
-def feature_map(images, kind, num_filters=32_000, seed=0, batch=500):
-    """Images uint8 NHWC -> float64 features (n, d). "none": pixels / 255 flattened."""
-    import tensorflow as tf
-
-    x = images.astype(np.float32) / 255.0
-    if kind == "none":
-        return x.reshape(len(x), -1).astype(np.float64)
-    if kind not in FEATURES:
-        raise UserError(f"unknown features {kind!r}; known: {', '.join(FEATURES)}")
-    out = []
-    if kind == "gabor":
-        real, imag = gabor_bank()
-        gray = x.mean(axis=-1, keepdims=True)
-        for i in range(0, len(x), batch):
-            g = tf.constant(gray[i:i + batch])
-            mag = tf.sqrt(tf.nn.conv2d(g, real, 1, "SAME") ** 2 + tf.nn.conv2d(g, imag, 1, "SAME") ** 2)
-            out.append(_pool(mag, 7).numpy())
-    else:
-        rng = np.random.default_rng(seed)
-        filters = rng.standard_normal((5, 5, x.shape[-1], num_filters)).astype(np.float32)
-        filters /= np.sqrt(np.sum(filters ** 2, axis=(0, 1, 2), keepdims=True))
-        for i in range(0, len(x), batch):
-            w = tf.image.per_image_standardization(tf.constant(x[i:i + batch]))
-            out.append(_pool(tf.nn.relu(tf.nn.conv2d(w, filters, 1, "SAME")), 2).numpy())
-    return np.concatenate(out).astype(np.float64)
-
-
 # ------------------------------------------------------------------------------------------------ a run
 
 def _one_hot(labels, num_classes):
@@ -202,6 +154,49 @@ def _one_hot(labels, num_classes):
 def _check_finite(name, a):
     if not np.all(np.isfinite(a)):
         raise UserError(f"{name} contains NaN or infinite values")
+
+
+def _errors_and_metrics(cfg, labels, test_labels, alpha, k_alpha, test_scores, y, n, n_test, d):
+    return {
+        "n_train": n, "n_test": n_test, "dim": d,
+        "train_error": float(np.mean(np.argmax(k_alpha, 1) != labels)),
+        "test_error": float(np.mean(np.argmax(test_scores, 1) != test_labels)),
+        "residual": float(np.linalg.norm(k_alpha + cfg.ridge * alpha - y) / np.linalg.norm(y)),
+        "norm": float(math.sqrt(max(float(np.sum(alpha * k_alpha)), 0.0))),
+    }
+
+
+def _solve_checked(cfg, gram, y, labels, precision, fits_float64, log):
+    """solve_gram, then the checks of issue 8: a float32 solve that did not converge, or that misclassifies a
+    training point of an interpolation, is redone in float64 when it fits; otherwise warnings say so."""
+    try:
+        alpha, info = kernel_solve.solve_gram(gram, y, precision, cfg.ridge, cfg.refine_tol, cfg.max_refine,
+                                              progress=log, kind=cfg.kernel)
+    except UserError as e:
+        if precision != "float32" or not fits_float64:
+            raise
+        log(f"float32 factor failed ({e}); redoing in float64")
+        info, train_error = {"converged": False}, 1.0
+    else:
+        train_error = float(np.mean(np.argmax(info["k_alpha"], 1) != labels))
+    ok = info["converged"] and (cfg.ridge > 0 or train_error == 0)
+    if not ok and precision == "float32" and fits_float64:
+        if "residual" in info:
+            log(f"float32 solve: residual {info['residual']:.2e}, train error {train_error:.4f}; redoing in float64")
+        alpha, info = kernel_solve.solve_gram(gram, y, "float64", cfg.ridge, cfg.refine_tol, cfg.max_refine,
+                                              progress=log, kind=cfg.kernel)
+        train_error = float(np.mean(np.argmax(info["k_alpha"], 1) != labels))
+    warnings = []
+    if not info["converged"]:
+        warnings.append(f"refinement stopped at relative residual {info['residual']:.2e} > --refine_tol "
+                        f"{cfg.refine_tol:g} ({info['precision']} factor); the best iterate is reported")
+    if cfg.ridge == 0 and train_error > 0:
+        warnings.append(f"the interpolant misclassifies {train_error:.2%} of the training points (K is "
+                        "numerically singular: duplicate points, or gamma too small)")
+    for w in warnings:
+        log(f"warning: {w}")
+    info["warnings"] = warnings
+    return alpha, info
 
 
 def fit_and_evaluate(cfg, x_train, labels, x_test, test_labels, num_classes=10, log=print):
@@ -225,27 +220,60 @@ def fit_and_evaluate(cfg, x_train, labels, x_test, test_labels, num_classes=10, 
         alpha, info = solve_tf(kernel, x_train, y, cfg.ridge, cfg.block_size)
         k_alpha = kernel_matvec(kernel, x_train, x_train, alpha, cfg.block_size)
     else:
-        precision = choose_precision(cfg.precision, n, d, len(x_test), available_memory())
-        alpha, info = solve(kernel, x_train, y, precision, cfg.ridge, cfg.block_size, cfg.refine_tol,
-                            cfg.max_refine, progress=log)
+        available = available_memory()
+        precision = choose_precision(cfg.precision, n, d, len(x_test), available)
+        fits64 = kernel_solve.memory_needed(n, d, len(x_test), "float64") <= 0.9 * available
+        gram = kernel_solve.FeatureGram(kernel, x_train, cfg.block_size)
+        alpha, info = _solve_checked(cfg, gram, y, labels, precision, fits64, log)
         k_alpha = info.pop("k_alpha")
     test_scores = kernel_matvec(kernel, x_test, x_train, alpha, cfg.block_size)
-    seconds = time.perf_counter() - t0
-    metrics = {
-        "n_train": n, "n_test": len(x_test), "dim": d,
-        "train_error": float(np.mean(np.argmax(k_alpha, 1) != labels)),
-        "test_error": float(np.mean(np.argmax(test_scores, 1) != test_labels)),
-        "residual": float(np.linalg.norm(k_alpha + cfg.ridge * alpha - y) / np.linalg.norm(y)),
-        "norm": float(math.sqrt(max(float(np.sum(alpha * k_alpha)), 0.0))),
-        "seconds": seconds,
-        "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-    }
+    metrics = _errors_and_metrics(cfg, labels, test_labels, alpha, k_alpha, test_scores, y, n, len(x_test), d)
+    metrics["seconds"] = time.perf_counter() - t0
+    metrics["peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     return metrics, {**info, **kernel.describe()}
+
+
+def fit_and_evaluate_chunked(cfg, chunks, n, n_test, labels, test_labels, num_classes=10, log=print, spill_dir=None):
+    """Eq. 3 with the linear kernel of features that are only ever seen in column chunks (random_conv at scale).
+
+    Memory: the lower tiles of K (float32, n²/2 · 4 B, spilled to memory-mapped files in spill_dir when the float64
+    factor needs the RAM), the factor, K_test (n_test × n float32) and one chunk of features; planned against
+    available RAM before any feature is computed (kernel_solve.plan_tile_solve).
+    """
+    import shutil
+    import tempfile
+
+    if cfg.kernel != "linear" or cfg.normalize or cfg.solver != "scipy":
+        raise UserError("chunked features support --kernel=linear --nonormalize --solver=scipy only (a Gaussian "
+                        "kernel needs whole feature rows); lower --num_filters or --train_examples")
+    precision, spill = kernel_solve.plan_tile_solve(cfg.precision, n, n_test, available_memory())
+    t0 = time.perf_counter()
+    gram, k_test, d = kernel_solve.accumulate_linear_gram(chunks, n, n_test, progress=log)
+    features_seconds = time.perf_counter() - t0
+    folder = tempfile.mkdtemp(prefix="rethink_tf-gram-", dir=spill_dir) if spill else None
+    try:
+        if spill:
+            log(f"K tiles ({kernel_solve.tiles_elements(n) * 4 / 2**30:.1f} GiB) spilled to {folder} to leave RAM "
+                f"for the {precision} factor")
+            gram.spill(folder)
+        y = _one_hot(labels, num_classes)
+        alpha, info = _solve_checked(cfg, gram, y, labels, precision, precision == "float64", log)
+        k_alpha = info.pop("k_alpha")
+    finally:
+        if folder:
+            shutil.rmtree(folder, ignore_errors=True)
+    test_scores = k_test.astype(np.float64) @ alpha
+    metrics = _errors_and_metrics(cfg, labels, test_labels, alpha, k_alpha, test_scores, y, n, n_test, d)
+    metrics["seconds"] = time.perf_counter() - t0
+    metrics["peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return metrics, {**info, "kernel": "linear", "features_and_gram_seconds": features_seconds,
+                     "gram_storage": "float32 tiles accumulated over filter chunks" + (", spilled to disk" if spill
+                                                                                       else "")}
 
 
 def run(cfg, workdir, log=print):
     """Loads data, applies features and corruption, solves, and writes <workdir>/<run>/results.json."""
-    from rethink_tf import results
+    from rethink_tf import features, results
     from rethink_tf.data import corruption, sources
 
     if cfg.precision not in PRECISIONS:
@@ -264,13 +292,23 @@ def run(cfg, workdir, log=print):
         raise UserError(f"kernel runs need an in-memory dataset; {cfg.dataset} is streamed")
     labels = np.asarray(corruption.corrupt_labels(corr, train.arrays["label"], train.arrays["key"], "train"))
     log(f"features={cfg.features} on {train.size} train / {test.size} test {cfg.dataset} images")
-    x_train = feature_map(train.arrays["image"], cfg.features, cfg.num_filters, cfg.seed)
-    x_test = feature_map(test.arrays["image"], cfg.features, cfg.num_filters, cfg.seed)
-    metrics, info = fit_and_evaluate(cfg, x_train, labels, x_test, test.arrays["label"],
-                                     train.spec.num_classes, log)
+    d = features.dimension(cfg.features, train.arrays["image"].shape[1:], cfg.num_filters)
+    if cfg.features == "random_conv" and (train.size + test.size) * d * 8 > WHOLE_FEATURES_MAX_BYTES:
+        log(f"{d:,} features x {train.size + test.size:,} images would be "
+            f"{(train.size + test.size) * d * 8 / 2**30:.0f} GiB: accumulating the linear kernel over filter chunks")
+        chunks = zip(random_conv_chunks(train.arrays["image"], cfg.num_filters, cfg.seed),
+                     random_conv_chunks(test.arrays["image"], cfg.num_filters, cfg.seed))
+        metrics, info = fit_and_evaluate_chunked(cfg, chunks, train.size, test.size, labels, test.arrays["label"],
+                                                 train.spec.num_classes, log)
+    else:
+        x_train = feature_map(train.arrays["image"], cfg.features, cfg.num_filters, cfg.seed)
+        x_test = feature_map(test.arrays["image"], cfg.features, cfg.num_filters, cfg.seed)
+        metrics, info = fit_and_evaluate(cfg, x_train, labels, x_test, test.arrays["label"],
+                                         train.spec.num_classes, log)
     run_dir = os.path.join(workdir, cfg.name())
     record = {"schema_version": results.SCHEMA_VERSION, "kind": "kernel", "status": "completed",
               "config": cfg.to_dict(), "metrics": metrics, "solver": info, "env": results.environment(),
+              "warnings": info.get("warnings", []),
               "corruption": {"train_labels": corruption.label_summary(corr, train.arrays["label"],
                                                                       train.arrays["key"])}}
     results.write_json(os.path.join(run_dir, results.CONFIG), cfg.to_dict())
@@ -318,6 +356,11 @@ def define_flags(fv=None):
     flags.DEFINE_integer("corrupt_seed", 0, "Corruption seed.", lower_bound=0, flag_values=fv)
     flags.DEFINE_integer("seed", 0, "Seed of the random_conv filters.", lower_bound=0, flag_values=fv)
     flags.DEFINE_integer("block_size", 2048, "Rows per Gram-matrix block.", lower_bound=1, flag_values=fv)
+    flags.DEFINE_float("refine_tol", 1e-6, "Iterative refinement stops at this relative residual |Y - K alpha| / |Y|; "
+                       "above it the run redoes a float32 solve in float64 if that fits, else warns.",
+                       lower_bound=0.0, flag_values=fv)
+    flags.DEFINE_integer("max_refine", 20, "Most refinement passes (each costs one K alpha).", lower_bound=1,
+                         flag_values=fv)
     flags.DEFINE_string("workdir", "runs", "Runs are written to <workdir>/<run name>/.", flag_values=fv)
     flags.DEFINE_string("run_name", None, "Explicit run directory name.", flag_values=fv)
 
@@ -328,7 +371,8 @@ def config_from_flags(f):
                         coef0=f.coef0, normalize=f.normalize, features=f.features, num_filters=f.num_filters,
                         precision=f.precision, solver=f.solver, ridge=f.ridge, corrupt=f.corrupt,
                         corrupt_prob=f.corrupt_prob, corrupt_seed=f.corrupt_seed, seed=f.seed,
-                        block_size=f.block_size, run_name=f.run_name)
+                        block_size=f.block_size, refine_tol=f.refine_tol, max_refine=f.max_refine,
+                        run_name=f.run_name)
 
 
 def main(argv):

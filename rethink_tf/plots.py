@@ -52,14 +52,15 @@ def _labels(keys):
 def _title(c):
     """A readable name of a run's protocol: model, dataset, subset, training length and regularizers."""
     n = c.get("train_examples")
-    parts = [f"{c['model']} on {c['dataset']}" + (f" ({n:,} train)" if n else "")]
+    head = f"{c['model']} on {c['dataset']}" + (f" ({n:,} train)" if n else "")
+    parts = []
     stop = c.get("stop_at_train_accuracy")
     parts.append(f"≤{c.get('epochs')} ep, stop at {100 * stop:g}%" if stop is not None else f"{c.get('epochs')} ep")
     regs = [tag for tag, on in (("crop", c.get("random_crop")), ("aug", c.get("augment") or c.get("imagenet_augment")),
                                 ("wd", c.get("weight_decay"))) if on]
     if regs:
         parts.append("+".join(regs))
-    return ", ".join(parts)
+    return head + "\n" + ", ".join(parts)  # two lines: panel titles and legends stay narrow
 
 
 def _save(fig, out_dir, name):
@@ -92,10 +93,11 @@ def figure1a(results, out_dir):
                 # Dashed/dotted styles keep coinciding curves visible (e.g. an MLP on shuffled vs true pixels).
                 ax.plot(steps, [h["train_loss"] for h in r["history"]], label=FIG1A_LABELS[kind] if i == 0 else None,
                         color=f"C{FIG1A_SERIES.index(kind)}", ls=FIG1A_STYLES[kind], lw=2 if kind == "gaussian" else 1.5)
-        ax.set(xlabel="thousand steps", ylabel="average loss", title=labels[key])
+        ax.set(xlabel="thousand steps", ylabel="average loss")
+        ax.set_title(labels[key], fontsize=9)
         ax.set_ylim(bottom=0)
         ax.legend()
-    fig.suptitle("Figure 1a: fitting random labels and random pixels")
+    fig.suptitle("Figure 1a: fitting random labels and random pixels", y=1.04)
     return _save(fig, out_dir, "figure1a")
 
 
@@ -163,8 +165,8 @@ def figure1bc(results, out_dir, fit_threshold=None):
              title="Figure 1b: convergence slowdown")
     ax_c.set(xlabel="label corruption", ylabel="test error (%)", title="Figure 1c: generalization error growth")
     ax_c.axhline(90, color="gray", ls=":", lw=1)
-    ax_b.legend(fontsize=8)
-    ax_c.legend(fontsize=8)
+    ax_b.legend(fontsize=7)
+    ax_c.legend(fontsize=7)
     return _save(fig, out_dir, "figure1bc")
 
 

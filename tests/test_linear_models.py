@@ -101,13 +101,120 @@ def test_jitter_when_not_positive_definite_and_exact_residual_after_refinement()
 def test_tiled_factor_equals_lapack_cholesky():
     x, _ = _data(100, 6)
     k = _dense("gaussian", x, x, gamma=0.5) + 1e-3 * np.eye(100)
-    tiles = ks.build_tiles(kernels.Kernel("gaussian", gamma=0.5), x, np.float64, tile=30, jitter=1e-3)
+    gram = ks.FeatureGram(kernels.Kernel("gaussian", gamma=0.5), x)
+    tiles = ks.build_tiles(gram, ks.tile_bounds(100, 30), np.float64, jitter=1e-3)
     assert ks.factor_tiles(tiles, 4, np.float64) == 0
     lower = np.zeros((100, 100))
     for (i, j), t in tiles.items():
         lower[30 * i:30 * i + t.shape[0], 30 * j:30 * j + t.shape[1]] = t
     np.testing.assert_allclose(np.tril(lower), np.linalg.cholesky(k), atol=1e-10)
     assert ks.tiles_elements(100, 30) == sum(t.size for t in tiles.values())  # lower tiles only
+
+
+def test_jitter_retry_recomputes_only_the_tiles_the_failed_attempt_touched():
+    # Duplicate points make K exactly singular; the left-looking factor fails at the tile column of the duplicate
+    # and only the columns before it (plus its diagonal tile) are recomputed, not the whole Gram matrix.
+    x, labels = _data(120, 5)
+    x[35] = x[34]  # singular in tile column 1 of 4 (tiles of 30): only column 0 and the tile (1, 1) are redone
+    labels[35] = labels[34]
+    kernel = kernels.Kernel("gaussian", gamma=1.0)
+    calls = []
+
+    class Counting(ks.FeatureGram):
+        def tile(self, rows, cols, dtype):
+            calls.append((rows, cols))
+            return super().tile(rows, cols, dtype)
+
+    alpha, info = ks.solve_gram(Counting(kernel, x), np.eye(10)[labels], "float64", tile=30)
+    assert info["factor_attempts"] >= 2 and info["jitter"] > 0
+    full = 4 * 5 // 2
+    assert info["tiles_rebuilt"] == 5 * (info["factor_attempts"] - 1)  # 4 tiles of column 0 + the tile (1, 1)
+    assert len(calls) == full + info["tiles_rebuilt"]
+    assert np.all(np.argmax(kernels.kernel_matvec(kernel, x, x, alpha), 1) == labels)
+
+
+def test_refinement_returns_the_best_iterate_and_says_when_it_did_not_converge():
+    x, labels = _data(150, 20)
+    y = np.eye(10)[labels]
+    kernel = kernels.Kernel("gaussian", gamma=0.05)
+
+    class Noisy(ks.FeatureGram):  # a matvec that gets worse after the second pass
+        passes = 0
+
+        def matvec(self, alpha):
+            Noisy.passes += 1
+            out = super().matvec(alpha)
+            return out + (0.5 if Noisy.passes > 2 else 0.0)
+
+    alpha, info = ks.solve_gram(Noisy(kernel, x), y, "float32", refine_tol=1e-12, max_refine=6, tile=40)
+    assert info["residual"] == min(info["residuals"]) < info["residuals"][-1]
+    assert not info["converged"]
+    exact = ks.FeatureGram(kernel, x).matvec(alpha)
+    assert np.linalg.norm(exact - y) / np.linalg.norm(y) == pytest.approx(info["residual"], rel=1e-6)
+
+
+def test_unconverged_float32_solve_is_redone_in_float64_or_warned(monkeypatch):
+    x, labels = _data(150, 20)
+    cfg = lm.KernelConfig(gamma=0.05, precision="float32", max_refine=1, refine_tol=1e-12)
+    logs = []
+    m, info = lm.fit_and_evaluate(cfg, x, labels, x[:20], labels[:20], log=logs.append)
+    assert info["precision"] == "float64" and any("redoing in float64" in line for line in logs)
+    monkeypatch.setattr(ks, "memory_needed", lambda *a, **k: 10**15 if a[3] == "float64" else 1)
+    m, info = lm.fit_and_evaluate(cfg, x, labels, x[:20], labels[:20], log=logs.append)
+    assert info["precision"] == "float32" and info["warnings"] and "refinement stopped" in info["warnings"][0]
+
+
+def test_linear_kernel_matvec_never_forms_the_gram_matrix(monkeypatch):
+    x, _ = _data(200, 50)
+    z, _ = _data(30, 50, seed=2)
+    alpha = np.random.default_rng(1).random((200, 3))
+    kernel = kernels.Kernel("linear")
+    monkeypatch.setattr(kernels.Kernel, "block", lambda *a: pytest.fail("a kernel block was formed"))
+    np.testing.assert_allclose(kernels.kernel_matvec(kernel, x, x, alpha), x @ (x.T @ alpha), rtol=1e-12)
+    np.testing.assert_allclose(kernels.kernel_matvec(kernel, z, x, alpha), z @ x.T @ alpha, rtol=1e-10)
+
+
+def test_memory_needed_counts_the_float32_copy_of_the_features():
+    n, d = 10_000, 128_000
+    assert ks.memory_needed(n, d, 0, "float32") - ks.memory_needed(n, 0, 0, "float32") == n * d * 8 + n * d * 4
+    assert ks.memory_needed(n, d, 0, "float64") - ks.memory_needed(n, 0, 0, "float64") == n * d * 8
+
+
+def test_random_conv_chunks_equal_the_whole_feature_map_and_bound_memory():
+    from rethink_tf import features
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (7, 32, 32, 3), dtype=np.uint8)
+    whole = features.feature_map(images, "random_conv", num_filters=10, batch=3)
+    parts = list(features.random_conv_chunks(images, 10, batch=3, filters_per_chunk=4))
+    assert [p.shape[1] for p in parts] == [16, 16, 8]
+    np.testing.assert_allclose(np.concatenate(parts, 1), whole, rtol=1e-6)
+    # The paper's setting: 32,000 filters over batches of 500 CIFAR images -> chunks of 131 filters, so one
+    # batch's convolution output is 500 × 32 × 32 × 131 × 4 B <= 256 MiB instead of 65 GB.
+    chunk, batch = features.chunking((50_000, 32, 32, 3), 32_000)
+    assert chunk == 131 and batch * 32 * 32 * chunk * 4 <= features.CONV_BYTES_PER_CHUNK
+
+
+def test_chunked_linear_kernel_equals_the_whole_features_solve():
+    from rethink_tf import features
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (90, 32, 32, 3), dtype=np.uint8)
+    test_images = rng.integers(0, 256, (20, 32, 32, 3), dtype=np.uint8)
+    labels, test_labels = rng.integers(0, 10, 90), rng.integers(0, 10, 20)
+    cfg = lm.KernelConfig(kernel="linear", features="random_conv", num_filters=300, precision="float64")
+    x = features.feature_map(images, "random_conv", 300)
+    xt = features.feature_map(test_images, "random_conv", 300)
+    m_whole, _ = lm.fit_and_evaluate(cfg, x, labels, xt, test_labels, log=lambda m: None)
+    chunks = zip(features.random_conv_chunks(images, 300, filters_per_chunk=64),
+                 features.random_conv_chunks(test_images, 300, filters_per_chunk=64))
+    m_chunk, info = lm.fit_and_evaluate_chunked(cfg, chunks, 90, 20, labels, test_labels, log=lambda m: None)
+    assert m_chunk["dim"] == m_whole["dim"] == 1200 and m_chunk["train_error"] == 0
+    assert m_chunk["test_error"] == m_whole["test_error"]
+    assert m_chunk["norm"] == pytest.approx(m_whole["norm"], rel=1e-3)  # float32-accumulated K
+    assert m_chunk["residual"] < 1e-6
+    with pytest.raises(UserError, match="--kernel=linear"):
+        lm.fit_and_evaluate_chunked(lm.KernelConfig(kernel="gaussian"), iter(()), 90, 20, labels, test_labels)
 
 
 def test_memory_check_and_precision_choice():
@@ -207,3 +314,35 @@ def test_cli_bad_gamma_is_one_line(tmp_path):
                           capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     assert proc.returncode == 2 and "error: the Gaussian kernel needs gamma > 0" in proc.stderr
     assert "Traceback" not in proc.stderr and not (tmp_path / "w").exists()
+
+
+def test_tile_solve_plan_prefers_float64_and_spills_the_gram_when_ram_is_short():
+    gib = 2**30
+    # n = 50,000: float32 K tiles 5.4 GiB, float64 factor 10.8 GiB, K_test 1.9 GiB
+    assert ks.plan_tile_solve("auto", 50_000, 10_000, 64 * gib) == ("float64", False)
+    assert ks.plan_tile_solve("auto", 50_000, 10_000, 20 * gib) == ("float64", True)
+    assert ks.plan_tile_solve("auto", 50_000, 10_000, 15 * gib) == ("float32", False)
+    with pytest.raises(UserError, match="n = 50,000 needs about"):
+        ks.plan_tile_solve("float64", 50_000, 10_000, 8 * gib)
+
+
+def test_spilled_gram_gives_the_same_solution(monkeypatch, tmp_path):
+    from rethink_tf import features
+
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 256, (60, 32, 32, 3), dtype=np.uint8)
+    test_images = rng.integers(0, 256, (10, 32, 32, 3), dtype=np.uint8)
+    labels, test_labels = rng.integers(0, 10, 60), rng.integers(0, 10, 10)
+    cfg = lm.KernelConfig(kernel="linear", features="random_conv", num_filters=100)
+    out = {}
+    for spill in (False, True):
+        monkeypatch.setattr(ks, "plan_tile_solve", lambda *a, **k: ("float64", spill))
+        chunks = zip(features.random_conv_chunks(images, 100, filters_per_chunk=30),
+                     features.random_conv_chunks(test_images, 100, filters_per_chunk=30))
+        logs = []
+        out[spill] = lm.fit_and_evaluate_chunked(cfg, chunks, 60, 10, labels, test_labels, log=logs.append,
+                                                 spill_dir=str(tmp_path))
+        assert any("spilled" in line for line in logs) == spill
+    assert out[True][0]["norm"] == pytest.approx(out[False][0]["norm"], rel=1e-12)
+    assert out[True][0]["train_error"] == 0 and out[True][1]["gram_storage"].endswith("spilled to disk")
+    assert not os.listdir(str(tmp_path))  # the spill folder is removed
