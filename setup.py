@@ -9,12 +9,15 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     packages=find_packages(include=["rethink_tf", "rethink_tf.*"]),
+    # the built-in Fashion-MNIST subset (dataset fashion_mnist_5k) and its licence
+    package_data={"rethink_tf.data": ["builtin/fashion_mnist_5k/*"]},
     python_requires=">=3.10",
     install_requires=[
         "tensorflow>=2.16",
         # 3.10+ carries the MirroredStrategy fixes (keras#20541, #20609, #20610, #21061; REQUIREMENTS.md 6)
         "keras>=3.10",
         "tensorflow-datasets>=4.9",
+        "importlib_resources",  # tfds's download_and_prepare imports it but does not declare it (tfds 4.9.x)
         "numpy>=1.24",
         "scipy>=1.11",
         "absl-py>=2.0",

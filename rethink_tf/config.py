@@ -13,7 +13,7 @@ from typing import Optional
 # and must match to resume.
 NON_IDENTITY_FIELDS = frozenset({
     "tensorboard", "run_name", "strategy", "num_gpus", "cross_device_ops", "data_dir", "source", "manual_dir",
-    "prepare_imagenet", "jit_compile", "deterministic", "checkpoint_every_steps", "fit_threshold"})
+    "prepare_imagenet", "download", "jit_compile", "deterministic", "checkpoint_every_steps", "fit_threshold"})
 # Fields that vary *within* one protocol: the randomization test compares corruptions under one protocol and
 # averages seeds (figures, report).
 WITHIN_PROTOCOL_FIELDS = frozenset({"seed", "shuffle_seed", "corrupt", "corrupt_prob", "corrupt_seed",
@@ -30,6 +30,7 @@ class DataConfig:
       source: "auto", "archive" or "tfds".
       manual_dir: ImageNet's ILSVRC2012 tars, for tfds preparation.
       prepare_imagenet: allow the hours-long tfds preparation of ImageNet.
+      download: download and prepare CIFAR-10/MNIST/Fashion-MNIST through tfds when absent (never ImageNet).
       train_examples, test_examples: first-N subsets (None: the whole split).
       corrupt: one of corruption.KINDS.
       corrupt_prob: p for corrupt="labels" (1.0 for random_labels).
@@ -46,6 +47,7 @@ class DataConfig:
     source: str = "auto"
     manual_dir: Optional[str] = None
     prepare_imagenet: bool = False
+    download: bool = True
     train_examples: Optional[int] = None
     test_examples: Optional[int] = None
     corrupt: str = "none"

@@ -18,6 +18,10 @@ def define_data_flags(fv=flags.FLAGS):
                         "Fashion-MNIST folder, else ~/tensorflow_datasets.", flag_values=fv)
     flags.DEFINE_enum("source", "auto", list(sources.SOURCES), "Read the original archives, tfds-prepared data, "
                       "or whichever is present (archives first).", flag_values=fv)
+    flags.DEFINE_bool("download", True, "If the dataset is neither in --data_dir nor prepared there, download and "
+                      "prepare it with tensorflow_datasets into --data_dir (default ~/tensorflow_datasets): CIFAR-10, "
+                      "MNIST, Fashion-MNIST. --nodownload: fail with what to put where. ImageNet is never "
+                      "downloaded.", flag_values=fv)
     flags.DEFINE_string("manual_dir", None, "ImageNet: folder with ILSVRC2012_img_{train,val}.tar.", flag_values=fv)
     flags.DEFINE_bool("prepare_imagenet", False, "ImageNet: build the tfds TFRecords from --manual_dir first "
                       "(hours, ~150 GB).", flag_values=fv)
@@ -124,7 +128,7 @@ def define_train_flags(fv=flags.FLAGS):
 
 def data_config_from_flags(f):
     return DataConfig(dataset=f.dataset, data_dir=f.data_dir, source=f.source, manual_dir=f.manual_dir,
-                      prepare_imagenet=f.prepare_imagenet, train_examples=f.train_examples,
+                      prepare_imagenet=f.prepare_imagenet, download=f.download, train_examples=f.train_examples,
                       test_examples=f.test_examples, corrupt=f.corrupt, corrupt_prob=f.corrupt_prob,
                       corrupt_seed=f.corrupt_seed, corrupt_test_labels=f.corrupt_test_labels,
                       random_crop=f.random_crop, augment=f.augment, imagenet_augment=f.imagenet_augment,

@@ -66,6 +66,7 @@ class KernelConfig:
     dataset: str = "mnist"
     data_dir: Optional[str] = None
     source: str = "auto"
+    download: bool = True
     train_examples: Optional[int] = None
     test_examples: Optional[int] = None
     kernel: str = "gaussian"
@@ -96,7 +97,7 @@ class KernelConfig:
         parts = ["kernel", self.dataset, self.features, self.kernel, self.corrupt]
         if self.train_examples:
             parts.append(f"n{self.train_examples}")
-        ignore = {"run_name", "data_dir", "source", "block_size", "solver", "precision"}
+        ignore = {"run_name", "data_dir", "source", "download", "block_size", "solver", "precision"}
         digest = hashlib.sha256(repr(sorted((k, v) for k, v in self.to_dict().items() if k not in ignore))
                                 .encode()).hexdigest()[:8]
         return "-".join(parts + [digest])
@@ -286,8 +287,8 @@ def run(cfg, workdir, log=print):
     corr = corruption.make(cfg.corrupt, cfg.corrupt_prob, cfg.corrupt_seed)
     if corr.touches_pixels:
         raise UserError("kernel runs support label corruptions only (none, labels, random_labels)")
-    train = sources.load(cfg.dataset, "train", cfg.data_dir, cfg.source, cfg.train_examples)
-    test = sources.load(cfg.dataset, "test", cfg.data_dir, cfg.source, cfg.test_examples)
+    train = sources.load(cfg.dataset, "train", cfg.data_dir, cfg.source, cfg.train_examples, download=cfg.download)
+    test = sources.load(cfg.dataset, "test", cfg.data_dir, cfg.source, cfg.test_examples, download=cfg.download)
     if train.arrays is None:
         raise UserError(f"kernel runs need an in-memory dataset; {cfg.dataset} is streamed")
     labels = np.asarray(corruption.corrupt_labels(corr, train.arrays["label"], train.arrays["key"], "train"))
@@ -327,8 +328,11 @@ def define_flags(fv=None):
     from rethink_tf.data import sources
 
     fv = flags.FLAGS if fv is None else fv
-    flags.DEFINE_enum("dataset", "mnist", ["mnist", "fashion_mnist", "cifar10"], "Dataset.", flag_values=fv)
+    flags.DEFINE_enum("dataset", "mnist", ["mnist", "fashion_mnist", "cifar10", "fashion_mnist_5k"], "Dataset.",
+                      flag_values=fv)
     flags.DEFINE_string("data_dir", None, "Folder with the original archives or tfds data.", flag_values=fv)
+    flags.DEFINE_bool("download", True, "Download and prepare the dataset with tensorflow_datasets into --data_dir "
+                      "when it is absent (--nodownload: fail with what to put where).", flag_values=fv)
     flags.DEFINE_enum("source", "auto", list(sources.SOURCES), "archive, tfds or auto.", flag_values=fv)
     flags.DEFINE_integer("train_examples", None, "First N training examples (n of the n×n system).",
                          lower_bound=1, flag_values=fv)
@@ -366,7 +370,8 @@ def define_flags(fv=None):
 
 
 def config_from_flags(f):
-    return KernelConfig(dataset=f.dataset, data_dir=f.data_dir, source=f.source, train_examples=f.train_examples,
+    return KernelConfig(dataset=f.dataset, data_dir=f.data_dir, source=f.source, download=f.download,
+                        train_examples=f.train_examples,
                         test_examples=f.test_examples, kernel=f.kernel, gamma=f.gamma, degree=f.degree,
                         coef0=f.coef0, normalize=f.normalize, features=f.features, num_filters=f.num_filters,
                         precision=f.precision, solver=f.solver, ridge=f.ridge, corrupt=f.corrupt,

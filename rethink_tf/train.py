@@ -11,11 +11,16 @@ import contextlib
 import os
 import sys
 
-from absl import app, flags
+if __name__ == "__main__":  # before TensorFlow is imported (by flags_lib): no C++ log banners on a normal run
+    from rethink_tf import console
 
-from rethink_tf import flags_lib, results
-from rethink_tf.config import NON_IDENTITY_FIELDS, TrainConfig
-from rethink_tf.errors import UserError
+    console.quiet()
+
+from absl import app, flags  # noqa: E402
+
+from rethink_tf import flags_lib, results  # noqa: E402
+from rethink_tf.config import NON_IDENTITY_FIELDS, TrainConfig  # noqa: E402
+from rethink_tf.errors import UserError  # noqa: E402
 
 flags_lib.define_train_flags()
 flags.adopt_module_key_flags(flags_lib)  # so that --help lists and explains every training flag
@@ -58,7 +63,7 @@ def run(config, workdir, strategy=None, datasets=None, extra_callbacks=(), verbo
       strategy: a tf.distribute.Strategy (default: from config.strategy).
       datasets: prebuilt pipeline.Datasets (default: built from config.data).
       extra_callbacks: more Keras callbacks (tests use one to kill a run mid-way).
-      verbose: Keras fit verbosity (default: progress bar on a terminal, one line per epoch otherwise).
+      verbose: 1 a progress bar, 2 one line per epoch, 0 silent (default: 1 on a terminal, else 2).
 
     Raises:
       UserError: invalid configuration or data; nothing is written to the run directory in that case.
@@ -131,9 +136,29 @@ def run(config, workdir, strategy=None, datasets=None, extra_callbacks=(), verbo
             raise UserError(f"training diverged (loss is NaN/inf) at epoch {history[-1]['epoch']}; "
                             f"see {run_dir}/history.jsonl. Try a lower --learning_rate")
         results.write_json(final, record)
-        print(f"train accuracy {metrics['train_accuracy']:.4f}, test accuracy {metrics['test_accuracy']:.4f}, "
-              f"epochs to fit {metrics['epochs_to_fit']} -> {final}", flush=True)
+        print(summary(cfg, datasets, metrics, status, final, workdir), flush=True)
         return final
+
+
+def summary(cfg, datasets, metrics, status, path, workdir):
+    """The few plain lines a run ends with: what, how well, when it fit, where the results are, what next."""
+    d = cfg.data
+    labels = ("true labels" if d.corrupt == "none" else f"labels corrupted with p = {d.corrupt_prob:g}"
+              if d.corrupt == "labels" else d.corrupt.replace("_", " "))
+    thr = f"{100 * cfg.fit_threshold:g}%"
+    fit = (f"fitted (an epoch at >= {thr} training accuracy) at epoch {metrics['epochs_to_fit']}, step "
+           f"{metrics['steps_to_fit']:,}" if metrics["epochs_to_fit"] else
+           f"did not reach {thr} training accuracy in {metrics['epochs_trained']} epochs")
+    weights = " (moving-average weights)" if metrics.get("evaluated_weights") == "ema" else ""
+    return "\n".join([
+        f"done: {cfg.model} on {d.dataset} ({datasets.train_size:,} train / {datasets.test_size:,} test images), "
+        f"{labels}, {metrics['epochs_trained']} epochs" + (", stopped at fit" if status == "stopped_at_train_accuracy"
+                                                           else ""),
+        f"  train accuracy {100 * metrics['train_accuracy']:.2f}% on the labels trained on, test accuracy "
+        f"{100 * metrics['test_accuracy']:.2f}% on clean labels{weights}",
+        f"  {fit}",
+        f"  results: {path}",
+        f"  figures: python scripts/make_figures.py --results={workdir} --out=figures"])
 
 
 BN_MIN_REPLICA_BATCH = 16
@@ -160,6 +185,9 @@ def _jsonable(d):
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    from rethink_tf import console
+
+    console.quiet_absl(FLAGS)
     try:
         run(flags_lib.config_from_flags(FLAGS), FLAGS.workdir)
     except UserError as e:

@@ -100,8 +100,9 @@ class EpochRecorder(keras.callbacks.Callback):
     CHANCE_CHECK_EPOCH = 10
 
     def __init__(self, run_dir, steps_per_epoch, batch_size, history, schedule, stop_at=None, num_classes=10,
-                 replicas=1):
+                 replicas=1, epochs=None, print_lines=False):
         super().__init__()
+        self.epochs, self.print_lines = epochs, print_lines
         self.run_dir, self.steps, self.batch, self.stop_at = run_dir, steps_per_epoch, batch_size, stop_at
         self.schedule, self.num_classes, self.replicas = schedule, num_classes, replicas
         self.history = list(history)
@@ -140,6 +141,8 @@ class EpochRecorder(keras.callbacks.Callback):
                 row[_HISTORY_NAMES[k]] = float(v)
         self.history.append(row)
         results.append_history(self.run_dir, row)  # a NaN loss is stopped by TerminateOnNaN, always in the list
+        if self.print_lines:
+            print(epoch_line(row, self.epochs), flush=True)
         if self.stop_at is not None and row.get("train_accuracy", 0.0) >= self.stop_at:
             self.model.stop_training = True
         self._sanity(row)
@@ -154,6 +157,17 @@ class EpochRecorder(keras.callbacks.Callback):
         if row.get("test_accuracy", 1.0) < 0.5 * chance and row["epoch"] >= 2:
             print(f"warning: test accuracy {row['test_accuracy']:.3f} is far below chance ({chance:.3f}): "
                   "check that test labels are clean and in [0, num_classes)", flush=True)
+
+
+def epoch_line(row, epochs=None):
+    """One plain line per epoch (logs and pipes; a terminal gets Keras' progress bar instead)."""
+    parts = [f"epoch {row['epoch']}" + (f"/{epochs}" if epochs else "")]
+    if "train_loss" in row:
+        parts.append(f"train loss {row['train_loss']:.4f} acc {100 * row.get('train_accuracy', 0):.2f}%")
+    if "test_loss" in row:
+        parts.append(f"test loss {row['test_loss']:.4f} acc {100 * row.get('test_accuracy', 0):.2f}%")
+    parts += [f"lr {row['lr']:.3g}", f"{row['images_per_s']:,.0f} img/s", f"{row['seconds']:.1f} s"]
+    return " | ".join(parts)
 
 
 def save_checkpoint(model, run_dir):
@@ -243,7 +257,7 @@ def fit_and_evaluate(model, cfg, datasets, run_dir, *, initial_step=0, history=(
     steps = datasets.steps_per_epoch
     schedule = make_schedule(cfg)
     recorder = EpochRecorder(run_dir, steps, cfg.batch_size, history, schedule, cfg.stop_at_train_accuracy,
-                             datasets.num_classes, replicas)
+                             datasets.num_classes, replicas, epochs=cfg.epochs, print_lines=verbose == 2)
     checkpoint = Checkpoint(run_dir, steps, cfg.checkpoint_every_steps)
     callbacks = [recorder, checkpoint]
     if cfg.tensorboard:
@@ -251,7 +265,8 @@ def fit_and_evaluate(model, cfg, datasets, run_dir, *, initial_step=0, history=(
                                                      profile_batch=0))
     callbacks += [keras.callbacks.TerminateOnNaN(), *extra_callbacks]
     epoch, offset = divmod(initial_step, steps)
-    fit = dict(validation_data=wrap(datasets.test), callbacks=callbacks, verbose=verbose, shuffle=False)
+    fit = dict(validation_data=wrap(datasets.test), callbacks=callbacks, verbose=1 if verbose == 1 else 0,
+               shuffle=False)
     if offset and epoch < cfg.epochs:  # the rest of a partly trained epoch
         recorder.first_step = checkpoint.offset = offset
         model.fit(wrap(datasets.train(epoch, offset)), epochs=epoch + 1, initial_epoch=epoch,

@@ -7,6 +7,9 @@ import pickle
 import tarfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# No test may touch the network: a dataset download is tested with tfds's download manager patched, and the
+# reachability probe answers "unreachable" at once (inherited by the CLI subprocesses the tests start).
+os.environ["RETHINK_TF_NO_NETWORK"] = "1"
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402

@@ -41,7 +41,7 @@ def test_every_flagfile_parses_into_a_valid_config(path, monkeypatch):
     lines = open(path).read().splitlines()
     assert lines[0].startswith("# ")
     name = os.path.basename(path)
-    if not name.startswith(("common_", "smoke")):
+    if not name.startswith(("common_", "smoke", "quickstart")):
         assert any(l.startswith("--flagfile=flags/common_") for l in lines)
         assert "paper" in lines[0] and ("Table" in lines[0] or "Figure" in lines[0])
     fv = flags.FlagValues()
@@ -487,7 +487,8 @@ def test_cli_smoke_flagfile(cifar_dir, tmp_path):
     (["--corrupt=gaussian", "--random_crop"], "cannot be combined"),
     (["--model=resnet"], "model"),
     (["--model=mlp_1x512", "--dropout=0.2"], "does not apply"),
-    (["--data_dir=/nonexistent-dir"], "does not exist"),
+    (["--data_dir=/nonexistent-dir", "--nodownload"], "does not exist"),
+    (["--data_dir=/nonexistent-dir"], "cannot be downloaded (no network"),
     (["--dataset=imagenet2012", "--model=small_inception", "--data_dir=EMPTY"], "imagenet2012 not found"),
     (["--model=inception_v3"], "at least 75x75"),
     (["--strategy=mirrored"], "needs GPUs"),

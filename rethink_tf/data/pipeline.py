@@ -111,7 +111,7 @@ def build(cfg, batch_size, epochs, num_replicas=1):
         raise UserError(f"global batch size {batch_size} does not split evenly over {num_replicas} replicas")
     spec = sources.spec(cfg.dataset)
     load = dict(data_dir=cfg.data_dir, source=cfg.source, manual_dir=cfg.manual_dir,
-                prepare_imagenet=cfg.prepare_imagenet)
+                prepare_imagenet=cfg.prepare_imagenet, download=cfg.download)
     train = sources.load(cfg.dataset, "train", num_examples=cfg.train_examples, **load)
     test = sources.load(cfg.dataset, "test", num_examples=cfg.test_examples, **load)
     if train.size < batch_size:

@@ -1,13 +1,19 @@
-"""Raw examples `{image: uint8 HxWxC, label: int64, key: int64}` from local files, never the network.
+"""Raw examples `{image: uint8 HxWxC, label: int64, key: int64}` from local files, or downloaded once through tfds.
 
-Two kinds of source (PAPER.md §1; REQUIREMENTS.md 17):
+Three kinds of source (PAPER.md §1; REQUIREMENTS.md 17):
   * the original archives on disk: CIFAR-10 binary (`cifar-10-binary.tar.gz` or `cifar-10-batches-bin/`)
     and python (`cifar-10-python.tar.gz` or `cifar-10-batches-py/`) versions, MNIST-style
     `{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]` files (MNIST, Fashion-MNIST). Tarballs are read in
     place (nothing is extracted), and the python pickles go through an unpickler that only builds numpy
     arrays, so a hostile archive can neither write files nor run code;
-  * TensorFlow Datasets already prepared under `data_dir` (`download=False`, `try_gcs=False`); ImageNet is
-    prepared from the two ILSVRC2012 tars in `manual_dir` only when asked to.
+  * TensorFlow Datasets prepared under `data_dir`. When they are absent and `download` is on, CIFAR-10, MNIST and
+    Fashion-MNIST are downloaded and prepared by tfds itself (its download manager and progress bar), after a
+    5-second reachability check of the dataset's host, so a machine without network gets one clear line instead
+    of a hang. ImageNet is never downloaded (its licence): it is prepared from the two ILSVRC2012 tars in
+    `manual_dir` only when asked to;
+  * the built-in `fashion_mnist_5k`: the first 5,000 training and 1,000 test images of Fashion-MNIST, shipped with
+    the package in idx format (MIT licence, rethink_tf/data/builtin/fashion_mnist_5k/LICENSE.txt), so a first run
+    needs nothing at all.
 
 `key` identifies an example independently of read order, sharding and shuffling: the index in the original
 file order for archives, a FarmHash fingerprint of `tfds_id` for tfds. Corruptions are pure functions of
@@ -42,29 +48,40 @@ class DatasetSpec:
     tfds_test_split: str
     in_memory: bool
     archive_help: str  # what to put where, for the "data not found" message
+    archive_format: Optional[str] = None  # "cifar", "idx" or None (tfds only)
+    download_url: Optional[str] = None  # what tfds downloads from (its host is probed first); None: never download
 
 
 DATASETS = {
     "cifar10": DatasetSpec(
         "cifar10", (32, 32, 3), 10, 50_000, 10_000, "cifar10", "test", True,
         "cifar-10-binary.tar.gz, cifar-10-python.tar.gz, or their extracted cifar-10-batches-bin/ or "
-        "cifar-10-batches-py/ folder (from https://www.cs.toronto.edu/~kriz/cifar.html)"),
+        "cifar-10-batches-py/ folder (from https://www.cs.toronto.edu/~kriz/cifar.html)", "cifar",
+        "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz"),
     "mnist": DatasetSpec(
         "mnist", (28, 28, 1), 10, 60_000, 10_000, "mnist", "test", True,
         "train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz, "
-        "t10k-labels-idx1-ubyte.gz"),
+        "t10k-labels-idx1-ubyte.gz", "idx", "https://storage.googleapis.com/cvdf-datasets/mnist/"),
     "fashion_mnist": DatasetSpec(
         "fashion_mnist", (28, 28, 1), 10, 60_000, 10_000, "fashion_mnist", "test", True,
         "train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz, "
-        "t10k-labels-idx1-ubyte.gz (Debian: apt-get install dataset-fashion-mnist)"),
+        "t10k-labels-idx1-ubyte.gz (Debian: apt-get install dataset-fashion-mnist)", "idx",
+        "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"),
+    "fashion_mnist_5k": DatasetSpec(
+        "fashion_mnist_5k", (28, 28, 1), 10, 5_000, 1_000, None, "test", True,
+        "the package's own rethink_tf/data/builtin/fashion_mnist_5k/ (reinstall the package)", "idx"),
     "imagenet2012": DatasetSpec(
         "imagenet2012", None, 1000, 1_281_167, 50_000, "imagenet2012", "validation", False,
         "a tfds-prepared imagenet2012/ folder, or ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar in "
         "--manual_dir together with --prepare_imagenet"),
 }
 
-# Where Debian's dataset packages put the files; used when no data_dir is given.
-DEFAULT_DIRS = {"fashion_mnist": "/usr/share/datasets/fashion-mnist", "mnist": "/usr/share/datasets/mnist"}
+BUILTIN_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "builtin")
+# Where Debian's dataset packages put the files, and the built-in data; used when no data_dir is given.
+DEFAULT_DIRS = {"fashion_mnist": "/usr/share/datasets/fashion-mnist", "mnist": "/usr/share/datasets/mnist",
+                "fashion_mnist_5k": os.path.join(BUILTIN_DIR, "fashion_mnist_5k")}
+NO_NETWORK_ENV = "RETHINK_TF_NO_NETWORK"  # set (e.g. by the test suite): never try to reach the network
+CONNECT_TIMEOUT_S = 5.0
 SOURCES = ("auto", "archive", "tfds")
 SPLITS = ("train", "test")
 
@@ -105,8 +122,9 @@ class Split:
         return self.stream
 
 
-def load(name, split, data_dir=None, source="auto", num_examples=None, manual_dir=None, prepare_imagenet=False):
-    """Loads one split of a dataset from local files.
+def load(name, split, data_dir=None, source="auto", num_examples=None, manual_dir=None, prepare_imagenet=False,
+         download=False):
+    """Loads one split of a dataset from local files (downloading it through tfds first if asked and absent).
 
     Args:
       name: a key of DATASETS.
@@ -117,6 +135,8 @@ def load(name, split, data_dir=None, source="auto", num_examples=None, manual_di
       num_examples: keep only the first N examples (in file order for archives), for quick runs.
       manual_dir: ImageNet's ILSVRC2012 tars, for tfds preparation.
       prepare_imagenet: allow the (hours-long) tfds preparation of ImageNet from manual_dir.
+      download: when neither archives nor tfds data are found, download and prepare CIFAR-10/MNIST/Fashion-MNIST
+        with tfds into data_dir (default ~/tensorflow_datasets).
 
     Returns:
       A Split.
@@ -132,15 +152,19 @@ def load(name, split, data_dir=None, source="auto", num_examples=None, manual_di
     full_size = ds_spec.train_size if split == "train" else ds_spec.test_size
     if num_examples is not None and not 0 < num_examples:
         raise UserError(f"a subset must have at least one example; received num_examples={num_examples}")
-    if data_dir is None:
-        data_dir = DEFAULT_DIRS.get(name) if os.path.isdir(DEFAULT_DIRS.get(name, "/nonexistent")) else None
-    archive = _find_archive(ds_spec, data_dir) if (source in ("auto", "archive") and data_dir) else None
+    if data_dir is None or ds_spec.tfds_name is None:  # the built-in data live in the package, whatever data_dir
+        data_dir = DEFAULT_DIRS.get(name) if os.path.isdir(DEFAULT_DIRS.get(name, "/nonexistent")) else data_dir
+    # A --data_dir that does not exist yet is where a download goes; without download it is a mistake (reported).
+    search = source in ("auto", "archive") and data_dir and (os.path.isdir(data_dir) or not download
+                                                             or not ds_spec.download_url)
+    archive = _find_archive(ds_spec, data_dir) if search else None
     if archive is not None:
         arrays = _read_archive(ds_spec, archive, split)
         return _subset(Split(ds_spec, split, len(arrays["label"]), archive, arrays=arrays), num_examples)
-    if source == "archive":
+    if source == "archive" or ds_spec.tfds_name is None:
         raise UserError(f"no {name} archive found in {data_dir or '(no --data_dir given)'}; expected {ds_spec.archive_help}")
-    return _subset(_load_tfds(ds_spec, split, data_dir, manual_dir, prepare_imagenet, full_size), num_examples)
+    return _subset(_load_tfds(ds_spec, split, data_dir, manual_dir, prepare_imagenet, full_size, download),
+                   num_examples)
 
 
 def _subset(split, num_examples):
@@ -166,11 +190,11 @@ def _find_archive(ds_spec, data_dir):
         raise UserError(f"--data_dir {data_dir} does not exist or is not a folder")
     roots = [data_dir] + [os.path.join(data_dir, d) for d in (ds_spec.name, ds_spec.name.replace("_", "-"))]
     for root in roots:
-        if ds_spec.name == "cifar10":
+        if ds_spec.archive_format == "cifar":
             for candidate in _CIFAR_BIN + _CIFAR_PY:
                 if os.path.exists(os.path.join(root, candidate)):
                     return os.path.join(root, candidate)
-        elif ds_spec.name in ("mnist", "fashion_mnist"):
+        elif ds_spec.archive_format == "idx":
             first = _IDX["train"][0]
             for candidate in (first + ".gz", first):
                 if os.path.exists(os.path.join(root, candidate)):
@@ -180,7 +204,7 @@ def _find_archive(ds_spec, data_dir):
 
 def _read_archive(ds_spec, path, split):
     try:
-        if ds_spec.name == "cifar10":
+        if ds_spec.archive_format == "cifar":
             if "python" in os.path.basename(path) or "-py" in os.path.basename(path):
                 return _read_cifar_python(path, split)
             return _read_cifar_binary(path, split)
@@ -298,7 +322,42 @@ def _arrays(images, labels, origin, num_classes):
 
 # ------------------------------------------------------------------------------------------------ tfds
 
-def _load_tfds(ds_spec, split, data_dir, manual_dir, prepare_imagenet, full_size):
+def network_reachable(url, timeout=CONNECT_TIMEOUT_S):
+    """(True, "") if a TCP connection to url's host opens within timeout, else (False, why). Never hangs."""
+    import socket
+    import urllib.parse
+
+    if os.environ.get(NO_NETWORK_ENV):
+        return False, f"network use disabled by {NO_NETWORK_ENV}"
+    parsed = urllib.parse.urlparse(url)
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    try:
+        socket.create_connection((parsed.hostname, port), timeout=timeout).close()
+        return True, ""
+    except OSError as e:
+        return False, f"{parsed.hostname}:{port}: {e.strerror or type(e).__name__}"
+
+
+def download_and_prepare(ds_spec, data_dir):
+    """tfds's own download and prepare of a small dataset into data_dir, with its progress bar."""
+    import tensorflow_datasets as tfds
+
+    ok, why = network_reachable(ds_spec.download_url)
+    if not ok:
+        raise UserError(
+            f"{ds_spec.name} is not in {data_dir} and cannot be downloaded (no network: {why}); either put "
+            f"{ds_spec.archive_help} in --data_dir, or run once on a machine with internet (it downloads and "
+            f"prepares itself) and copy {data_dir}/{ds_spec.tfds_name}/ here; --dataset=fashion_mnist_5k needs no data")
+    print(f"downloading {ds_spec.name} with tensorflow_datasets into {data_dir} (once)", flush=True)
+    try:
+        # from the original archive (not a GCS copy): the same files a user could have put there by hand
+        tfds.builder(ds_spec.tfds_name, data_dir=data_dir).download_and_prepare(
+            download_config=tfds.download.DownloadConfig(try_download_gcs=False))
+    except OSError as e:  # the connection dropped mid-way, the disk is full, ...
+        raise UserError(f"downloading {ds_spec.name} into {data_dir} failed: {type(e).__name__}: {e}") from None
+
+
+def _load_tfds(ds_spec, split, data_dir, manual_dir, prepare_imagenet, full_size, download=False):
     import tensorflow as tf
     import tensorflow_datasets as tfds
 
@@ -306,13 +365,20 @@ def _load_tfds(ds_spec, split, data_dir, manual_dir, prepare_imagenet, full_size
     data_dir = data_dir or os.path.expanduser("~/tensorflow_datasets")
     missing = (f"{ds_spec.name} not found in {data_dir}: put {ds_spec.archive_help} there, or a tfds-prepared "
                f"{ds_spec.tfds_name}/ folder (made with `tfds build {ds_spec.tfds_name}` on a machine with internet)")
+    if ds_spec.download_url and not download:
+        missing += ", or drop --nodownload to download it"
     if prepare_imagenet and ds_spec.name == "imagenet2012":
         _prepare_imagenet(data_dir, manual_dir)
+    not_found = (AssertionError, FileNotFoundError, tfds.core.registered.DatasetNotFoundError)
+    read = lambda: tfds.load(ds_spec.tfds_name, split=tfds_split, data_dir=data_dir, download=False, try_gcs=False,
+                             shuffle_files=False, read_config=tfds.ReadConfig(add_tfds_id=True))
     try:
-        ds = tfds.load(ds_spec.tfds_name, split=tfds_split, data_dir=data_dir, download=False, try_gcs=False,
-                       shuffle_files=False, read_config=tfds.ReadConfig(add_tfds_id=True))
-    except (AssertionError, FileNotFoundError, tfds.core.registered.DatasetNotFoundError) as e:
-        raise UserError(missing + f" [tfds: {str(e).splitlines()[0]}]") from None
+        ds = read()
+    except not_found as e:
+        if not (download and ds_spec.download_url):
+            raise UserError(missing + f" [tfds: {str(e).splitlines()[0]}]") from None
+        download_and_prepare(ds_spec, data_dir)
+        ds = read()
 
     def to_example(ex):
         image = ex["image"]

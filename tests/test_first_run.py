@@ -1,0 +1,153 @@
+"""A newcomer's first minute (issue 12): download through tfds when absent, a built-in dataset, a quiet console."""
+
+import os
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import FASHION_DIR, needs_fashion, write_cifar_binary
+from rethink_tf import console, results
+from rethink_tf.config import DataConfig, TrainConfig
+from rethink_tf.data import sources
+from rethink_tf.errors import UserError
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture
+def no_sockets(monkeypatch):
+    """Any attempt to open a connection fails the test instead of sending traffic."""
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"a test tried to use the network: {args}")
+
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+
+
+def test_first_run_downloads_and_prepares_through_tfds_and_trains(tmp_path, monkeypatch, no_sockets):
+    import tensorflow_datasets as tfds
+
+    # What tfds's download manager would have fetched and extracted: the original CIFAR-10 binary archive's folder.
+    served = tmp_path / "served"
+    served.mkdir()
+    write_cifar_binary(str(served), per_batch=8, test=16, as_tar=False)
+    (served / "cifar-10-batches-bin" / "batches.meta.txt").write_text(
+        "\n".join(["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]) + "\n")
+    asked = []
+
+    def fake_download_and_extract(self, url_or_urls):
+        asked.append(url_or_urls)
+        return str(served)
+
+    monkeypatch.setattr(tfds.download.DownloadManager, "download_and_extract", fake_download_and_extract)
+    monkeypatch.setattr(sources, "network_reachable", lambda url, timeout=5.0: (True, ""))
+    data_dir = tmp_path / "tfds"
+    from rethink_tf.train import run
+
+    cfg = TrainConfig(model="mlp_1x512", data=DataConfig(dataset="cifar10", data_dir=str(data_dir)),
+                      batch_size=8, epochs=1, tensorboard=False)
+    r = results.read_json(run(cfg, str(tmp_path / "runs"), verbose=0))
+    assert asked == ["https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz"]
+    assert (data_dir / "cifar10").is_dir()  # prepared by tfds into --data_dir
+    assert r["corruption"]["train_origin"].startswith("tfds:cifar10/train")
+    assert r["corruption"]["train_size"] == 40 and r["metrics"]["steps_trained"] == 5
+    # a second run finds the prepared data and downloads nothing
+    monkeypatch.setattr(sources, "network_reachable", lambda *a, **k: pytest.fail("downloaded twice"))
+    again = sources.load("cifar10", "test", data_dir=str(data_dir), download=True)
+    assert again.size == 16
+
+
+def test_no_network_names_both_remedies(tmp_path, monkeypatch):
+    def unreachable(*args, **kwargs):
+        raise OSError(101, "Network is unreachable")
+
+    monkeypatch.delenv(sources.NO_NETWORK_ENV, raising=False)
+    monkeypatch.setattr(socket, "create_connection", unreachable)
+    ok, why = sources.network_reachable("https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz")
+    assert not ok and why == "www.cs.toronto.edu:443: Network is unreachable"
+    with pytest.raises(UserError) as e:
+        sources.load("cifar10", "train", data_dir=str(tmp_path), download=True)
+    msg = str(e.value)
+    assert "cannot be downloaded (no network: www.cs.toronto.edu:443" in msg
+    assert "cifar-10-binary.tar.gz" in msg and "run once on a machine with internet" in msg
+    assert "\n" not in msg
+
+
+def _cli(*args, env=None):
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"} if env is None else env
+    return subprocess.run([sys.executable, "-m", "rethink_tf.train", *args], capture_output=True, text=True,
+                          cwd=REPO, env=env, timeout=600)
+
+
+@pytest.mark.parametrize("download", ["--nodownload", "--download"])
+def test_no_data_is_one_line_exit_2_and_writes_nothing(download, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    proc = _cli("--dataset=cifar10", f"--data_dir={empty}", f"--workdir={tmp_path / 'w'}", download)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: cifar10 ") and "Traceback" not in proc.stderr
+    assert "drop --nodownload" in lines[0] if download == "--nodownload" else "cannot be downloaded" in lines[0]
+    assert not (tmp_path / "w").exists() and not os.listdir(empty)
+
+
+def test_builtin_dataset_needs_no_data_dir():
+    train = sources.load("fashion_mnist_5k", "train")
+    test = sources.load("fashion_mnist_5k", "test", data_dir="/ignored-for-builtin-data")
+    assert (train.size, test.size) == (5_000, 1_000)
+    assert train.arrays["image"].shape == (5_000, 28, 28, 1) and train.arrays["image"].dtype == np.uint8
+    np.testing.assert_array_equal(train.arrays["key"], np.arange(5_000))
+    assert sorted(set(train.arrays["label"].tolist())) == list(range(10))
+    assert os.path.exists(os.path.join(sources.DEFAULT_DIRS["fashion_mnist_5k"], "LICENSE.txt"))
+
+
+@needs_fashion
+def test_builtin_dataset_is_the_first_examples_of_fashion_mnist():
+    for split, n in (("train", 5_000), ("test", 1_000)):
+        ours = sources.load("fashion_mnist_5k", split).arrays
+        full = sources.load("fashion_mnist", split, data_dir=FASHION_DIR, num_examples=n).arrays
+        for k in ("image", "label", "key"):  # same keys -> same corruptions as --train_examples=5000
+            np.testing.assert_array_equal(ours[k], full[k])
+
+
+NOISE_MARKERS = ("I0000", "W0000", "E0000", "WARNING: All log messages", "cpu_feature_guard", "oneDNN")
+
+
+def test_quickstart_run_has_a_quiet_console(tmp_path):
+    proc = _cli("--flagfile=flags/quickstart.flags", "--epochs=2", f"--workdir={tmp_path}")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    noisy = [line for line in proc.stderr.splitlines() if any(m in line for m in NOISE_MARKERS)
+             or console.NOISE.match(line.encode())]
+    assert not noisy, noisy
+    out = proc.stdout.splitlines()
+    assert sum(line.startswith("epoch ") for line in out) == 2  # one line per epoch off a terminal
+    assert any(line.startswith("done: mlp_1x512 on fashion_mnist_5k") for line in out)
+    assert any("figures: python scripts/make_figures.py" in line for line in out)
+
+
+def test_logs_come_back_on_request(tmp_path):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "0"}
+    proc = _cli("--flagfile=flags/quickstart.flags", "--epochs=1", f"--workdir={tmp_path}", env=env)
+    assert proc.returncode == 0 and any(m in proc.stderr for m in NOISE_MARKERS)
+
+
+FILTER = r"""
+import os, sys
+from rethink_tf import console
+assert console.quiet()
+os.write(2, b"I0000 00:00:1795464904.557683   22184 port.cc:153] oneDNN custom operations are on.\n")
+os.write(2, b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n")
+os.write(2, b"a line of our own\n")
+print("error: the last words before exit", file=sys.stderr)
+sys.exit(2)
+"""
+
+
+def test_stderr_filter_drops_log_lines_and_loses_nothing_at_exit():
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    proc = subprocess.run([sys.executable, "-c", FILTER], capture_output=True, text=True, cwd=REPO, env=env)
+    assert proc.returncode == 2
+    assert proc.stderr == "a line of our own\nerror: the last words before exit\n"
