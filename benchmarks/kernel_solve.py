@@ -23,6 +23,10 @@ import os
 import resource
 import time
 
+from rethink_tf import console  # noqa: E402  (first: no TensorFlow log lines on a normal run)
+
+console.quiet()
+
 import numpy as np
 
 from rethink_tf import features

@@ -19,6 +19,10 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
 
+from rethink_tf import console  # noqa: E402  (first: no TensorFlow log lines on a normal run)
+
+console.quiet()
+
 from conftest import write_cifar_binary  # noqa: E402  (writes the real CIFAR-10 binary format)
 
 from rethink_tf.config import DataConfig  # noqa: E402

@@ -383,8 +383,11 @@ def config_from_flags(f):
 def main(argv):
     from absl import flags
 
+    from rethink_tf import console
+
     if len(argv) > 1:
         raise UserError(f"unexpected arguments: {' '.join(argv[1:])}")
+    console.quiet_absl(flags.FLAGS)
     try:
         run(config_from_flags(flags.FLAGS), flags.FLAGS.workdir, log=lambda m: print(m, flush=True))
     except UserError as e:
@@ -393,6 +396,9 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    from rethink_tf import console
+
+    console.quiet()  # before anything imports TensorFlow
     from absl import app
 
     define_flags()

@@ -10,6 +10,10 @@ import argparse
 import os
 import sys
 
+from rethink_tf import console  # noqa: E402  (first: no TensorFlow log lines on a normal run)
+
+console.quiet()
+
 from rethink_tf import report, results
 
 

@@ -9,6 +9,10 @@ drawn from whatever comparable runs exist, and skipped (with a note) when there 
 import argparse
 import sys
 
+from rethink_tf import console  # noqa: E402  (first: no TensorFlow log lines on a normal run)
+
+console.quiet()
+
 from rethink_tf import plots, results
 
 

@@ -18,6 +18,10 @@ import subprocess
 import sys
 import time
 
+from rethink_tf import console  # noqa: E402  (first: no TensorFlow log lines on a normal run)
+
+console.quiet()
+
 from absl import flags
 
 from rethink_tf import flags_lib, results
