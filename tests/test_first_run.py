@@ -151,3 +151,16 @@ def test_stderr_filter_drops_log_lines_and_loses_nothing_at_exit():
     proc = subprocess.run([sys.executable, "-c", FILTER], capture_output=True, text=True, cwd=REPO, env=env)
     assert proc.returncode == 2
     assert proc.stderr == "a line of our own\nerror: the last words before exit\n"
+
+
+def test_a_regular_install_ships_every_package_and_the_builtin_data(tmp_path):
+    # pip install . (not -e) copies only packages setup.py finds plus declared package data
+    pytest.importorskip("setuptools")  # built without isolation: no registry access from a test
+    proc = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+                           "--target", str(tmp_path / "site"), REPO], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    root = tmp_path / "site" / "rethink_tf"
+    for module in ("data/sources.py", "data/pipeline.py", "models/mlp.py", "train.py", "console.py"):
+        assert (root / module).exists(), module
+    shipped = sorted(os.listdir(root / "data" / "builtin" / "fashion_mnist_5k"))
+    assert shipped == sorted(os.listdir(sources.DEFAULT_DIRS["fashion_mnist_5k"]))
