@@ -13,7 +13,7 @@ from typing import Optional
 # and must match to resume.
 NON_IDENTITY_FIELDS = frozenset({
     "tensorboard", "run_name", "strategy", "num_gpus", "cross_device_ops", "data_dir", "source", "manual_dir",
-    "prepare_imagenet", "download", "jit_compile", "deterministic", "checkpoint_every_steps", "fit_threshold"})
+    "prepare_imagenet", "download", "jit_compile", "steps_per_execution", "deterministic", "checkpoint_every_steps", "fit_threshold"})
 # Fields that vary *within* one protocol: the randomization test compares corruptions under one protocol and
 # averages seeds (figures, report).
 WITHIN_PROTOCOL_FIELDS = frozenset({"seed", "shuffle_seed", "corrupt", "corrupt_prob", "corrupt_seed",
@@ -91,6 +91,8 @@ class TrainConfig:
       fit_threshold: training accuracy that counts as "fitted" for epochs_to_fit / steps_to_fit and Figure 1b
         (1.0: every example of an epoch right; results.json also records 0.99, 0.999 and 1.0 separately).
       jit_compile: XLA on a single device.
+      steps_per_execution: optimizer steps per tf.function call (None: the largest divisor of the epoch's steps
+        up to 32; Keras would otherwise overrun an epoch whose steps it does not divide).
       deterministic: enable TF op determinism (slower; some GPU ops then raise UnimplementedError).
       tensorboard: write TensorBoard scalars.
       checkpoint_every_steps: also checkpoint every N optimizer steps inside an epoch (long ImageNet epochs); a
@@ -121,6 +123,7 @@ class TrainConfig:
     ema_decay: Optional[float] = None
     fit_threshold: float = 1.0
     jit_compile: bool = False
+    steps_per_execution: Optional[int] = None
     deterministic: bool = False
     tensorboard: bool = True
     checkpoint_every_steps: Optional[int] = None

@@ -120,6 +120,9 @@ def define_train_flags(fv=flags.FLAGS):
     flags.DEFINE_integer("checkpoint_every_steps", None, "Also checkpoint every N optimizer steps inside an epoch "
                          "(long ImageNet epochs); a resume replays the same batches from that step. Default: at "
                          "epoch ends only.", lower_bound=1, flag_values=fv)
+    flags.DEFINE_integer("steps_per_execution", None, "Optimizer steps per compiled call: fewer Python round trips "
+                         "per step (default: the largest divisor of the steps per epoch up to 32).", lower_bound=1,
+                         flag_values=fv)
     flags.DEFINE_bool("jit_compile", False, "XLA-compile the train step (single device only).", flag_values=fv)
     flags.DEFINE_bool("deterministic", False, "Enable TF op determinism (slower; some GPU ops raise "
                       "UnimplementedError).", flag_values=fv)
@@ -145,5 +148,5 @@ def config_from_flags(f):
         strategy=f.strategy, num_gpus=f.num_gpus, cross_device_ops=f.cross_device_ops,
         sync_batchnorm=f.sync_batchnorm, dtype_policy=f.dtype_policy,
         stop_at_train_accuracy=f.stop_at_train_accuracy, ema_decay=f.ema_decay, fit_threshold=f.fit_threshold,
-        checkpoint_every_steps=f.checkpoint_every_steps, jit_compile=f.jit_compile, deterministic=f.deterministic,
+        checkpoint_every_steps=f.checkpoint_every_steps, steps_per_execution=f.steps_per_execution, jit_compile=f.jit_compile, deterministic=f.deterministic,
         tensorboard=f.tensorboard, run_name=f.run_name)

@@ -104,7 +104,7 @@ def run(config, workdir, strategy=None, datasets=None, extra_callbacks=(), verbo
     with dtype_policy(cfg.dtype_policy):
         with strategy.scope():
             model = models.build(cfg.model, datasets.input_shape, datasets.num_classes, **options)
-            jit = training.compile_model(model, cfg, datasets.num_classes, replicas)
+            jit = training.compile_model(model, cfg, datasets.num_classes, replicas, datasets.steps_per_epoch)
 
         os.makedirs(run_dir, exist_ok=True)
         initial_step = training.restore(model, run_dir, strategy)
@@ -130,6 +130,7 @@ def run(config, workdir, strategy=None, datasets=None, extra_callbacks=(), verbo
                   "config": cfg.to_dict(), "metrics": metrics, "history": history, "corruption": datasets.summary,
                   "resumes": results.read_resumes(run_dir),
                   "env": {**results.environment(), "replicas": replicas, "jit_compile": jit,
+                          "steps_per_execution": model.steps_per_execution,
                           "strategy": type(strategy).__name__}}
         if status == "diverged":
             results.write_json(os.path.join(run_dir, "diverged.json"), record)

@@ -63,7 +63,17 @@ def make_optimizer(cfg):
     return opt
 
 
-def compile_model(model, cfg, num_classes, num_replicas):
+MAX_STEPS_PER_EXECUTION = 32
+
+
+def steps_per_execution(steps, wanted=None):
+    """The steps per compiled call for an epoch of `steps`: a divisor of it (Keras runs whole executions, so a
+    non-divisor would train past the epoch's end), the largest one <= wanted (default MAX_STEPS_PER_EXECUTION)."""
+    cap = min(wanted or MAX_STEPS_PER_EXECUTION, steps)
+    return max(d for d in range(1, cap + 1) if steps % d == 0)
+
+
+def compile_model(model, cfg, num_classes, num_replicas, steps_per_epoch=1):
     """Compiles with cross-entropy on logits; one-hot labels when label smoothing is on; top-5 for ImageNet."""
     if cfg.label_smoothing:
         loss = keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=cfg.label_smoothing)
@@ -76,7 +86,8 @@ def compile_model(model, cfg, num_classes, num_replicas):
         if num_classes >= 100:
             metrics.append(keras.metrics.SparseTopKCategoricalAccuracy(5, name="top5_accuracy"))
     jit = bool(cfg.jit_compile) and num_replicas == 1  # XLA off under multi-replica strategies (REQUIREMENTS 15)
-    model.compile(optimizer=make_optimizer(cfg), loss=loss, metrics=metrics, jit_compile=jit)
+    model.compile(optimizer=make_optimizer(cfg), loss=loss, metrics=metrics, jit_compile=jit,
+                  steps_per_execution=steps_per_execution(steps_per_epoch, cfg.steps_per_execution))
     return jit
 
 
@@ -123,8 +134,8 @@ class EpochRecorder(keras.callbacks.Callback):
         ran = self.steps - self.first_step
         if self._first is not None and self._last_batch > self._first_batch:
             images_per_s = (self._last_batch - self._first_batch) * self.batch / (self._last - self._first)
-        else:  # one step (or one execution) per epoch: the whole epoch is all there is to time
-            images_per_s = ran * self.batch / (time.perf_counter() - self._start)
+        else:  # one execution per epoch: time it from the epoch's start (still without the validation pass)
+            images_per_s = ran * self.batch / ((self._last or time.perf_counter()) - self._start)
         if logs is not None:  # the dict later callbacks see: TensorBoard then logs epoch_images_per_s too
             logs["images_per_s"] = images_per_s
         begin = epoch * self.steps + self.first_step
@@ -184,15 +195,20 @@ class Checkpoint(keras.callbacks.Callback):
         super().__init__()
         self.run_dir, self.steps, self.every = run_dir, steps_per_epoch, every_steps
         self._epoch = 0
+        self._last = 0
         self.offset = 0  # first step of a partial (resumed) epoch
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
+        self._last = epoch * self.steps + self.offset
 
     def on_train_batch_end(self, batch, logs=None):
-        # `batch` counts from the start of this fit() epoch; a partial (resumed) epoch starts at its offset.
+        # `batch` counts from the start of this fit() epoch (a partial epoch starts at its offset); with
+        # steps_per_execution > 1 it advances in strides, so "a multiple of every was crossed" is the test.
         step = self._epoch * self.steps + self.offset + batch + 1
-        if self.every and step % self.every == 0 and step % self.steps:
+        crossed = self.every and step // self.every > self._last // self.every
+        self._last = step
+        if crossed and step % self.steps:
             if logs and "loss" in logs and not np.isfinite(float(logs["loss"])):
                 return
             save_checkpoint(self.model, self.run_dir)
@@ -269,8 +285,11 @@ def fit_and_evaluate(model, cfg, datasets, run_dir, *, initial_step=0, history=(
                shuffle=False)
     if offset and epoch < cfg.epochs:  # the rest of a partly trained epoch
         recorder.first_step = checkpoint.offset = offset
+        full_spe = model.steps_per_execution
+        model.steps_per_execution, model.train_function = steps_per_execution(steps - offset, full_spe), None
         model.fit(wrap(datasets.train(epoch, offset)), epochs=epoch + 1, initial_epoch=epoch,
                   steps_per_epoch=steps - offset, **fit)
+        model.steps_per_execution, model.train_function = full_spe, None  # retrace for whole epochs
         recorder.first_step = checkpoint.offset = 0
         epoch += 1
     if epoch < cfg.epochs and not model.stop_training:

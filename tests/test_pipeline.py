@@ -93,3 +93,55 @@ def test_batch_errors(cifar_dir, tmp_path):
     write_idx(str(tmp_path))
     with pytest.raises(UserError, match="no margin"):
         pipeline.build(DataConfig(dataset="mnist", data_dir=str(tmp_path), random_crop=True), batch_size=4, epochs=1)
+
+
+@pytest.mark.parametrize("corrupt,prob,crop,augment,expected", [
+    ("labels", 0.5, False, False, "287fa2bbbf4f82b1"), ("random_labels", None, True, True, "b0668b5a823b8ee9"),
+    ("random_pixels", None, False, False, "ccef39e5b40f1ab0")])
+def test_epoch_order_and_labels_are_those_of_the_per_example_pipeline(corrupt, prob, crop, augment, expected):
+    # sha256 of the label sequence of epochs 0-1, recorded with the per-example pipeline that preceded the batched
+    # one (issue 10): the batched gather must replay exactly the same order and labels.
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        write_cifar_binary(d, per_batch=8)
+        cfg = DataConfig(dataset="cifar10", data_dir=d, corrupt=corrupt, corrupt_prob=prob, random_crop=crop,
+                         augment=augment, shuffle_seed=3)
+        ys = np.concatenate([y for _, y in _batches(pipeline.build(cfg, batch_size=8, epochs=2).train(0))])
+    assert hashlib.sha256(ys.astype(np.int64).tobytes()).hexdigest()[:16] == expected
+
+
+def test_batched_augmentation_is_per_example_and_keyed_by_seed_epoch_key():
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    images = tf.constant(rng.integers(0, 256, (16, 32, 32, 3), dtype=np.uint8))
+    keys = tf.constant(rng.permutation(1000)[:16].astype(np.int64))
+    whole = pipeline.augment_batch(images, keys, 5, 2, 28, True, True).numpy()
+    assert whole.shape == (16, 28, 28, 3) and whole.dtype == np.float32
+    for i in range(16):  # the same image gets the same crop/flip/angle alone or in any batch
+        alone = pipeline.augment_batch(images[i:i + 1], keys[i:i + 1], 5, 2, 28, True, True).numpy()
+        np.testing.assert_allclose(alone[0], whole[i], atol=1e-5)  # bilinear sums: SIMD rounding
+    other_epoch = pipeline.augment_batch(images, keys, 5, 3, 28, True, True).numpy()
+    assert not np.allclose(other_epoch, whole)
+    # crops alone: exact windows of the uint8 image, offsets in 0..4, several distinct ones
+    crops = pipeline.augment_batch(images, keys, 5, 2, 28, True, False).numpy()
+    offsets = set()
+    for i in range(16):
+        found = [(t, l) for t in range(5) for l in range(5)
+                 if np.array_equal(crops[i], images[i, t:t + 28, l:l + 28].numpy())]
+        assert found
+        offsets.add(found[0])
+    assert len(offsets) > 5
+
+
+def test_images_are_held_as_uint8_except_gaussian(cifar_dir):
+    for corrupt, dtype in (("none", np.uint8), ("shuffled_pixels", np.uint8), ("gaussian", np.float32)):
+        d = pipeline.build(DataConfig(dataset="cifar10", data_dir=cifar_dir, corrupt=corrupt), batch_size=8, epochs=1)
+        x, _ = next(iter(d.train(0)))
+        assert x.dtype == np.float32
+        held = [c for c in d.train(0).element_spec]  # the model input is float32 in every case
+        assert held[0].dtype.name == "float32"
+        arrays = pipeline._prepared(d.corruption, sources.load("cifar10", "train", data_dir=cifar_dir), (28, 28, 3),
+                                    crop=True)
+        assert arrays["image"].dtype == dtype

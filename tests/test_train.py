@@ -158,10 +158,10 @@ def test_images_per_s_is_train_only_and_per_replica(cifar_dir, tmp_path):
         def on_test_begin(self, logs=None):
             time.sleep(1.0)
 
-    r = results.read_json(run(tiny("mlp_1x512", cifar_dir, epochs=2), str(tmp_path), verbose=0,
-                              extra_callbacks=[SlowValidation()]))
+    r = results.read_json(run(tiny("mlp_1x512", cifar_dir, epochs=2, steps_per_execution=1), str(tmp_path),
+                              verbose=0, extra_callbacks=[SlowValidation()]))
     for row in r["history"]:
-        # 4 timed steps of 8 images: a 1 s validation inside the window would cap this at 32 images/s
+        # 4 timed steps of 8 images: a 1 s validation inside the timed window would cap this at 32 images/s
         assert row["images_per_s"] > 200 and row["per_replica_images_per_s"] == row["images_per_s"]
         assert row["seconds"] > 1.0  # the epoch's wall time does include the validation
 
@@ -271,8 +271,8 @@ def test_kill_and_resume_equals_uninterrupted(model, extra, cifar_dir, tmp_path)
 def test_mid_epoch_checkpoint_resumes_with_the_same_batches(cifar_dir, tmp_path):
     # 5 steps/epoch, a checkpoint every 2 steps: killed at step 7, the last checkpoint is step 6 = epoch 2, step 1.
     base = tiny("mlp_1x512", cifar_dir, epochs=3, corrupt="labels", corrupt_prob=0.5, random_crop=True,
-                checkpoint_every_steps=2)
-    a = dataclasses.replace(base, run_name="straight", checkpoint_every_steps=None)
+                checkpoint_every_steps=2, steps_per_execution=1)  # the killer looks at every step
+    a = dataclasses.replace(base, run_name="straight", checkpoint_every_steps=None, steps_per_execution=None)
     b = dataclasses.replace(base, run_name="killed")
     ra = results.read_json(run(a, str(tmp_path), verbose=0))
     with pytest.raises(_Kill):
@@ -505,3 +505,21 @@ def test_cli_bad_input_is_one_clear_line_and_writes_nothing(args, match, cifar_d
     assert match in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not work.exists() or not any(work.iterdir())  # nothing half-written
+
+
+def test_steps_per_execution_divides_the_epoch():
+    # Keras runs whole executions: 2 steps per call over a 5-step epoch trains 6 steps (measured, Keras 3.15)
+    assert training.steps_per_execution(390) == 30 and training.steps_per_execution(39) == 13
+    assert training.steps_per_execution(5) == 5 and training.steps_per_execution(7, 4) == 1
+    assert training.steps_per_execution(10_009) == 1 or 10_009 % training.steps_per_execution(10_009) == 0
+
+
+def test_mid_epoch_resume_with_many_steps_per_execution(cifar_dir, tmp_path):
+    # 5 steps/epoch at 5 per call; resumed at step 6 (a checkpoint every 3 steps crossed at step 10 -> saved at 5
+    # by the epoch end, then 6 is reached only with 1 step per call): the partial epoch runs 4 steps, not 5.
+    cfg = tiny("mlp_1x512", cifar_dir, epochs=2, checkpoint_every_steps=3, steps_per_execution=1, run_name="r")
+    with pytest.raises(_Kill):
+        run(cfg, str(tmp_path), extra_callbacks=[_KillAfter(step=7)], verbose=0)
+    assert _checkpoint_step(os.path.join(str(tmp_path), "r")) == 6
+    r = results.read_json(run(dataclasses.replace(cfg, steps_per_execution=5), str(tmp_path), verbose=0))
+    assert r["metrics"]["steps_trained"] == 10 and r["env"]["steps_per_execution"] == 5

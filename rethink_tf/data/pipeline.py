@@ -10,12 +10,14 @@ Three datasets per run (REQUIREMENTS.md 3):
 
 Order (STYLE.md 9): the deterministic, per-example work (crop to the model input, corruption) runs once, before
 the data are materialized in memory; the random work (shuffle, crop, flips, rotation) runs after, keyed on
-(seed, epoch, key) with stateless ops; whitening is vectorized after `batch`.
-CIFAR-10/MNIST/Fashion-MNIST are held in memory as float32 model-input crops (470 MB for CIFAR-10); ImageNet is
-streamed from tfds and only label corruptions apply to it.
+(seed, epoch, key) with counter-based hashes. Training batches are gathered whole from the in-memory arrays (one
+gather per batch, not one map call per example), then cropped, flipped, rotated and whitened as a batch.
+CIFAR-10/MNIST/Fashion-MNIST are held in memory as uint8 (150 MB for CIFAR-10's training set; float32 only for
+Gaussian pixels); ImageNet is streamed from tfds and only label corruptions apply to it.
 """
 
 import dataclasses
+import math
 
 import numpy as np
 import tensorflow as tf
@@ -135,7 +137,12 @@ def build(cfg, batch_size, epochs, num_replicas=1):
 
 
 def _prepared(corr, split, shape, crop):
-    """Deterministic part, per example: [centre crop] -> [0, 1] floats -> corruption. Materialized once."""
+    """Deterministic part, per example: [centre crop] -> corruption. Materialized once.
+
+    Images stay uint8 (a quarter of float32's memory: 150 MB for CIFAR-10's training set) unless the corruption
+    makes new values (gaussian): the permutations of shuffled/random pixels move uint8 values exactly, so the
+    [0, 1] float image the corruption sees is converted back without loss.
+    """
     side = shape[0]
 
     def prepare(ex):
@@ -146,12 +153,46 @@ def _prepared(corr, split, shape, crop):
 
     ds = split.dataset().map(prepare, num_parallel_calls=AUTOTUNE)
     ds = ds.map(corruption_lib.example_map(corr, split.name), num_parallel_calls=AUTOTUNE)
-    return _materialize(ds, split.size)
+    arrays = _materialize(ds, split.size)
+    if corr.kind != "gaussian":
+        arrays["image"] = np.rint(arrays["image"] * 255.0).astype(np.uint8)
+    return arrays
+
+
+def _to_model_input(images):
+    """uint8 (or gaussian float) batch -> whitened float32: /255 and per_image_whitening (Appendix A)."""
+    if images.dtype == tf.uint8:
+        images = preprocessing.to_unit(images)
+    return preprocessing.whiten(images)
 
 
 def _eval_dataset(arrays, batch_size):
     ds = tf.data.Dataset.from_tensor_slices((arrays["image"], arrays["label"])).batch(batch_size)
-    return ds.map(lambda x, y: (preprocessing.whiten(x), y), num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
+    return ds.map(lambda x, y: (_to_model_input(x), y), num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
+
+
+def augment_batch(images, keys, shuffle_seed, epoch, side, random_crop, augment):
+    """Table 1's random crop and Table 4's flip + rotation for a batch, each image's randomness a pure function of
+    (shuffle_seed, epoch, key): the same whatever batch or position the image lands in (hence identical on resume).
+
+    uniform(shuffle_seed, 11, epoch, key, j) for j = 0, 1: crop offsets (uniform over the H − side + 1 positions);
+    j = 2: flip if < 1/2; j = 3: angle uniform in ±25°.
+    """
+    def u(j):
+        return corruption_lib.uniform(shuffle_seed, 11, epoch, keys, j)
+
+    if random_crop:  # on uint8, before the cast: a quarter of the bytes to move
+        span = tf.shape(images, out_type=tf.int64)[1] - side + 1
+        top = tf.cast(tf.floor(u(0) * tf.cast(span, tf.float64)), tf.int32)
+        left = tf.cast(tf.floor(u(1) * tf.cast(span, tf.float64)), tf.int32)
+        images = preprocessing.crop_batch(images, top, left, side)
+    if augment:
+        images = preprocessing.flip_batch(images, u(2) < 0.5)
+        if images.dtype == tf.uint8:
+            images = preprocessing.to_unit(images)
+        degrees = tf.cast((2.0 * u(3) - 1.0) * preprocessing.ROTATION_DEGREES, tf.float32)
+        images = preprocessing.rotate_batch(images, degrees * (math.pi / 180.0))
+    return images
 
 
 def _build_in_memory(cfg, corr, train, test, shape, batch_size, epochs, steps, summary):
@@ -171,23 +212,17 @@ def _build_in_memory(cfg, corr, train, test, shape, batch_size, epochs, steps, s
                            stable=True)
         order = tf.data.Dataset.from_tensor_slices(order[first_step * batch_size:])
 
-        def example(i):
-            image, key = images[i], keys[i]
-            if cfg.random_crop or cfg.augment:
-                seed = _seed_pair(cfg.shuffle_seed, 11, epoch, key)
-                if cfg.random_crop:  # otherwise the images were centre-cropped when materialized
-                    image = preprocessing.random_crop(image, side, seed)
-                if cfg.augment:
-                    image = preprocessing.flip_and_rotate(image, seed + 2)
-            return image, labels[i]
+        def batch(idx):  # one gather per batch, then vectorized augmentation and whitening
+            x, k = tf.gather(images, idx), tf.gather(keys, idx)
+            x = augment_batch(x, k, cfg.shuffle_seed, epoch, side, cfg.random_crop, cfg.augment)
+            return _to_model_input(x), tf.gather(labels, idx)
 
-        return order.map(example, num_parallel_calls=AUTOTUNE).batch(batch_size, drop_remainder=True)
+        return order.batch(batch_size, drop_remainder=True).map(batch, num_parallel_calls=AUTOTUNE)
 
     def train_stream(first_epoch=0, first_step=0):
         ds = per_epoch(first_epoch, first_step)
         if first_epoch + 1 < epochs:
             ds = ds.concatenate(tf.data.Dataset.range(first_epoch + 1, epochs).flat_map(per_epoch))
-        ds = ds.map(lambda x, y: (preprocessing.whiten(x), y), num_parallel_calls=AUTOTUNE)
         return ds.prefetch(AUTOTUNE)
 
     return Datasets(train_stream, _eval_dataset(train_eval, batch_size), _eval_dataset(test_arr, batch_size),

@@ -66,6 +66,35 @@ def flip_and_rotate(image, seed):
     return rotate(image, angle * (math.pi / 180.0))
 
 
+# ------------------------------------------------------------------------ batched (the in-memory pipeline's path)
+
+def crop_batch(images, top, left, size):
+    """Per-image size×size windows of an NHWC batch at offsets top[i], left[i] (int32 [N]), by one gather per axis."""
+    rows = top[:, None] + tf.range(size)[None]  # [N, size]
+    cols = left[:, None] + tf.range(size)[None]
+    images = tf.gather(images, rows, axis=1, batch_dims=1)  # [N, size, W, C]
+    return tf.gather(images, cols, axis=2, batch_dims=1)  # [N, size, size, C]
+
+
+def flip_batch(images, flip):
+    """Left-right flips the images where flip (bool [N]) is set."""
+    return tf.where(flip[:, None, None, None], tf.reverse(images, axis=[2]), images)
+
+
+def rotate_batch(images, radians):
+    """Rotates each float image of an NHWC batch about its centre by radians[i]: `rotate`, one op for the batch."""
+    h = tf.cast(tf.shape(images)[1], tf.float32)
+    w = tf.cast(tf.shape(images)[2], tf.float32)
+    cos, sin = tf.cos(radians), tf.sin(radians)
+    dx = ((w - 1) - (cos * (w - 1) - sin * (h - 1))) / 2.0
+    dy = ((h - 1) - (sin * (w - 1) + cos * (h - 1))) / 2.0
+    zeros = tf.zeros_like(cos)
+    transforms = tf.stack([cos, -sin, dx, sin, cos, dy, zeros, zeros], axis=1)
+    return tf.raw_ops.ImageProjectiveTransformV3(
+        images=images, transforms=transforms, output_shape=tf.shape(images)[1:3], fill_value=0.0,
+        interpolation="BILINEAR", fill_mode="REFLECT")
+
+
 def inception_eval(image, size=INCEPTION_SIZE):
     """TF inception eval path: central 87.5% crop, bilinear resize, [0, 1] -> [-1, 1]."""
     image = tf.image.central_crop(to_unit(image), 0.875)

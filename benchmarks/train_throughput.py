@@ -1,0 +1,100 @@
+"""Training throughput of every CIFAR-10 model through the real training path, against a PyTorch loop (issue 10).
+
+For each model: train images/s (train-only, the history's `images_per_s`: timed between the ends of an epoch's
+first and last compiled call, so neither tracing nor validation counts), best of epochs 2..N, batch 128, 28×28×3,
+SGD with momentum, through `rethink_tf.train.run` on generated CIFAR-10 binary files (the real input pipeline), and
+with `--synthetic_data` one constant batch repeated (model only: the gap between the two is the input pipeline's
+cost; REQUIREMENTS.md 21).
+
+Reference (issue 10): a plain PyTorch 2.13 loop over in-memory tensors on this machine class (2 cores):
+mlp_1x512 18,300, mlp_3x512 9,100, small_alexnet 358, small_inception 61 images/s. Target: ratio >= 1.0.
+
+    python benchmarks/train_throughput.py [--models mlp_1x512,small_alexnet] [--jit_compile both] [--epochs 3]
+
+Prints one JSON line per (model, data, XLA setting).
+"""
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
+
+from rethink_tf import console  # noqa: E402  (first: no TensorFlow log lines on a normal run)
+
+console.quiet()
+
+from conftest import write_cifar_binary  # noqa: E402  (writes the real CIFAR-10 binary format)
+
+PYTORCH_IMAGES_PER_S = {"mlp_1x512": 18_300, "mlp_3x512": 9_100, "small_alexnet": 358, "small_inception": 61}
+# steps per epoch measured: enough for a stable rate, few enough that the slow models finish in minutes
+STEPS = {"mlp_1x512": 100, "mlp_3x512": 100, "small_alexnet": 12, "small_inception": 6}
+BATCH = 128
+
+
+def synthetic(datasets):
+    """The same Datasets with train replaced by one constant batch repeated: the model's speed alone."""
+    import dataclasses
+
+    import tensorflow as tf
+
+    x, y = next(iter(datasets.train(0)))
+    one = tf.data.Dataset.from_tensors((x, y))
+    return dataclasses.replace(datasets, train=lambda first_epoch=0, first_step=0: one.repeat())
+
+
+def measure(model, data_dir, workdir, epochs, jit, synthetic_data):
+    from rethink_tf.config import DataConfig, TrainConfig
+    from rethink_tf.data import pipeline
+    from rethink_tf.train import run
+
+    cfg = TrainConfig(model=model, data=DataConfig(dataset="cifar10", data_dir=data_dir, test_examples=BATCH),
+                      batch_size=BATCH, epochs=epochs, tensorboard=False, jit_compile=jit,
+                      run_name=f"{model}-{'synthetic' if synthetic_data else 'pipeline'}-{'xla' if jit else 'noxla'}")
+    datasets = None
+    if synthetic_data:
+        datasets = synthetic(pipeline.build(cfg.resolved().data, BATCH, epochs))
+    r = results_of(run(cfg, workdir, datasets=datasets, verbose=0))
+    rates = [h["images_per_s"] for h in r["history"][1:]]
+    best = max(rates)
+    ref = PYTORCH_IMAGES_PER_S[model]
+    return {"benchmark": "train_throughput", "model": model, "data": "synthetic" if synthetic_data else "pipeline",
+            "jit_compile": r["env"]["jit_compile"], "steps_per_execution": r["env"]["steps_per_execution"],
+            "steps_per_epoch": r["metrics"]["steps_per_epoch"], "images_per_s": round(best, 1),
+            "epochs_2_on": [round(v, 1) for v in rates], "pytorch_images_per_s": ref,
+            "ratio_to_pytorch": round(best / ref, 3)}
+
+
+def results_of(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", default=",".join(PYTORCH_IMAGES_PER_S))
+    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--jit_compile", default="both", choices=["off", "on", "both"])
+    ap.add_argument("--data", default="both", choices=["pipeline", "synthetic", "both"])
+    args = ap.parse_args()
+    jits = {"off": [False], "on": [True], "both": [False, True]}[args.jit_compile]
+    datas = {"pipeline": [False], "synthetic": [True], "both": [False, True]}[args.data]
+    with tempfile.TemporaryDirectory() as tmp:
+        for model in args.models.split(","):
+            if model not in PYTORCH_IMAGES_PER_S:
+                print(f"error: unknown model {model!r}; known: {', '.join(PYTORCH_IMAGES_PER_S)}", file=sys.stderr)
+                return 2
+            data_dir = os.path.join(tmp, model)
+            os.makedirs(data_dir)
+            write_cifar_binary(data_dir, per_batch=STEPS[model] * BATCH // 5, test=BATCH)
+            for synthetic_data in datas:
+                for jit in jits:
+                    print(json.dumps(measure(model, data_dir, os.path.join(tmp, "runs"), args.epochs, jit,
+                                             synthetic_data)), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
