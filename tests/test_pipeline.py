@@ -145,3 +145,26 @@ def test_images_are_held_as_uint8_except_gaussian(cifar_dir):
         arrays = pipeline._prepared(d.corruption, sources.load("cifar10", "train", data_dir=cifar_dir), (28, 28, 3),
                                     crop=True)
         assert arrays["image"].dtype == dtype
+
+
+def test_compiled_augmentation_equals_the_reference_ops():
+    # the XLA crop/flip/rotation the pipeline runs == tf.image crop windows + flip + ImageProjectiveTransformV3
+    import math
+
+    import tensorflow as tf
+
+    from rethink_tf.data import corruption, preprocessing
+
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 256, (12, 32, 32, 3), dtype=np.uint8)
+    keys = tf.constant(np.arange(100, 112, dtype=np.int64))
+    out = pipeline.augment_batch(tf.constant(images), keys, 4, 1, 28, True, True, compiled=True).numpy()
+    u = lambda j: corruption.uniform(4, 11, 1, keys, j).numpy()
+    top, left = np.floor(u(0) * 5).astype(int), np.floor(u(1) * 5).astype(int)
+    for i in range(12):
+        ref = images[i, top[i]:top[i] + 28, left[i]:left[i] + 28].astype(np.float32) / 255.0
+        if u(2)[i] < 0.5:
+            ref = ref[:, ::-1]
+        angle = (2.0 * u(3)[i] - 1.0) * preprocessing.ROTATION_DEGREES * math.pi / 180.0
+        ref = preprocessing.rotate(tf.constant(ref), tf.constant(angle, tf.float32)).numpy()
+        np.testing.assert_allclose(out[i], ref, atol=1e-5)

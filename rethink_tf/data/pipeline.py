@@ -171,13 +171,16 @@ def _eval_dataset(arrays, batch_size):
     return ds.map(lambda x, y: (_to_model_input(x), y), num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
 
 
-def augment_batch(images, keys, shuffle_seed, epoch, side, random_crop, augment):
+def augment_batch(images, keys, shuffle_seed, epoch, side, random_crop, augment, compiled=False):
     """Table 1's random crop and Table 4's flip + rotation for a batch, each image's randomness a pure function of
     (shuffle_seed, epoch, key): the same whatever batch or position the image lands in (hence identical on resume).
 
     uniform(shuffle_seed, 11, epoch, key, j) for j = 0, 1: crop offsets (uniform over the H − side + 1 positions);
-    j = 2: flip if < 1/2; j = 3: angle uniform in ±25°.
+    j = 2: flip if < 1/2; j = 3: angle uniform in ±25°. compiled: crop and rotation as XLA kernels (fused gathers:
+    several times faster on CPU, also inside tf.data; results equal to 1e-5).
     """
+    crop = preprocessing.crop_batch_xla if compiled else preprocessing.crop_batch
+    rotate = preprocessing.rotate_batch_xla if compiled else preprocessing.rotate_batch
     def u(j):
         return corruption_lib.uniform(shuffle_seed, 11, epoch, keys, j)
 
@@ -185,13 +188,10 @@ def augment_batch(images, keys, shuffle_seed, epoch, side, random_crop, augment)
         span = tf.shape(images, out_type=tf.int64)[1] - side + 1
         top = tf.cast(tf.floor(u(0) * tf.cast(span, tf.float64)), tf.int32)
         left = tf.cast(tf.floor(u(1) * tf.cast(span, tf.float64)), tf.int32)
-        images = preprocessing.crop_batch(images, top, left, side)
-    if augment:
-        images = preprocessing.flip_batch(images, u(2) < 0.5)
-        if images.dtype == tf.uint8:
-            images = preprocessing.to_unit(images)
+        images = crop(images, top, left, side)
+    if augment:  # flip, then rotate: one fused sampling pass (the flip is a mirrored sampling coordinate)
         degrees = tf.cast((2.0 * u(3) - 1.0) * preprocessing.ROTATION_DEGREES, tf.float32)
-        images = preprocessing.rotate_batch(images, degrees * (math.pi / 180.0))
+        images = rotate(images, degrees * (math.pi / 180.0), u(2) < 0.5)
     return images
 
 
@@ -204,6 +204,10 @@ def _build_in_memory(cfg, corr, train, test, shape, batch_size, epochs, steps, s
     images, labels, keys = (tf.constant(train_full[k]) for k in ("image", "label", "key"))
     side, size = shape[0], train.size
 
+    def transform(x, k, epoch):
+        return _to_model_input(augment_batch(x, k, cfg.shuffle_seed, epoch, side, cfg.random_crop, cfg.augment,
+                                             compiled=True))
+
     def per_epoch(epoch, first_step=0):
         # The epoch's order is a pure function of (shuffle_seed, epoch): argsort of hashed uniforms. It does not
         # depend on TF's shuffle implementation or global seed, so a resumed run replays the same batches; a
@@ -212,10 +216,9 @@ def _build_in_memory(cfg, corr, train, test, shape, batch_size, epochs, steps, s
                            stable=True)
         order = tf.data.Dataset.from_tensor_slices(order[first_step * batch_size:])
 
-        def batch(idx):  # one gather per batch, then vectorized augmentation and whitening
+        def batch(idx):  # one gather per batch, then vectorized (XLA-compiled) augmentation and whitening
             x, k = tf.gather(images, idx), tf.gather(keys, idx)
-            x = augment_batch(x, k, cfg.shuffle_seed, epoch, side, cfg.random_crop, cfg.augment)
-            return _to_model_input(x), tf.gather(labels, idx)
+            return transform(x, k, tf.cast(epoch, tf.int64)), tf.gather(labels, idx)
 
         return order.batch(batch_size, drop_remainder=True).map(batch, num_parallel_calls=AUTOTUNE)
 
