@@ -15,6 +15,8 @@ Prints one JSON line per (model, data, XLA setting).
 """
 
 import argparse
+import contextlib
+import io
 import json
 import os
 import sys
@@ -56,12 +58,13 @@ def measure(model, data_dir, workdir, epochs, jit, synthetic_data):
     datasets = None
     if synthetic_data:
         datasets = synthetic(pipeline.build(cfg.resolved().data, BATCH, epochs))
-    r = results_of(run(cfg, workdir, datasets=datasets, verbose=0))
+    with contextlib.redirect_stdout(io.StringIO()):  # the run's own summary lines
+        r = results_of(run(cfg, workdir, datasets=datasets, verbose=0))
     rates = [h["images_per_s"] for h in r["history"][1:]]
     best = max(rates)
     ref = PYTORCH_IMAGES_PER_S[model]
     return {"benchmark": "train_throughput", "model": model, "data": "synthetic" if synthetic_data else "pipeline",
-            "jit_compile": r["env"]["jit_compile"], "steps_per_execution": r["env"]["steps_per_execution"],
+            "jit_compile": r["env"]["jit_compile"], "steps_per_execution": r["env"].get("steps_per_execution", 1),
             "steps_per_epoch": r["metrics"]["steps_per_epoch"], "images_per_s": round(best, 1),
             "epochs_2_on": [round(v, 1) for v in rates], "pytorch_images_per_s": ref,
             "ratio_to_pytorch": round(best / ref, 3)}

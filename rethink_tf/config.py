@@ -90,7 +90,7 @@ class TrainConfig:
         package evaluates a 0.9999 average) and report the final accuracies on it (None: off).
       fit_threshold: training accuracy that counts as "fitted" for epochs_to_fit / steps_to_fit and Figure 1b
         (1.0: every example of an epoch right; results.json also records 0.99, 0.999 and 1.0 separately).
-      jit_compile: XLA on a single device.
+      jit_compile: XLA on a single device (None: models.XLA_DEFAULT, the faster setting measured per model).
       steps_per_execution: optimizer steps per tf.function call (None: the largest divisor of the epoch's steps
         up to 32; Keras would otherwise overrun an epoch whose steps it does not divide).
       deterministic: enable TF op determinism (slower; some GPU ops then raise UnimplementedError).
@@ -122,7 +122,7 @@ class TrainConfig:
     stop_at_train_accuracy: Optional[float] = None
     ema_decay: Optional[float] = None
     fit_threshold: float = 1.0
-    jit_compile: bool = False
+    jit_compile: Optional[bool] = None
     steps_per_execution: Optional[int] = None
     deterministic: bool = False
     tensorboard: bool = True
@@ -153,6 +153,8 @@ class TrainConfig:
             label_smoothing=self.label_smoothing if self.label_smoothing is not None else recipe.label_smoothing,
             dropout=self.dropout if self.dropout is not None else builder.get("dropout"),
             bn_momentum=self.bn_momentum if self.bn_momentum is not None else builder.get("bn_momentum"),
+            jit_compile=(self.jit_compile if self.jit_compile is not None
+                         else models.XLA_DEFAULT.get(self.model, False)),
         )
 
     def identity(self):

@@ -86,8 +86,10 @@ def compile_model(model, cfg, num_classes, num_replicas, steps_per_epoch=1):
         if num_classes >= 100:
             metrics.append(keras.metrics.SparseTopKCategoricalAccuracy(5, name="top5_accuracy"))
     jit = bool(cfg.jit_compile) and num_replicas == 1  # XLA off under multi-replica strategies (REQUIREMENTS 15)
-    model.compile(optimizer=make_optimizer(cfg), loss=loss, metrics=metrics, jit_compile=jit,
-                  steps_per_execution=steps_per_execution(steps_per_epoch, cfg.steps_per_execution))
+    # Keras 3.15's multi-step function fails under MirroredStrategy ("You must feed a value for placeholder tensor
+    # .../while/cond/Placeholder", measured on 2 logical CPUs): one step per call with several replicas.
+    spe = 1 if num_replicas > 1 else steps_per_execution(steps_per_epoch, cfg.steps_per_execution)
+    model.compile(optimizer=make_optimizer(cfg), loss=loss, metrics=metrics, jit_compile=jit, steps_per_execution=spe)
     return jit
 
 

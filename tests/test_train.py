@@ -71,6 +71,8 @@ def test_table2_no_regularizer_rows_have_no_label_smoothing(monkeypatch):
 
 def test_paper_recipe_defaults():
     cfg = TrainConfig(model="small_inception").resolved()
+    assert cfg.jit_compile is False and TrainConfig(model="mlp_3x512").resolved().jit_compile is True  # measured
+    assert TrainConfig(model="mlp_3x512", jit_compile=False).resolved().jit_compile is False
     assert (cfg.optimizer, cfg.learning_rate, cfg.lr_decay, cfg.momentum, cfg.batch_size) == ("sgd", 0.1, 0.95, 0.9, 128)
     # floor(50,000 / 128) = 390 = the steps of one drop_remainder epoch: TF's int(50000 / 128 * epochs_per_decay)
     assert training.steps_per_decay(cfg.lr_decay_examples, cfg.batch_size) == 390 == 50_000 // 128
@@ -301,10 +303,10 @@ def test_resume_accepts_changed_execution_settings_and_records_them(cifar_dir, t
     cfg = tiny("mlp_1x512", cifar_dir, epochs=2, run_name="r")
     with pytest.raises(_Kill):
         run(cfg, str(tmp_path), extra_callbacks=[_KillAfter(epoch=1)], verbose=0)
-    moved = dataclasses.replace(cfg, jit_compile=True, deterministic=False, tensorboard=True, num_gpus=4,
+    moved = dataclasses.replace(cfg, jit_compile=False, deterministic=False, tensorboard=True, num_gpus=4,
                                 data=dataclasses.replace(cfg.data, source="archive"))
     r = results.read_json(run(moved, str(tmp_path), verbose=0))
-    assert r["resumes"][0]["changed"] == {"jit_compile": [False, True], "tensorboard": [False, True],
+    assert r["resumes"][0]["changed"] == {"jit_compile": [True, False], "tensorboard": [False, True],
                                           "num_gpus": [None, 4], "source": ["auto", "archive"]}
     assert r["metrics"]["steps_trained"] == 10
 

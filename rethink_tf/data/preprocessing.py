@@ -81,9 +81,9 @@ def rotate_batch(images, radians, flip=None):
     """[Left-right flips, then] rotates each image of an NHWC batch about its centre by radians[i], bilinear,
     reflecting at the edges; returns float32 (uint8 input is gathered as uint8 and converted to [0, 1]).
 
-    The same sampling as a left-right flip followed by `rotate` (ImageProjectiveTransformV3, BILINEAR, REFLECT; tested to
-    1e-5), written as four gathers with per-pixel weights so that XLA can fuse it: compiled, 1.5 ms for 128 CIFAR
-    crops on one core against 3.7 ms for the projective-transform kernel (measured here). The flip is folded into
+    The same sampling as a left-right flip followed by `rotate` (ImageProjectiveTransformV3, BILINEAR, REFLECT;
+    tested to 1e-5), written as four gathers with per-pixel weights so that XLA can fuse it: compiled, 1.5 ms for
+    128 CIFAR crops on one core against 3.7 ms for the projective-transform kernel (measured here). The flip is folded into
     the sampling coordinates (u -> W - 1 - u), so it costs no pass over the pixels.
     """
     shape = tf.shape(images)

@@ -22,6 +22,13 @@ MODELS = {
 }
 
 
+# XLA default per model, from benchmarks/train_throughput.py on 2 CPU cores (batch 128, images/s with / without):
+# the MLPs gain a little (mlp_1x512 50.1k / 48.9k, mlp_3x512 30.8k / 29.0k), the convnets lose (small_alexnet
+# 742 / 861, small_inception 190 / 247). --jit_compile / --nojit_compile override it; it is off under
+# multi-replica strategies whatever the setting.
+XLA_DEFAULT = {"mlp_1x512": True, "mlp_3x512": True}
+
+
 def options_of(name):
     """The keyword options a model's builder accepts (besides input_shape and num_classes)."""
     builder, _ = MODELS[name]
