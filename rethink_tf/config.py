@@ -13,7 +13,8 @@ from typing import Optional
 # and must match to resume.
 NON_IDENTITY_FIELDS = frozenset({
     "tensorboard", "run_name", "strategy", "num_gpus", "cross_device_ops", "data_dir", "source", "manual_dir",
-    "prepare_imagenet", "download", "jit_compile", "steps_per_execution", "deterministic", "checkpoint_every_steps", "fit_threshold"})
+    "prepare_imagenet", "download", "jit_compile", "steps_per_execution", "deterministic", "checkpoint_every_steps",
+    "fit_threshold"})
 # Fields that vary *within* one protocol: the randomization test compares corruptions under one protocol and
 # averages seeds (figures, report).
 WITHIN_PROTOCOL_FIELDS = frozenset({"seed", "shuffle_seed", "corrupt", "corrupt_prob", "corrupt_seed",
@@ -158,7 +159,8 @@ class TrainConfig:
         )
 
     def identity(self):
-        """The fields that name the run: to_dict() without NON_IDENTITY_FIELDS. Two configs resume each other iff equal."""
+        """The fields that name the run: to_dict() without NON_IDENTITY_FIELDS; two configs resume each other iff
+        these are equal."""
         return {k: v for k, v in self.to_dict().items() if k not in NON_IDENTITY_FIELDS}
 
     def protocol(self):

@@ -154,7 +154,8 @@ def figure1bc(results, out_dir, fit_threshold=None):
             used.add(threshold)
             steps = {p: [steps_to_accuracy(r, threshold) for r in by_p[p]] for p in ps}
             rel = [np.mean(steps[p]) / np.mean(steps[0.0]) for p in ps]
-            note = "" if threshold == requested else f" [fit = {100 * threshold:g}%: not all reached {100 * requested:g}%]"
+            note = ("" if threshold == requested
+                    else f" [fit = {100 * threshold:g}%: not all reached {100 * requested:g}%]")
             ax_b.plot(ps, rel, "o-", color=f"C{i}", label=labels[key] + note)
         elif 0.0 in by_p:  # some run never reached even 99%: mark the curve rather than drop it silently
             ax_b.plot(ps, [1.0] * len(ps), "x", color=f"C{i}", label=f"{labels[key]}: not all runs reached 99%")

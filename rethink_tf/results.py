@@ -50,7 +50,7 @@ def append_history(run_dir, row):
 
 
 def append_resume(run_dir, record):
-    """Logs one resume: the step it restarted from and the execution settings that changed (config.NON_IDENTITY_FIELDS)."""
+    """Logs one resume: the step it restarted from and the settings that changed (config.NON_IDENTITY_FIELDS)."""
     _append_line(run_dir, RESUMES, record)
 
 

@@ -14,7 +14,6 @@ Every random choice takes an explicit stateless seed, derived by the pipeline fr
 augmentation differs between epochs but is reproducible, independent of parallelism, and identical after a resume.
 """
 
-import math
 
 import tensorflow as tf
 
