@@ -153,10 +153,10 @@ def _prepared(corr, split, shape, crop):
 
     ds = split.dataset().map(prepare, num_parallel_calls=AUTOTUNE)
     ds = ds.map(corruption_lib.example_map(corr, split.name), num_parallel_calls=AUTOTUNE)
-    arrays = _materialize(ds, split.size)
-    if corr.kind != "gaussian":
-        arrays["image"] = np.rint(arrays["image"] * 255.0).astype(np.uint8)
-    return arrays
+    if corr.kind != "gaussian":  # back to uint8 per example: no float32 copy of the split is ever held
+        ds = ds.map(lambda ex: {**ex, "image": tf.cast(tf.round(ex["image"] * 255.0), tf.uint8)},
+                    num_parallel_calls=AUTOTUNE)
+    return _materialize(ds, split.size)
 
 
 def _to_model_input(images):
