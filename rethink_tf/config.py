@@ -69,7 +69,7 @@ class TrainConfig:
     """One training run (PAPER.md §4). None means "the paper's recipe for this model" (rethink_tf.paper.RECIPES).
 
     Attributes:
-      model: a key of rethink_tf.models.MODELS.
+      model: a key of rethink_tf.models.MODELS, or "package.module:function" (a user's builder).
       data: the DataConfig.
       epochs: number of epochs to train.
       batch_size: global batch size (None: recipe, 128 on CIFAR-10).
@@ -140,9 +140,10 @@ class TrainConfig:
         from rethink_tf import models, paper
         from rethink_tf.data import sources
 
-        recipe = paper.RECIPES[self.model]
+        # a plug-in model ("package.module:function") gets the paper's CIFAR-10 recipe for AlexNet and the MLPs
+        recipe = paper.RECIPES.get(self.model, paper.RECIPES["small_alexnet"])
         train_size = sources.spec(self.data.dataset).train_size
-        builder = models.option_defaults(self.model) if self.model in models.MODELS else {}
+        builder = models.option_defaults(self.model) if self.model in models.MODELS else {}  # plug-ins: none
         return dataclasses.replace(
             self,
             batch_size=self.batch_size or recipe.batch_size,
@@ -189,7 +190,7 @@ class TrainConfig:
         import json
 
         d = self.data
-        parts = [d.dataset, self.model, d.corrupt]
+        parts = [d.dataset, self.model.replace(":", "-"), d.corrupt]
         if d.corrupt == "labels":
             parts.append(f"p{d.corrupt_prob:g}")
         parts += [tag for flag, tag in ((d.random_crop, "crop"), (d.augment, "aug"), (d.imagenet_augment, "aug"))

@@ -66,8 +66,15 @@ def define_data_flags(fv=flags.FLAGS):
 def define_train_flags(fv=flags.FLAGS):
     """Defines all flags of the training entry point on `fv`."""
     define_data_flags(fv)
-    flags.DEFINE_enum("model", "small_inception", list(models.MODELS), "Architecture (PAPER.md §3).",
-                      flag_values=fv)
+    flags.DEFINE_string("model", "small_inception", f"Architecture (PAPER.md §3): one of {', '.join(models.MODELS)}, "
+                        "or your own as package.module:function, a function (input_shape, num_classes) -> uncompiled "
+                        "keras.Model giving logits (trained with the AlexNet/MLP recipe unless flags say otherwise).",
+                        flag_values=fv)
+
+    @flags.validator("model", message=f"--model must be one of {', '.join(models.MODELS)} or package.module:function",
+                     flag_values=fv)
+    def _model(name):
+        return name in models.MODELS or models.is_plugin(name)
     flags.DEFINE_integer("epochs", 100, "Epochs to train.", lower_bound=1, flag_values=fv)
     flags.DEFINE_integer("batch_size", None, "Global batch size (default: the recipe's, 128 on CIFAR-10; "
                          "split evenly over replicas).", lower_bound=1, flag_values=fv)

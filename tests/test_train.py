@@ -525,3 +525,42 @@ def test_mid_epoch_resume_with_many_steps_per_execution(cifar_dir, tmp_path):
     assert _checkpoint_step(os.path.join(str(tmp_path), "r")) == 6
     r = results.read_json(run(dataclasses.replace(cfg, steps_per_execution=5), str(tmp_path), verbose=0))
     assert r["metrics"]["steps_trained"] == 10 and r["env"]["steps_per_execution"] == 5
+
+
+PLUGIN = '''
+import keras
+from keras import layers
+
+
+def tiny_cnn(input_shape, num_classes):
+    inputs = keras.Input(input_shape)
+    x = layers.Conv2D(4, 3, activation="relu")(inputs)
+    x = layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, layers.Dense(num_classes)(x), name="tiny_cnn")
+
+
+def not_a_model(input_shape, num_classes):
+    return "a string"
+'''
+
+
+def test_plugin_model_trains_through_run_and_the_cli(cifar_dir, tmp_path, monkeypatch):
+    (tmp_path / "my_models.py").write_text(PLUGIN)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    r = results.read_json(run(tiny("my_models:tiny_cnn", cifar_dir, corrupt="random_labels"), str(tmp_path / "w"),
+                              verbose=0))
+    assert r["config"]["model"] == "my_models:tiny_cnn" and r["metrics"]["trainable_parameters"] == 4 * 27 + 4 + 50
+    assert r["config"]["learning_rate"] == 0.01  # the AlexNet/MLP recipe
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": f"{tmp_path}{os.pathsep}{REPO}"}
+    proc = subprocess.run([sys.executable, "-m", "rethink_tf.train", "--model=my_models:tiny_cnn", "--epochs=1",
+                           "--batch_size=8", f"--data_dir={cifar_dir}", f"--workdir={tmp_path / 'cli'}",
+                           "--notensorboard"], capture_output=True, text=True, cwd=REPO, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert glob.glob(str(tmp_path / "cli" / "cifar10-my_models-tiny_cnn-none-*" / "results.json"))
+    for spec, match in (("no_such_module:f", "cannot import no_such_module"), ("my_models:nope", "no function 'nope'"),
+                        ("my_models:not_a_model", "returned str, not a keras.Model")):
+        proc = subprocess.run([sys.executable, "-m", "rethink_tf.train", f"--model={spec}", "--epochs=1",
+                               "--batch_size=8", f"--data_dir={cifar_dir}", f"--workdir={tmp_path / 'bad'}"],
+                              capture_output=True, text=True, cwd=REPO, env=env)
+        assert proc.returncode == 2 and match in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-1500:]
+        assert not (tmp_path / "bad").exists()

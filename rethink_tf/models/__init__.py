@@ -29,8 +29,32 @@ MODELS = {
 XLA_DEFAULT = {"mlp_1x512": True, "mlp_3x512": True}
 
 
+def is_plugin(name):
+    """A user's model given as "package.module:function" (the function builds an uncompiled keras.Model)."""
+    return ":" in name
+
+
+def load_plugin(spec):
+    """The builder function named by "package.module:function", or UserError in one line."""
+    import importlib
+
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise UserError(f"--model={spec}: a plug-in model is 'package.module:function'")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        raise UserError(f"--model={spec}: cannot import {module_name} ({e}); is it on PYTHONPATH?") from None
+    builder = getattr(module, attr, None)
+    if not callable(builder):
+        raise UserError(f"--model={spec}: {module_name} has no function {attr!r}")
+    return builder
+
+
 def options_of(name):
-    """The keyword options a model's builder accepts (besides input_shape and num_classes)."""
+    """The keyword options a model's builder accepts (besides input_shape and num_classes); none for plug-ins."""
+    if is_plugin(name):
+        return []
     builder, _ = MODELS[name]
     fixed = builder.keywords if isinstance(builder, functools.partial) else {}
     params = inspect.signature(builder).parameters
@@ -39,6 +63,8 @@ def options_of(name):
 
 def option_defaults(name):
     """{option: the builder's default} for the options a model takes (what a None option resolves to)."""
+    if is_plugin(name):
+        return {}
     builder, _ = MODELS[name]
     params = inspect.signature(builder).parameters
     return {p: params[p].default for p in options_of(name)}
@@ -56,8 +82,10 @@ def build(name, input_shape, num_classes, **options):
     Raises:
       UserError: unknown model, unsupported options, or an input shape the model cannot take.
     """
+    if is_plugin(name):
+        return _build_plugin(name, input_shape, num_classes, options)
     if name not in MODELS:
-        raise UserError(f"unknown model {name!r}; known: {', '.join(MODELS)}")
+        raise UserError(f"unknown model {name!r}; known: {', '.join(MODELS)}, or package.module:function")
     builder, min_side = MODELS[name]
     shape = tuple(input_shape)
     if len(shape) != 3 or any(not isinstance(d, int) or d <= 0 for d in shape):
@@ -73,6 +101,21 @@ def build(name, input_shape, num_classes, **options):
     if unknown:
         raise UserError(f"{name} does not take option(s) {', '.join(unknown)}; it takes {', '.join(options_of(name))}")
     return builder(shape, num_classes, **options)
+
+
+def _build_plugin(spec, input_shape, num_classes, options):
+    import keras
+
+    options = {k: v for k, v in options.items() if v}
+    if options:
+        raise UserError(f"--model={spec} is a plug-in: put {', '.join(sorted(options))} in its builder instead")
+    model = load_plugin(spec)(tuple(input_shape), num_classes)
+    if not isinstance(model, keras.Model):
+        raise UserError(f"--model={spec} returned {type(model).__name__}, not a keras.Model "
+                        "(build(input_shape, num_classes) must return an uncompiled keras.Model giving logits)")
+    if tuple(model.output_shape[1:]) != (num_classes,):
+        raise UserError(f"--model={spec} outputs shape {model.output_shape}; it must give {num_classes} logits")
+    return model
 
 
 def trainable_count(model):
