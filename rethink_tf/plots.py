@@ -4,6 +4,7 @@ Figure 1a: training loss vs thousand steps for true labels, random labels, shuff
 Figure 1b: time to overfit (steps to 100% training accuracy) relative to p = 0, vs label corruption p, per model.
 Figure 1c: test error vs label corruption p, per model.
 Figure 2: test accuracy vs steps, with the cumulative best shaded (the potential gain of early stopping).
+Memorization (not in the paper): training accuracy on the changed vs the intact labels per epoch, for 0 < p < 1.
 Runs are grouped by *protocol* (config.protocol_key: the whole run identity without seeds and corruption: model,
 dataset, subset, epochs, stop rule, lr, decay, batch, regularizers, dtype, ...), so only runs trained the same way
 share a panel or a curve; seeds are averaged. A Table 1 run of 100 epochs and a Figure 1 run stopped at fit are
@@ -191,6 +192,28 @@ def figure2(results, out_dir):
     return _save(fig, out_dir, "figure2")
 
 
+def memorization(results, out_dir):
+    """Training accuracy on the examples whose label was changed vs those left intact, per epoch (0 < p < 1)."""
+    runs = [r for r in _train_runs(results) if "train_accuracy_changed" in r["history"][0]]
+    if not runs:
+        return []
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for i, r in enumerate(sorted(runs, key=lambda r: (_group_key(r), r["config"].get("corrupt_prob")))):
+        epochs = [h["epoch"] for h in r["history"]]
+        p = r["config"].get("corrupt_prob")
+        label = _title(r["config"]).replace("\n", ", ") + f", p = {p:g}"
+        ax.plot(epochs, [100 * h["train_accuracy_intact"] for h in r["history"]], "-", color=f"C{i}",
+                label=f"{label}: intact labels")
+        ax.plot(epochs, [100 * h["train_accuracy_changed"] for h in r["history"]], "--", color=f"C{i}",
+                label=f"{label}: changed labels")
+    ax.set(xlabel="epoch", ylabel="training accuracy on the labels trained on (%)",
+           title="Memorization: intact vs changed labels")
+    ax.set_ylim(0, 101)
+    ax.legend(fontsize=7)
+    return _save(fig, out_dir, "memorization")
+
+
 def all_figures(results, out_dir, fit_threshold=None):
     """Writes every figure the results allow; returns the paths written."""
-    return figure1a(results, out_dir) + figure1bc(results, out_dir, fit_threshold) + figure2(results, out_dir)
+    return (figure1a(results, out_dir) + figure1bc(results, out_dir, fit_threshold) + figure2(results, out_dir)
+            + memorization(results, out_dir))

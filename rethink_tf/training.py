@@ -113,9 +113,9 @@ class EpochRecorder(keras.callbacks.Callback):
     CHANCE_CHECK_EPOCH = 10
 
     def __init__(self, run_dir, steps_per_epoch, batch_size, history, schedule, stop_at=None, num_classes=10,
-                 replicas=1, epochs=None, print_lines=False):
+                 replicas=1, epochs=None, print_lines=False, memorization=None):
         super().__init__()
-        self.epochs, self.print_lines = epochs, print_lines
+        self.epochs, self.print_lines, self.memorization = epochs, print_lines, memorization
         self.run_dir, self.steps, self.batch, self.stop_at = run_dir, steps_per_epoch, batch_size, stop_at
         self.schedule, self.num_classes, self.replicas = schedule, num_classes, replicas
         self.history = list(history)
@@ -152,6 +152,11 @@ class EpochRecorder(keras.callbacks.Callback):
         for k, v in (logs or {}).items():
             if k in _HISTORY_NAMES:
                 row[_HISTORY_NAMES[k]] = float(v)
+        if self.memorization is not None:
+            extra = self.memorization(self.model)
+            row.update(extra)
+            if logs is not None:
+                logs.update(extra)  # TensorBoard: epoch_train_accuracy_changed / _intact
         self.history.append(row)
         results.append_history(self.run_dir, row)  # a NaN loss is stopped by TerminateOnNaN, always in the list
         if self.print_lines:
@@ -172,6 +177,22 @@ class EpochRecorder(keras.callbacks.Callback):
                   "check that test labels are clean and in [0, num_classes)", flush=True)
 
 
+def memorization_metrics(train_eval, changed):
+    """A function model -> {train_accuracy_changed, train_accuracy_intact}: the current model's accuracy on the
+    (corrupted) labels trained on, separately over the examples whose label the corruption changed and those it
+    left intact. One pass over train_eval per epoch; it shows the order in which a network fits clean and noisy
+    examples (issue 11; none of the paper's figures does).
+    """
+    labels = np.concatenate([y for _, y in train_eval.as_numpy_iterator()])
+
+    def measure(model):
+        right = np.argmax(model.predict(train_eval, verbose=0), axis=-1) == labels
+        return {"train_accuracy_changed": float(right[changed].mean()),
+                "train_accuracy_intact": float(right[~changed].mean())}
+
+    return measure
+
+
 def epoch_line(row, epochs=None):
     """One plain line per epoch (logs and pipes; a terminal gets Keras' progress bar instead)."""
     parts = [f"epoch {row['epoch']}" + (f"/{epochs}" if epochs else "")]
@@ -179,6 +200,9 @@ def epoch_line(row, epochs=None):
         parts.append(f"train loss {row['train_loss']:.4f} acc {100 * row.get('train_accuracy', 0):.2f}%")
     if "test_loss" in row:
         parts.append(f"test loss {row['test_loss']:.4f} acc {100 * row.get('test_accuracy', 0):.2f}%")
+    if "train_accuracy_changed" in row:
+        parts.append(f"fit changed {100 * row['train_accuracy_changed']:.1f}% / intact "
+                     f"{100 * row['train_accuracy_intact']:.1f}%")
     parts += [f"lr {row['lr']:.3g}", f"{row['images_per_s']:,.0f} img/s", f"{row['seconds']:.1f} s"]
     return " | ".join(parts)
 
@@ -274,8 +298,12 @@ def fit_and_evaluate(model, cfg, datasets, run_dir, *, initial_step=0, history=(
     wrap = (lambda ds: one_hot_labels(ds, datasets.num_classes)) if smoothing else (lambda ds: ds)
     steps = datasets.steps_per_epoch
     schedule = make_schedule(cfg)
+    memorization = None
+    if getattr(datasets, "changed", None) is not None and datasets.changed.any() and (~datasets.changed).any():
+        memorization = memorization_metrics(datasets.train_eval, datasets.changed)
     recorder = EpochRecorder(run_dir, steps, cfg.batch_size, history, schedule, cfg.stop_at_train_accuracy,
-                             datasets.num_classes, replicas, epochs=cfg.epochs, print_lines=verbose == 2)
+                             datasets.num_classes, replicas, epochs=cfg.epochs, print_lines=verbose == 2,
+                             memorization=memorization)
     checkpoint = Checkpoint(run_dir, steps, cfg.checkpoint_every_steps)
     callbacks = [recorder, checkpoint]
     if cfg.tensorboard:

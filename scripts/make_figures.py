@@ -29,7 +29,7 @@ def main():
         print(f"error: no training results.json under {args.results}", file=sys.stderr)
         return 2
     paths = plots.all_figures(found, args.out, args.fit_threshold)
-    for name in ("figure1a", "figure1bc", "figure2"):
+    for name in ("figure1a", "figure1bc", "figure2", "memorization"):
         written = [p for p in paths if f"/{name}." in p]
         print(f"{name}: {', '.join(written) if written else 'not enough comparable runs'}")
     return 0

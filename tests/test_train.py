@@ -564,3 +564,27 @@ def test_plugin_model_trains_through_run_and_the_cli(cifar_dir, tmp_path, monkey
                               capture_output=True, text=True, cwd=REPO, env=env)
         assert proc.returncode == 2 and match in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-1500:]
         assert not (tmp_path / "bad").exists()
+
+
+def test_memorization_metrics_split_changed_and_intact_examples(cifar_dir, tmp_path):
+    import tensorflow as tf
+
+    cfg = dataclasses.replace(tiny("mlp_1x512", cifar_dir, epochs=3, corrupt="labels", corrupt_prob=0.5,
+                                   learning_rate=0.05), tensorboard=True)
+    r = results.read_json(run(cfg, str(tmp_path), verbose=0))
+    for h in r["history"]:
+        assert 0 <= h["train_accuracy_changed"] <= 1 and 0 <= h["train_accuracy_intact"] <= 1
+    # the last row's two numbers recombine into the final model's accuracy on all training labels
+    d = pipeline.build(DataConfig(dataset="cifar10", data_dir=cifar_dir, corrupt="labels", corrupt_prob=0.5),
+                       batch_size=8, epochs=1)
+    frac = d.changed.mean()
+    last = r["history"][-1]
+    whole = frac * last["train_accuracy_changed"] + (1 - frac) * last["train_accuracy_intact"]
+    assert whole == pytest.approx(r["metrics"]["train_accuracy"], abs=1e-6)
+    tags = set()
+    for f in glob.glob(os.path.join(str(tmp_path), "*", "tensorboard", "train", "events*")):
+        for event in tf.compat.v1.train.summary_iterator(f):
+            tags.update(v.tag for v in event.summary.value)
+    assert {"epoch_train_accuracy_changed", "epoch_train_accuracy_intact"} <= tags
+    clean = results.read_json(run(tiny("mlp_1x512", cifar_dir, corrupt="random_labels"), str(tmp_path), verbose=0))
+    assert "train_accuracy_changed" not in clean["history"][0]  # p = 1: nothing is intact, nothing to split

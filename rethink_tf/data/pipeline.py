@@ -45,6 +45,8 @@ class Datasets:
       num_classes: number of classes.
       corruption: the Corruption applied.
       summary: the corruption record for results.json (label fingerprint, changed fraction, data origin).
+      changed: for an in-memory label corruption with 0 < p < 1, a bool array over train_eval's examples: whose
+        label the corruption changed (memorization metrics); else None.
     """
 
     train: object
@@ -57,6 +59,7 @@ class Datasets:
     num_classes: int
     corruption: object
     summary: dict
+    changed: object = None
 
 
 def model_input_shape(dataset):
@@ -228,8 +231,11 @@ def _build_in_memory(cfg, corr, train, test, shape, batch_size, epochs, steps, s
             ds = ds.concatenate(tf.data.Dataset.range(first_epoch + 1, epochs).flat_map(per_epoch))
         return ds.prefetch(AUTOTUNE)
 
+    changed = None
+    if corr.kind == "labels" and 0.0 < corr.prob < 1.0:  # train_eval is in file order, like train.arrays
+        changed = train_eval["label"] != train.arrays["label"]
     return Datasets(train_stream, _eval_dataset(train_eval, batch_size), _eval_dataset(test_arr, batch_size),
-                    steps, train.size, test.size, shape, train.spec.num_classes, corr, summary)
+                    steps, train.size, test.size, shape, train.spec.num_classes, corr, summary, changed)
 
 
 def _build_stream(cfg, corr, train, test, shape, batch_size, epochs, steps, summary):
