@@ -175,8 +175,11 @@ def plan_tile_solve(precision, n, n_test, available, spill_ok=True):
         options = [o for o in options if o[0] == precision]
     if not spill_ok:
         options = [o for o in options if not o[1]]
+    # Headroom: the estimate leaves out what the process already holds (the images, TensorFlow: ~2 GB at n = 50,000,
+    # measured), so keeping the K tiles in RAM beside a float64 factor must fit in 60% of what is available.
     for p, spill in options:
-        if need(p, spill) <= (0.8 if precision == "auto" and p == "float64" else 0.9) * available:
+        share = 0.9 if p == "float32" else (0.8 if spill else 0.6)
+        if need(p, spill) <= share * available:
             return p, spill
     p, spill = options[-1]
     raise UserError(f"n = {n:,} needs about {need(p, spill) / 2**30:.1f} GiB for a {p} solve but only "
