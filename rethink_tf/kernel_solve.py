@@ -162,14 +162,17 @@ def solve_tiles(tiles, bounds, rhs, dtype):
 
 
 def plan_tile_solve(precision, n, n_test, available, spill_ok=True):
-    """(factor precision, spill) for a TileGram solve (float32 K tiles held), checked against available RAM.
+    """(precision, spill) for a TileGram solve, checked against available RAM. The K tiles are accumulated and
+    factored in that precision; with spill they are written to disk before the factor copy is made.
 
-    "auto" prefers a float64 factor (the linear kernel of non-negative ReLU features has one dominant eigenvalue,
-    ~n times its mean diagonal, and a float32 factor may then need a large jitter), keeping the K tiles in RAM if
-    everything fits, else spilled to disk; float32 only when even that does not fit.
+    "auto" prefers float64: the linear kernel of non-negative ReLU features has one dominant eigenvalue, ~n times
+    its mean diagonal, so its small eigenvalues drown in float32 rounding. Measured at the paper's size (n = 50,000,
+    d = 128,000): K accumulated in float32 was not positive definite even for a float64 factor (failed at tile
+    column 6 of 7 with 10·eps jitter). So float64 K tiles, in RAM if everything fits, else spilled to disk;
+    float32 only when even that does not fit.
     """
-    held = tiles_elements(n) * 4
-    need = lambda p, spill: memory_needed(n, 0, n_test, p, tiles_held=0 if spill else held)
+    need = lambda p, spill: memory_needed(n, 0, n_test, p, tiles_held=0 if spill else
+                                          tiles_elements(n) * (8 if p == "float64" else 4))
     options = [("float64", False), ("float64", True), ("float32", False), ("float32", True)]
     if precision != "auto":
         options = [o for o in options if o[0] == precision]
@@ -318,10 +321,10 @@ def accumulate_linear_gram(chunks, n, n_test, tile=TILE, dtype=np.float32, progr
     Args:
       chunks: iterable of (train block (n, k), test block (n_test, k)) feature columns; Σ k = d.
 
-    Sums of ReLU features are sums of non-negative terms (no cancellation), so float32 accumulation keeps a
-    relative error of order eps32 · sqrt(#chunks); dtype float64 halves nothing but doubles the memory.
+    Entries of K are sums of non-negative terms, accurate to eps · sqrt(#chunks) relative, but K's small eigenvalues
+    are not: accumulate in float64 for a float64 solve (see plan_tile_solve).
     Returns:
-      (TileGram, K_test (n_test, n) in dtype, d).
+      (TileGram, K_test (n_test, n) float32, d).
     """
     from scipy.linalg import blas
 
@@ -330,7 +333,7 @@ def accumulate_linear_gram(chunks, n, n_test, tile=TILE, dtype=np.float32, progr
     bounds = tile_bounds(n, tile)
     tiles = {(i, j): np.zeros((bounds[i][1] - bounds[i][0], bounds[j][1] - bounds[j][0]), dtype, order="F")
              for i in range(len(bounds)) for j in range(i + 1)}
-    k_test = np.zeros((n_test, n), dtype, order="F")
+    k_test = np.zeros((n_test, n), np.float32, order="F")  # only argmax(K_test α) uses it: float32 suffices
     d, t0 = 0, time.perf_counter()
     for c, (train, test) in enumerate(chunks):
         train, test = np.asarray(train, dtype), np.asarray(test, dtype)
@@ -342,7 +345,8 @@ def accumulate_linear_gram(chunks, n, n_test, tile=TILE, dtype=np.float32, progr
             else:
                 tiles[i, j] = gemm(1.0, a, train[bounds[j][0]:bounds[j][1]], beta=1.0, c=t, trans_b=1,
                                    overwrite_c=1)
-        k_test = gemm(1.0, test, train, beta=1.0, c=k_test, trans_b=1, overwrite_c=1)
+        k_test = blas.sgemm(1.0, test.astype(np.float32), train.astype(np.float32, copy=False), beta=1.0,
+                            c=k_test, trans_b=1, overwrite_c=1)
         if progress:
             progress(f"linear gram: chunk {c + 1}, {d:,} features ({time.perf_counter() - t0:.0f} s)")
     for i in range(len(bounds)):  # syrk fills the lower triangle only: mirror it so tiles are true blocks of K

@@ -237,9 +237,9 @@ def fit_and_evaluate(cfg, x_train, labels, x_test, test_labels, num_classes=10, 
 def fit_and_evaluate_chunked(cfg, chunks, n, n_test, labels, test_labels, num_classes=10, log=print, spill_dir=None):
     """Eq. 3 with the linear kernel of features that are only ever seen in column chunks (random_conv at scale).
 
-    Memory: the lower tiles of K (float32, n²/2 · 4 B, spilled to memory-mapped files in spill_dir when the float64
-    factor needs the RAM), the factor, K_test (n_test × n float32) and one chunk of features; planned against
-    available RAM before any feature is computed (kernel_solve.plan_tile_solve).
+    Memory: the lower tiles of K in the solve's precision (float64 preferred: n²/2 · 8 B, spilled to memory-mapped
+    files in spill_dir when the factor copy needs the RAM), the factor, K_test (n_test × n, same precision) and one
+    chunk of features; planned against available RAM before any feature is computed (plan_tile_solve).
     """
     import shutil
     import tempfile
@@ -249,7 +249,8 @@ def fit_and_evaluate_chunked(cfg, chunks, n, n_test, labels, test_labels, num_cl
                         "kernel needs whole feature rows); lower --num_filters or --train_examples")
     precision, spill = kernel_solve.plan_tile_solve(cfg.precision, n, n_test, available_memory())
     t0 = time.perf_counter()
-    gram, k_test, d = kernel_solve.accumulate_linear_gram(chunks, n, n_test, progress=log)
+    gram, k_test, d = kernel_solve.accumulate_linear_gram(
+        chunks, n, n_test, dtype=np.float64 if precision == "float64" else np.float32, progress=log)
     features_seconds = time.perf_counter() - t0
     folder = tempfile.mkdtemp(prefix="rethink_tf-gram-", dir=spill_dir) if spill else None
     try:
