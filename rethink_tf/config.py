@@ -177,6 +177,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d):
+        """The config of a config.json dict; keys that are not fields (newer or older files) are ignored."""
         data_fields = {f.name for f in dataclasses.fields(DataConfig)}
         data = DataConfig(**{k: v for k, v in d.items() if k in data_fields})
         own = {f.name for f in dataclasses.fields(cls)} - {"data"}
@@ -209,6 +210,4 @@ def protocol_key(config_dict):
     """A hashable protocol of a config.json / results.json config (older files: missing fields take defaults)."""
     import json
 
-    known = {f.name for f in dataclasses.fields(TrainConfig)} | {f.name for f in dataclasses.fields(DataConfig)}
-    cfg = TrainConfig.from_dict({k: v for k, v in config_dict.items() if k in known})
-    return json.dumps(cfg.protocol(), sort_keys=True)
+    return json.dumps(TrainConfig.from_dict(config_dict).protocol(), sort_keys=True)

@@ -110,11 +110,9 @@ def build_tiles(gram, bounds, dtype, jitter=0.0, columns=None, tiles=None, progr
     tiles = {} if tiles is None else tiles
     columns = range(len(bounds)) if columns is None else columns
     for j in columns:
-        for i in range(j, len(bounds)):
-            t = gram.tile(bounds[i], bounds[j], dtype)
-            if i == j and jitter:
-                t[np.diag_indices(bounds[i][1] - bounds[i][0])] += jitter
-            tiles[i, j] = t
+        tiles[j, j] = _diag_tile(gram, bounds[j], dtype, jitter)
+        for i in range(j + 1, len(bounds)):
+            tiles[i, j] = gram.tile(bounds[i], bounds[j], dtype)
         if progress:
             progress(f"gram tiles: column {j + 1}/{len(bounds)}")
     return tiles
@@ -161,7 +159,7 @@ def solve_tiles(tiles, bounds, rhs, dtype):
     return np.concatenate(z).astype(np.float64)
 
 
-def plan_tile_solve(precision, n, n_test, available, spill_ok=True):
+def plan_tile_solve(precision, n, n_test, available):
     """(precision, spill) for a TileGram solve, checked against available RAM. The K tiles are accumulated and
     factored in that precision; with spill they are written to disk before the factor copy is made.
 
@@ -176,8 +174,6 @@ def plan_tile_solve(precision, n, n_test, available, spill_ok=True):
     options = [("float64", False), ("float64", True), ("float32", False), ("float32", True)]
     if precision != "auto":
         options = [o for o in options if o[0] == precision]
-    if not spill_ok:
-        options = [o for o in options if not o[1]]
     # Headroom: the estimate leaves out what the process already holds (the images, TensorFlow: ~2 GB at n = 50,000,
     # measured), so keeping the K tiles in RAM beside a float64 factor must fit in 60% of what is available.
     for p, spill in options:
@@ -212,12 +208,11 @@ def available_memory():
     return psutil.virtual_memory().available
 
 
-def choose_precision(precision, n, d, n_test, available, tiles_held=None):
+def choose_precision(precision, n, d, n_test, available):
     """Resolves "auto" and checks the need against available RAM up front (one clear error)."""
     if precision == "auto":
-        fits64 = memory_needed(n, d, n_test, "float64", tiles_held) <= 0.6 * available
-        precision = "float64" if fits64 else "float32"
-    need = memory_needed(n, d, n_test, precision, tiles_held)
+        precision = "float64" if memory_needed(n, d, n_test, "float64") <= 0.6 * available else "float32"
+    need = memory_needed(n, d, n_test, precision)
     if need > 0.9 * available:
         raise UserError(f"n = {n:,} needs about {need / 2**30:.1f} GiB for a {precision} solve but only "
                         f"{available / 2**30:.1f} GiB is available; use --precision=float32 or fewer --train_examples")
@@ -310,8 +305,10 @@ def solve_gram(gram, y, precision="float64", ridge=0.0, refine_tol=1e-6, max_ref
 
 
 def _diag_tile(gram, rows, dtype, jitter):
+    """The diagonal tile of K over `rows`, plus jitter·I."""
     t = gram.tile(rows, rows, dtype)
-    t[np.diag_indices(rows[1] - rows[0])] += jitter
+    if jitter:
+        t[np.diag_indices(rows[1] - rows[0])] += jitter
     return t
 
 
@@ -336,7 +333,7 @@ def accumulate_linear_gram(chunks, n, n_test, tile=TILE, dtype=np.float32, progr
     k_test = np.zeros((n_test, n), np.float32, order="F")  # only argmax(K_test α) uses it: float32 suffices
     d, t0 = 0, time.perf_counter()
     for c, (train, test) in enumerate(chunks):
-        train, test = np.asarray(train, dtype), np.asarray(test, dtype)
+        train, test = np.asarray(train, dtype), np.asarray(test, np.float32)
         d += train.shape[1]
         for (i, j), t in tiles.items():
             a = train[bounds[i][0]:bounds[i][1]]
@@ -345,8 +342,8 @@ def accumulate_linear_gram(chunks, n, n_test, tile=TILE, dtype=np.float32, progr
             else:
                 tiles[i, j] = gemm(1.0, a, train[bounds[j][0]:bounds[j][1]], beta=1.0, c=t, trans_b=1,
                                    overwrite_c=1)
-        k_test = blas.sgemm(1.0, test.astype(np.float32), train.astype(np.float32, copy=False), beta=1.0,
-                            c=k_test, trans_b=1, overwrite_c=1)
+        k_test = blas.sgemm(1.0, test, train.astype(np.float32, copy=False), beta=1.0, c=k_test, trans_b=1,
+                            overwrite_c=1)
         if progress:
             progress(f"linear gram: chunk {c + 1}, {d:,} features ({time.perf_counter() - t0:.0f} s)")
     for i in range(len(bounds)):  # syrk fills the lower triangle only: mirror it so tiles are true blocks of K

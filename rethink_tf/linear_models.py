@@ -170,23 +170,24 @@ def _errors_and_metrics(cfg, labels, test_labels, alpha, k_alpha, test_scores, y
 def _solve_checked(cfg, gram, y, labels, precision, fits_float64, log):
     """solve_gram, then the checks of issue 8: a float32 solve that did not converge, or that misclassifies a
     training point of an interpolation, is redone in float64 when it fits; otherwise warnings say so."""
+    def attempt(p):
+        alpha, info = kernel_solve.solve_gram(gram, y, p, cfg.ridge, cfg.refine_tol, cfg.max_refine,
+                                              progress=log, kind=cfg.kernel)
+        return alpha, info, float(np.mean(np.argmax(info["k_alpha"], 1) != labels))
+
+    retry = precision == "float32" and fits_float64
     try:
-        alpha, info = kernel_solve.solve_gram(gram, y, precision, cfg.ridge, cfg.refine_tol, cfg.max_refine,
-                                              progress=log, kind=cfg.kernel)
+        alpha, info, train_error = attempt(precision)
     except UserError as e:
-        if precision != "float32" or not fits_float64:
+        if not retry:
             raise
-        log(f"float32 factor failed ({e}); redoing in float64")
-        info, train_error = {"converged": False}, 1.0
+        why = f"float32 factor failed ({e})"
     else:
-        train_error = float(np.mean(np.argmax(info["k_alpha"], 1) != labels))
-    ok = info["converged"] and (cfg.ridge > 0 or train_error == 0)
-    if not ok and precision == "float32" and fits_float64:
-        if "residual" in info:
-            log(f"float32 solve: residual {info['residual']:.2e}, train error {train_error:.4f}; redoing in float64")
-        alpha, info = kernel_solve.solve_gram(gram, y, "float64", cfg.ridge, cfg.refine_tol, cfg.max_refine,
-                                              progress=log, kind=cfg.kernel)
-        train_error = float(np.mean(np.argmax(info["k_alpha"], 1) != labels))
+        retry = retry and not (info["converged"] and (cfg.ridge > 0 or train_error == 0))
+        why = f"float32 solve: residual {info['residual']:.2e}, train error {train_error:.4f}"
+    if retry:
+        log(f"{why}; redoing in float64")
+        alpha, info, train_error = attempt("float64")
     warnings = []
     if not info["converged"]:
         warnings.append(f"refinement stopped at relative residual {info['residual']:.2e} > --refine_tol "

@@ -22,9 +22,7 @@ import numpy as np  # noqa: E402
 
 from rethink_tf.config import protocol_key  # noqa: E402
 from rethink_tf.report import label_setting  # noqa: E402
-from rethink_tf.results import first_at_accuracy  # noqa: E402
-
-FIT_THRESHOLDS = (1.0, 0.999, 0.99)  # what results.json records (training.FIT_THRESHOLDS), strictest first
+from rethink_tf.results import FIT_THRESHOLDS, first_at_accuracy  # noqa: E402
 
 FIG1A_SERIES = ("none", "random_labels", "shuffled_pixels", "random_pixels", "gaussian")
 FIG1A_STYLES = {"none": "-", "random_labels": "-", "shuffled_pixels": "--", "random_pixels": "-", "gaussian": ":"}
@@ -128,7 +126,7 @@ def steps_to_accuracy(result, threshold=1.0):
 
 def _fit_threshold_of(runs, requested):
     """The requested threshold if every run reached it, else the strictest recorded one they all reached."""
-    for t in [requested] + [t for t in FIT_THRESHOLDS if t < requested]:
+    for t in [requested] + sorted((t for t in FIT_THRESHOLDS if t < requested), reverse=True):
         if all(steps_to_accuracy(r, t) for r in runs):
             return t
     return None

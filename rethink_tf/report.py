@@ -22,8 +22,7 @@ def resolved_config(config):
 
     if config.get("model") not in MODELS:
         return dict(config)
-    known = set(TrainConfig.__dataclass_fields__) | set(TrainConfig().data.__dataclass_fields__)
-    return {**config, **TrainConfig.from_dict({k: v for k, v in config.items() if k in known}).resolved().to_dict()}
+    return {**config, **TrainConfig.from_dict(config).resolved().to_dict()}
 
 
 def paper_setup(paper_row):

@@ -83,13 +83,14 @@ def run(config, workdir, strategy=None, datasets=None, extra_callbacks=(), verbo
     config_path = os.path.join(run_dir, results.CONFIG)
     changed = {}
     if os.path.exists(config_path):
-        stored = TrainConfig.from_dict(results.read_json(config_path))
-        if _jsonable(stored.identity()) != _jsonable(cfg.identity()):
-            diff = sorted(k for k, v in _jsonable(cfg.identity()).items() if _jsonable(stored.identity()).get(k) != v)
-            raise UserError(f"{run_dir} holds a run with a different config ({', '.join(diff)} differ); choose "
+        old = _jsonable(TrainConfig.from_dict(results.read_json(config_path)).to_dict())
+        new = _jsonable(cfg.to_dict())
+        differ = sorted(k for k in new if old.get(k) != new[k])
+        clash = [k for k in differ if k not in NON_IDENTITY_FIELDS]
+        if clash:
+            raise UserError(f"{run_dir} holds a run with a different config ({', '.join(clash)} differ); choose "
                             "another --run_name or --workdir")
-        changed = {k: [v, cfg.to_dict()[k]] for k, v in _jsonable(stored.to_dict()).items()
-                   if k in NON_IDENTITY_FIELDS and _jsonable(cfg.to_dict()).get(k) != v}
+        changed = {k: [old[k], new[k]] for k in differ}
     if cfg.deterministic:
         tf.config.experimental.enable_op_determinism()
     strategy = strategy or distribute.get_strategy(cfg.strategy, cfg.num_gpus, cfg.cross_device_ops)

@@ -31,7 +31,6 @@ from rethink_tf import results
 from rethink_tf.errors import UserError
 
 CHECKPOINT = "checkpoint.weights.h5"
-FIT_THRESHOLDS = (0.99, 0.999, 1.0)  # training accuracies whose first epoch results.json records (Fig. 1b)
 
 
 def steps_per_decay(lr_decay_examples, batch_size):
@@ -97,7 +96,6 @@ def one_hot_labels(ds, num_classes):
     return ds.map(lambda x, y: (x, tf.one_hot(y, num_classes)), num_parallel_calls=tf.data.AUTOTUNE)
 
 
-
 _HISTORY_NAMES = {"loss": "train_loss", "accuracy": "train_accuracy", "top5_accuracy": "train_top5_accuracy",
                   "val_loss": "test_loss", "val_accuracy": "test_accuracy", "val_top5_accuracy": "test_top5_accuracy"}
 
@@ -121,10 +119,9 @@ class EpochRecorder(keras.callbacks.Callback):
         self.history = list(history)
         self.first_step = 0  # > 0 for the partial epoch of a mid-epoch resume
         self._start = self._first = self._last = None
-        self._batches = 0
 
     def on_epoch_begin(self, epoch, logs=None):
-        self._start, self._first, self._last, self._batches = time.perf_counter(), None, None, 0
+        self._start, self._first, self._last = time.perf_counter(), None, None
 
     def on_train_batch_end(self, batch, logs=None):
         now = time.perf_counter()
@@ -352,7 +349,7 @@ def fit_and_evaluate(model, cfg, datasets, run_dir, *, initial_step=0, history=(
     fitted = time_to_fit(hist, steps, cfg.fit_threshold)
     metrics["fit_threshold"] = cfg.fit_threshold
     metrics["epochs_to_fit"], metrics["steps_to_fit"] = fitted["epochs"], fitted["steps"]
-    for t in FIT_THRESHOLDS:
+    for t in results.FIT_THRESHOLDS:
         metrics.setdefault("steps_to_accuracy", {})[f"{t:g}"] = time_to_fit(hist, steps, t)["steps"]
     test_accs = [h["test_accuracy"] for h in hist if "test_accuracy" in h]
     metrics["best_test_accuracy"] = max(test_accs) if test_accs else metrics["test_accuracy"]

@@ -82,8 +82,8 @@ def rotate_batch(images, radians, flip=None):
 
     The same sampling as a left-right flip followed by `rotate` (ImageProjectiveTransformV3, BILINEAR, REFLECT;
     tested to 1e-5), written as four gathers with per-pixel weights so that XLA can fuse it: compiled, 1.5 ms for
-    128 CIFAR crops on one core against 3.7 ms for the projective-transform kernel (measured here). The flip is folded into
-    the sampling coordinates (u -> W - 1 - u), so it costs no pass over the pixels.
+    128 CIFAR crops on one core against 3.7 ms for the projective-transform kernel (measured here). The flip is
+    folded into the sampling coordinates (u -> W - 1 - u), so it costs no pass over the pixels.
     """
     shape = tf.shape(images)
     n, h, w, c = shape[0], shape[1], shape[2], shape[3]
