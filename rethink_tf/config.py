@@ -94,7 +94,8 @@ class TrainConfig:
       jit_compile: XLA on a single device (None: models.XLA_DEFAULT, the faster setting measured per model).
       steps_per_execution: optimizer steps per tf.function call (None: the largest divisor of the epoch's steps
         up to 32; Keras would otherwise overrun an epoch whose steps it does not divide).
-      deterministic: enable TF op determinism (slower; some GPU ops then raise UnimplementedError).
+      deterministic: enable TF op determinism and a seeded ImageNet input order (slower; some GPU ops then raise
+        UnimplementedError).
       tensorboard: write TensorBoard scalars.
       checkpoint_every_steps: also checkpoint every N optimizer steps inside an epoch (long ImageNet epochs); a
         resume then replays the same batches from that step on (None: at epoch ends only).

@@ -133,8 +133,9 @@ def define_train_flags(fv=flags.FLAGS):
                          flag_values=fv)
     flags.DEFINE_bool("jit_compile", None, "XLA-compile the train step on a single device (default: per model, "
                       "the faster setting measured on CPU: on for the MLPs, off for the convnets).", flag_values=fv)
-    flags.DEFINE_bool("deterministic", False, "Enable TF op determinism (slower; some GPU ops raise "
-                      "UnimplementedError).", flag_values=fv)
+    flags.DEFINE_bool("deterministic", False, "Enable TF op determinism and keep ImageNet's streamed input order "
+                      "a function of the seed (slower; some GPU ops raise UnimplementedError). The in-memory "
+                      "datasets are read deterministically either way.", flag_values=fv)
     flags.DEFINE_bool("tensorboard", True, "Write TensorBoard scalars to <run dir>/tensorboard.", flag_values=fv)
 
 

@@ -99,7 +99,8 @@ def run(config, workdir, strategy=None, datasets=None, extra_callbacks=(), verbo
         raise UserError("--dtype_policy=mixed_float16 needs loss scaling, which fails under MirroredStrategy "
                         "(keras-team/keras#18666); use mixed_bfloat16 or one replica")
     # Everything that can fail on user input happens before the run directory is touched.
-    datasets = datasets or pipeline.build(cfg.data, cfg.batch_size, cfg.epochs, num_replicas=replicas)
+    datasets = datasets or pipeline.build(cfg.data, cfg.batch_size, cfg.epochs, num_replicas=replicas,
+                                          deterministic=cfg.deterministic)
     options = model_options(cfg)
     keras.utils.set_random_seed(cfg.seed)
     with dtype_policy(cfg.dtype_policy):

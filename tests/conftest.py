@@ -83,3 +83,55 @@ def write_idx(folder, n_train=12, n_test=5, seed=0):
                 f.write(idx_bytes(arr))
         out[prefix] = (x, y)
     return out
+
+
+def imagenet_jpeg(rng, height=None, width=None):
+    """One ImageNet-sized JPEG (smooth colour field plus noise, ~375x500 like the median ImageNet photo)."""
+    import tensorflow as tf
+
+    height = height or int(rng.integers(300, 500))
+    width = width or int(rng.integers(350, 500))
+    coarse = tf.constant(rng.uniform(0, 255, (1, 6, 8, 3)), tf.float32)
+    image = tf.image.resize(coarse, [height, width], method="bicubic")[0] + rng.normal(0, 12, (height, width, 3))
+    return tf.io.encode_jpeg(tf.cast(tf.clip_by_value(image, 0, 255), tf.uint8), quality=90).numpy()
+
+
+def write_imagenet_tars(folder, classes=3, per_class=4, val=6, seed=0):
+    """ILSVRC2012_img_train.tar (one <synset>.tar per class, <synset>_<n>.JPEG inside) and ILSVRC2012_img_val.tar
+    (ILSVRC2012_val_<8 digits>.JPEG, labelled by tfds's bundled validation list), as ImageNet distributes them."""
+    rng = np.random.default_rng(seed)
+    synsets = ["n01440764", "n01443537", "n01484850", "n01491361", "n01494475", "n01496331", "n01498041",
+               "n01514668", "n01514859", "n01518878"][:classes]
+    with tarfile.open(os.path.join(folder, "ILSVRC2012_img_train.tar"), "w") as outer:
+        for s in synsets:
+            inner = io.BytesIO()
+            with tarfile.open(fileobj=inner, mode="w") as tar:
+                for i in range(per_class):
+                    _add(tar, f"{s}_{i + 1}.JPEG", imagenet_jpeg(rng))
+            _add(outer, f"{s}.tar", inner.getvalue())
+    with tarfile.open(os.path.join(folder, "ILSVRC2012_img_val.tar"), "w") as tar:
+        for i in range(val):
+            _add(tar, f"ILSVRC2012_val_{i + 1:08d}.JPEG", imagenet_jpeg(rng))
+    return synsets
+
+
+def prepare_imagenet(manual_dir, data_dir, num_shards):
+    """Runs tfds's own imagenet2012 builder on the tars in manual_dir (the path `--prepare_imagenet` takes), with
+    `num_shards` record files per split so that the per-epoch shard order has something to permute."""
+    import tensorflow_datasets as tfds
+
+    builder = tfds.builder("imagenet2012", data_dir=data_dir)
+    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
+        manual_dir=manual_dir, try_download_gcs=False, num_shards=num_shards))
+    return data_dir
+
+
+@pytest.fixture(scope="session")
+def mini_imagenet(tmp_path_factory):
+    """A miniature ImageNet in the original format (3 classes x 4 train JPEGs, 6 validation JPEGs of ImageNet size),
+    prepared by the real tfds builder into 3 shards per split. Returns (data_dir, manual_dir)."""
+    root = tmp_path_factory.mktemp("imagenet")
+    manual = root / "manual"
+    manual.mkdir()
+    write_imagenet_tars(str(manual))
+    return prepare_imagenet(str(manual), str(root / "data"), num_shards=3), str(manual)

@@ -116,14 +116,11 @@ def test_end_to_end_run_writes_results(model, cifar_dir, tmp_path):
     assert len(results.read_history(run_dir)) == 1
 
 
-def test_inception_v3_on_mock_imagenet(tmp_path):
-    import tensorflow_datasets as tfds
-
-    cfg = TrainConfig(model="inception_v3", data=DataConfig(dataset="imagenet2012", source="tfds",
+def test_inception_v3_on_mini_imagenet(mini_imagenet, tmp_path):
+    cfg = TrainConfig(model="inception_v3", data=DataConfig(dataset="imagenet2012", data_dir=mini_imagenet[0],
                                                             train_examples=4, test_examples=2, imagenet_augment=True),
                       batch_size=2, epochs=1, tensorboard=False, weight_decay=4e-5)
-    with tfds.testing.mock_data(num_examples=4, policy=tfds.testing.MockPolicy.USE_CODE):
-        r = results.read_json(run(cfg, str(tmp_path), verbose=0))
+    r = results.read_json(run(cfg, str(tmp_path), verbose=0))
     assert r["metrics"]["steps_trained"] == 2 and "test_top5_accuracy" in r["metrics"]
     assert r["metrics"]["trainable_parameters"] == 23_817_352  # trunk + 2048×1000 + 1000 head
 

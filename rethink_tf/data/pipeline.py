@@ -28,7 +28,7 @@ from rethink_tf.errors import UserError
 
 AUTOTUNE = tf.data.AUTOTUNE
 CIFAR_CROP = 28  # PAPER.md §1.1: models see 28×28×3
-IMAGENET_SHUFFLE_BUFFER = 10_000  # examples; ImageNet cannot be permuted in memory
+IMAGENET_SHUFFLE_BUFFER = 10_000  # encoded records (~1.1 GB); ImageNet cannot be permuted in memory
 
 
 @dataclasses.dataclass
@@ -99,7 +99,7 @@ def _materialize(ds, size):
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
-def build(cfg, batch_size, epochs, num_replicas=1):
+def build(cfg, batch_size, epochs, num_replicas=1, deterministic=False):
     """Builds the train / train_eval / test datasets of a run.
 
     Args:
@@ -107,6 +107,8 @@ def build(cfg, batch_size, epochs, num_replicas=1):
       batch_size: the global batch size.
       epochs: the last epoch (exclusive) the train stream covers.
       num_replicas: replicas in sync; the global batch must divide evenly.
+      deterministic: keep the streamed (ImageNet) input's order a function of the seed; the in-memory
+        pipelines are deterministic whatever this says.
 
     Raises:
       UserError: bad combinations, missing data, a batch larger than the training set.
@@ -136,7 +138,7 @@ def build(cfg, batch_size, epochs, num_replicas=1):
         if mean is not None:
             summary["gaussian_mean"], summary["gaussian_std"] = list(mean), list(std)
         return _build_in_memory(cfg, corr, train, test, shape, batch_size, epochs, steps, summary)
-    return _build_stream(cfg, corr, train, test, shape, batch_size, epochs, steps, summary)
+    return _build_stream(cfg, corr, train, test, shape, batch_size, epochs, steps, summary, deterministic)
 
 
 def _prepared(corr, split, shape, crop):
@@ -238,39 +240,65 @@ def _build_in_memory(cfg, corr, train, test, shape, batch_size, epochs, steps, s
                     steps, train.size, test.size, shape, train.spec.num_classes, corr, summary, changed)
 
 
-def _build_stream(cfg, corr, train, test, shape, batch_size, epochs, steps, summary):
-    """ImageNet: labels corrupted on the fly (pure in key, so still fixed across epochs), Inception preprocessing."""
+def _shuffle(ds, buffer_size, seed):
+    """ds.shuffle with a tensor seed, inside a traced function. Under a global seed of 0 (the default --seed)
+    tf.data's seed logic tests the tensor against 0 in Python and fails; the order must depend on `seed` alone
+    anyway, so the function graph's global seed is cleared while the op is made."""
+    graph = tf.compat.v1.get_default_graph()
+    saved, graph.seed = graph.seed, None
+    try:
+        return ds.shuffle(buffer_size, seed=seed)
+    finally:
+        graph.seed = saved
+
+
+def _build_stream(cfg, corr, train, test, shape, batch_size, epochs, steps, summary, deterministic):
+    """ImageNet, as TF Model Garden reads it: encoded records, shards in a per-epoch order and interleaved, a
+    shuffle of the *encoded* records, then one parallel map that parses, corrupts the label (pure in the key, so
+    fixed across epochs) and decodes only the crop window (Inception preprocessing).
+
+    The epochs are one tf.data graph (`range(first_epoch, epochs).flat_map`), not a Python loop of datasets. Each
+    epoch yields exactly steps × batch records (the remainder is dropped inside the epoch), so batches never
+    straddle epochs. The shard order and the shuffle are seeded by (shuffle_seed, epoch); with `deterministic` the
+    interleave and the map keep their order and the stream is a function of the seed, and a mid-epoch resume
+    replays the same batches. Without it (the default: faster) the records arrive as the shards are read, so which
+    images share a batch varies between runs; each epoch still holds each example at most once, and the labels and
+    augmentation of an example do not change (they are keyed on the example, not its position).
+    """
     summary["train_labels"] = {"kind": corr.kind, "prob": corr.prob, "seed": corr.seed,
                                "note": "streamed dataset: fingerprint not computed"}
     size = shape[0]
+    per_epoch = steps * batch_size
 
-    def per_epoch(epoch, first_step=0):  # epoch is a Python int here: tf.data's shuffle wants an integer seed
-        seed = int(corruption_lib.hash_words(cfg.shuffle_seed, 7, epoch).numpy() >> 2)
-        ds = train.stream.shuffle(IMAGENET_SHUFFLE_BUFFER, seed=seed, reshuffle_each_iteration=False)
-        ds = ds.skip(first_step * batch_size)  # a mid-epoch resume: skipped records are read, never decoded
-
-        def example(ex):
-            label = corruption_lib.corrupt_labels(corr, ex["label"], ex["key"], "train")
-            if cfg.imagenet_augment:
-                image = preprocessing.inception_train(ex["image"], _seed_pair(cfg.shuffle_seed, 13, epoch, ex["key"]), size)
-            else:
-                image = preprocessing.inception_eval(ex["image"], size)
-            return image, label
-
-        return ds.map(example, num_parallel_calls=AUTOTUNE).batch(batch_size, drop_remainder=True)
+    def decode_train(record, epoch):
+        ex = train.records.parse(record)
+        label = corruption_lib.corrupt_labels(corr, ex["label"], ex["key"], "train")
+        if cfg.imagenet_augment:
+            image = preprocessing.inception_train(ex["jpeg"], _seed_pair(cfg.shuffle_seed, 13, epoch, ex["key"]), size)
+        else:
+            image = preprocessing.inception_eval(ex["jpeg"], size)
+        return image, label
 
     def train_stream(first_epoch=0, first_step=0):
-        ds = per_epoch(first_epoch, first_step)
-        for epoch in range(first_epoch + 1, epochs):
-            ds = ds.concatenate(per_epoch(epoch))
-        return ds.prefetch(AUTOTUNE)
+        def epoch_records(epoch):
+            ds = train.records.read(_seed_pair(cfg.shuffle_seed, 7, epoch), deterministic)
+            seed = tf.bitcast(corruption_lib.hash_words(cfg.shuffle_seed, 11, epoch), tf.int64)
+            ds = _shuffle(ds, IMAGENET_SHUFFLE_BUFFER, seed).take(per_epoch)
+            ds = ds.skip(tf.where(epoch == first_epoch, tf.constant(first_step * batch_size, tf.int64), 0))  # not decoded
+            return ds.map(lambda r: (r, epoch))
 
-    def evaluation(split, split_name):
-        def example(ex):
+        ds = tf.data.Dataset.range(first_epoch, epochs).flat_map(epoch_records)
+        ds = ds.map(decode_train, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
+        return ds.batch(batch_size, drop_remainder=True).prefetch(AUTOTUNE)
+
+    def evaluation(split, split_name):  # every example once, in shard order
+        def example(record):
+            ex = split.records.parse(record)
             label = corruption_lib.corrupt_labels(corr, ex["label"], ex["key"], split_name)
-            return preprocessing.inception_eval(ex["image"], size), label
+            return preprocessing.inception_eval(ex["jpeg"], size), label
 
-        return split.stream.map(example, num_parallel_calls=AUTOTUNE).batch(batch_size).prefetch(AUTOTUNE)
+        ds = split.records.read().map(example, num_parallel_calls=AUTOTUNE)
+        return ds.batch(batch_size).prefetch(AUTOTUNE)
 
     return Datasets(train_stream, evaluation(train, "train"), evaluation(test, "test"), steps, train.size,
                     test.size, shape, train.spec.num_classes, corr, summary)

@@ -8,7 +8,8 @@ left-right flips plus a random rotation of up to ±25° (PAPER.md §1.1; edge pi
 RandomRotation does; the paper does not say).
 
 ImageNet (Inception V3, §4.2): the TF inception package's train path (distorted bounding box, resize to 299,
-flip, colour distortion) and eval path (central crop 87.5%, resize to 299); both end in [-1, 1].
+flip, colour distortion) and eval path (central crop 87.5%, resize to 299); both end in [-1, 1]. Both take the
+encoded JPEG and decode only the crop window (`decode_and_crop_jpeg`), as TF Model Garden does.
 
 Every random choice takes an explicit stateless seed, derived by the pipeline from (seed, epoch, key), so that
 augmentation differs between epochs but is reproducible, independent of parallelism, and identical after a resume.
@@ -119,26 +120,48 @@ crop_batch_xla = tf.function(crop_batch, jit_compile=True, reduce_retracing=True
 rotate_batch_xla = tf.function(rotate_batch, jit_compile=True, reduce_retracing=True)
 
 
-def inception_eval(image, size=INCEPTION_SIZE):
-    """TF inception eval path: central 87.5% crop, bilinear resize, [0, 1] -> [-1, 1]."""
-    image = tf.image.central_crop(to_unit(image), 0.875)
+def central_window(jpeg_shape, fraction=0.875):
+    """[top, left, height, width] of tf.image.central_crop's window (the TF inception eval crop), from the shape.
+
+    central_crop offsets each side by dim // int(1 / ((1 - fraction) / 2)) = dim // 16 at 87.5%; computing the
+    window from the JPEG header lets `decode_and_crop_jpeg` decode only those pixels.
+    """
+    divisor = int(1 / ((1 - fraction) / 2.0))
+    top, left = jpeg_shape[0] // divisor, jpeg_shape[1] // divisor
+    return tf.stack([top, left, jpeg_shape[0] - 2 * top, jpeg_shape[1] - 2 * left])
+
+
+def _decode_window(jpeg, window):
+    """Decodes only `window` of an encoded image (the fused op: no full-size decode, as in TF Model Garden)."""
+    return to_unit(tf.image.decode_and_crop_jpeg(jpeg, window, channels=3))
+
+
+def inception_eval(jpeg, size=INCEPTION_SIZE):
+    """TF inception eval path on an encoded JPEG: central 87.5% crop, bilinear resize, [0, 1] -> [-1, 1]."""
+    image = _decode_window(jpeg, central_window(tf.image.extract_jpeg_shape(jpeg)))
     image = tf.image.resize(image, [size, size], method="bilinear")
     return (image - 0.5) * 2.0
 
 
-def inception_train(image, seed, size=INCEPTION_SIZE):
-    """TF inception train path (image_processing.py distort_image), with stateless randomness.
-
-    The package picks the resize method and the colour-op order round-robin per preprocessing thread; here the
-    resize is bilinear and the order is brightness, saturation, hue, contrast (the package's ordering 0), so the
-    result does not depend on thread scheduling.
-    """
-    image = to_unit(image)
+def distorted_window(jpeg_shape, seed):
+    """[top, left, height, width] of the inception train crop: sample_distorted_bounding_box over the whole image
+    (min_object_covered 0.1, aspect 3/4..4/3, area 5%..100%), with a stateless seed."""
     whole = tf.constant([[[0.0, 0.0, 1.0, 1.0]]])
     begin, extent, _ = tf.image.stateless_sample_distorted_bounding_box(
-        tf.shape(image), bounding_boxes=whole, seed=seed, min_object_covered=0.1,
-        aspect_ratio_range=[0.75, 1.33], area_range=[0.05, 1.0], max_attempts=100, use_image_if_no_bounding_boxes=True)
-    image = tf.slice(image, begin, extent)
+        jpeg_shape, bounding_boxes=whole, seed=seed, min_object_covered=0.1, aspect_ratio_range=[0.75, 1.33],
+        area_range=[0.05, 1.0], max_attempts=100, use_image_if_no_bounding_boxes=True)
+    return tf.stack([begin[0], begin[1], extent[0], extent[1]])
+
+
+def inception_train(jpeg, seed, size=INCEPTION_SIZE):
+    """TF inception train path (image_processing.py distort_image) on an encoded JPEG, with stateless randomness.
+
+    The box is sampled from the JPEG header's shape and only that window is decoded (`decode_and_crop_jpeg`), which
+    gives the same pixels as decoding the whole image and slicing. The package picks the resize method and the
+    colour-op order round-robin per preprocessing thread; here the resize is bilinear and the order is brightness,
+    saturation, hue, contrast (the package's ordering 0), so the result does not depend on thread scheduling.
+    """
+    image = _decode_window(jpeg, distorted_window(tf.image.extract_jpeg_shape(jpeg), seed))
     image = tf.image.resize(image, [size, size], method="bilinear")
     image = tf.image.stateless_random_flip_left_right(image, seed=seed + 1)
     image = tf.image.stateless_random_brightness(image, 32.0 / 255.0, seed=seed + 2)

@@ -16,11 +16,12 @@ Three kinds of source (PAPER.md §1; REQUIREMENTS.md 17):
     needs nothing at all.
 
 `key` identifies an example independently of read order, sharding and shuffling: the index in the original
-file order for archives, a FarmHash fingerprint of `tfds_id` for tfds. Corruptions are pure functions of
+file order for archives, a FarmHash fingerprint of `tfds_id` for the small tfds datasets and of `file_name` for
+ImageNet (stable when ImageNet is prepared again with another shard layout). Corruptions are pure functions of
 (seed, split, key), so this key is what makes them fixed (see corruption.py).
 
 The small datasets (CIFAR-10, MNIST, Fashion-MNIST) are held in memory as uint8 arrays (150 MB for CIFAR-10);
-ImageNet is streamed.
+ImageNet is streamed as encoded records (`Records`) and decoded by the preprocessing.
 """
 
 import dataclasses
@@ -37,7 +38,8 @@ from rethink_tf.errors import UserError
 
 @dataclasses.dataclass(frozen=True)
 class DatasetSpec:
-    """What we know about a dataset without reading it (sizes come from here, never from tfds split info)."""
+    """What we know about a dataset without reading it (the sizes are the full datasets'; a streamed split's size is
+    the prepared one, from its tfds split info)."""
 
     name: str
     image_shape: Optional[tuple]  # stored image shape; None where it varies (ImageNet)
@@ -72,8 +74,8 @@ DATASETS = {
         "the package's own rethink_tf/data/builtin/fashion_mnist_5k/ (reinstall the package)", "idx"),
     "imagenet2012": DatasetSpec(
         "imagenet2012", None, 1000, 1_281_167, 50_000, "imagenet2012", "validation", False,
-        "a tfds-prepared imagenet2012/ folder, or ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar in "
-        "--manual_dir together with --prepare_imagenet"),
+        "a tfds-prepared imagenet2012/ folder there, or ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar in "
+        "--manual_dir together with --prepare_imagenet (tfds's builder; a subset of the classes also works)"),
 }
 
 BUILTIN_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "builtin")
@@ -111,15 +113,80 @@ class Split:
     size: int
     origin: str
     arrays: Optional[dict] = None
-    stream: Optional[object] = None
+    records: Optional["Records"] = None
 
     def dataset(self):
-        """The split as a tf.data.Dataset of {image, label, key} dicts in key order (archives)."""
+        """The in-memory split as a tf.data.Dataset of {image, label, key} dicts in key order (archives)."""
         import tensorflow as tf
 
-        if self.arrays is not None:
-            return tf.data.Dataset.from_tensor_slices(self.arrays)
-        return self.stream
+        return tf.data.Dataset.from_tensor_slices(self.arrays)
+
+
+@dataclasses.dataclass(frozen=True)
+class Records:
+    """A tfds-prepared split read as *encoded* records (ImageNet): decoding is left to the preprocessing, which
+    decodes only the crop window (TF Model Garden's input path).
+
+    Attributes:
+      files: the split's TFRecord shards, in shard order.
+      counts: examples read from each shard (all of them; a subset reads a prefix of the shards).
+      features: the builder's tfds FeaturesDict, which parses a serialized record.
+      key_feature: the feature hashed into the example key. ImageNet's `file_name` (e.g. n01440764_10026.JPEG) is
+        the same however ImageNet is prepared; `tfds_id` names the shard and index, which change with the shard
+        layout, so label corruptions keyed on it would change on re-preparation.
+    """
+
+    files: tuple
+    counts: tuple
+    features: object
+    key_feature: str = "file_name"
+
+    @property
+    def size(self):
+        return int(sum(self.counts))
+
+    def take(self, n):
+        """The first n examples in shard order (a fixed subset, whatever the per-epoch file order)."""
+        counts, left = [], n
+        for c in self.counts:
+            if left <= 0:
+                break
+            counts.append(min(c, left))
+            left -= counts[-1]
+        return dataclasses.replace(self, files=self.files[:len(counts)], counts=tuple(counts))
+
+    def shard(self, num_shards, index):
+        """Every num_shards-th file from `index`: one input pipeline's share (multi-worker input)."""
+        if len(self.files) < num_shards:
+            raise UserError(f"{len(self.files)} record files cannot be split over {num_shards} input pipelines")
+        return dataclasses.replace(self, files=self.files[index::num_shards], counts=self.counts[index::num_shards])
+
+    def read(self, order_seed=None, deterministic=True, cycle_length=16):
+        """A tf.data.Dataset of serialized records: the shards in a permuted order when `order_seed` (a stateless
+        seed, shape [2]) is given, else in shard order; `cycle_length` shards are read in parallel, interleaved."""
+        import tensorflow as tf
+
+        files = tf.constant(self.files)
+        counts = tf.constant(self.counts, tf.int64)
+        if order_seed is not None:
+            order = tf.argsort(tf.random.stateless_uniform([len(self.files)], order_seed))
+            files, counts = tf.gather(files, order), tf.gather(counts, order)
+        shards = tf.data.Dataset.from_tensor_slices((files, counts))
+        if order_seed is None and deterministic:  # evaluation: one pass in shard order
+            cycle_length = 1
+        return shards.interleave(
+            lambda f, c: tf.data.TFRecordDataset(f, buffer_size=8 << 20).take(c),
+            cycle_length=min(cycle_length, len(self.files)), block_length=1,
+            num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
+
+    def parse(self, serialized):
+        """{jpeg: the encoded image, label: int64, key: int64 FarmHash of key_feature} from one serialized record."""
+        import tensorflow as tf
+        import tensorflow_datasets as tfds
+
+        ex = self.features.deserialize_example(serialized, decoders={"image": tfds.decode.SkipDecoding()})
+        return {"jpeg": ex["image"], "label": tf.cast(ex["label"], tf.int64),
+                "key": tf.strings.to_hash_bucket_fast(ex[self.key_feature], 2**62)}
 
 
 def load(name, split, data_dir=None, source="auto", num_examples=None, manual_dir=None, prepare_imagenet=False,
@@ -149,21 +216,20 @@ def load(name, split, data_dir=None, source="auto", num_examples=None, manual_di
         raise UserError(f"unknown split {split!r}; use one of {SPLITS}")
     if source not in SOURCES:
         raise UserError(f"unknown source {source!r}; use one of {SOURCES}")
-    full_size = ds_spec.train_size if split == "train" else ds_spec.test_size
     if num_examples is not None and not 0 < num_examples:
         raise UserError(f"a subset must have at least one example; received num_examples={num_examples}")
     if data_dir is None or ds_spec.tfds_name is None:  # the built-in data live in the package, whatever data_dir
         data_dir = DEFAULT_DIRS.get(name) if os.path.isdir(DEFAULT_DIRS.get(name, "/nonexistent")) else data_dir
     # A --data_dir that does not exist yet is where a download goes; without download it is a mistake (reported).
-    search = source in ("auto", "archive") and data_dir and (os.path.isdir(data_dir) or not download
-                                                             or not ds_spec.download_url)
+    search = (source in ("auto", "archive") and data_dir and ds_spec.archive_format
+              and (os.path.isdir(data_dir) or not download or not ds_spec.download_url))
     archive = _find_archive(ds_spec, data_dir) if search else None
     if archive is not None:
         arrays = _read_archive(ds_spec, archive, split)
         return _subset(Split(ds_spec, split, len(arrays["label"]), archive, arrays=arrays), num_examples)
     if source == "archive" or ds_spec.tfds_name is None:
         raise UserError(f"no {name} archive found in {data_dir or '(no --data_dir given)'}; expected {ds_spec.archive_help}")
-    return _subset(_load_tfds(ds_spec, split, data_dir, manual_dir, prepare_imagenet, full_size, download),
+    return _subset(_load_tfds(ds_spec, split, data_dir, manual_dir, prepare_imagenet, download),
                    num_examples)
 
 
@@ -173,7 +239,7 @@ def _subset(split, num_examples):
     if split.arrays is not None:
         arrays = {k: v[:num_examples] for k, v in split.arrays.items()}
         return dataclasses.replace(split, size=num_examples, arrays=arrays)
-    return dataclasses.replace(split, size=num_examples, stream=split.stream.take(num_examples))
+    return dataclasses.replace(split, size=num_examples, records=split.records.take(num_examples))
 
 
 # --------------------------------------------------------------------------------------------- archives
@@ -357,7 +423,7 @@ def download_and_prepare(ds_spec, data_dir):
         raise UserError(f"downloading {ds_spec.name} into {data_dir} failed: {type(e).__name__}: {e}") from None
 
 
-def _load_tfds(ds_spec, split, data_dir, manual_dir, prepare_imagenet, full_size, download=False):
+def _load_tfds(ds_spec, split, data_dir, manual_dir, prepare_imagenet, download=False):
     import tensorflow as tf
     import tensorflow_datasets as tfds
 
@@ -365,10 +431,14 @@ def _load_tfds(ds_spec, split, data_dir, manual_dir, prepare_imagenet, full_size
     data_dir = data_dir or os.path.expanduser("~/tensorflow_datasets")
     missing = (f"{ds_spec.name} not found in {data_dir}: put {ds_spec.archive_help} there, or a tfds-prepared "
                f"{ds_spec.tfds_name}/ folder (made with `tfds build {ds_spec.tfds_name}` on a machine with internet)")
+    if not ds_spec.archive_format:  # tfds only: the help says it all
+        missing = f"{ds_spec.name} not found in {data_dir}: expected {ds_spec.archive_help}"
     if ds_spec.download_url and not download:
         missing += ", or drop --nodownload to download it"
     if prepare_imagenet and ds_spec.name == "imagenet2012":
         _prepare_imagenet(data_dir, manual_dir)
+    if not ds_spec.in_memory:
+        return _open_records(ds_spec, tfds_split, split, data_dir, missing)
     not_found = (AssertionError, FileNotFoundError, tfds.core.registered.DatasetNotFoundError)
     read = lambda: tfds.load(ds_spec.tfds_name, split=tfds_split, data_dir=data_dir, download=False, try_gcs=False,
                              shuffle_files=False, read_config=tfds.ReadConfig(add_tfds_id=True))
@@ -389,11 +459,26 @@ def _load_tfds(ds_spec, split, data_dir, manual_dir, prepare_imagenet, full_size
 
     ds = ds.map(to_example, num_parallel_calls=tf.data.AUTOTUNE)
     origin = f"tfds:{ds_spec.tfds_name}/{tfds_split} in {data_dir}"
-    if not ds_spec.in_memory:
-        return Split(ds_spec, split, full_size, origin, stream=ds)
     batches = list(tfds.as_numpy(ds.batch(10_000)))
     arrays = {k: np.concatenate([b[k] for b in batches]) for k in ("image", "label", "key")}
     return Split(ds_spec, split, len(arrays["label"]), origin, arrays=arrays)
+
+
+def _open_records(ds_spec, tfds_split, split, data_dir, missing):
+    """The shards of a prepared tfds split (ImageNet), read as encoded records. The size is the prepared one:
+    a full ImageNet has 1,281,167 / 50,000 examples, a partial preparation fewer."""
+    import tensorflow_datasets as tfds
+
+    builder = tfds.builder(ds_spec.tfds_name, data_dir=data_dir)
+    if not builder.is_prepared() or tfds_split not in builder.info.splits:
+        raise UserError(missing)
+    info = builder.info.splits[tfds_split]
+    records = Records(tuple(os.fspath(f) for f in info.filepaths), tuple(int(n) for n in info.shard_lengths),
+                      builder.info.features)
+    if not records.size:
+        raise UserError(f"{ds_spec.name}/{tfds_split} in {data_dir} has no examples")
+    origin = f"tfds:{ds_spec.tfds_name}/{tfds_split} in {builder.data_dir}"
+    return Split(ds_spec, split, records.size, origin, records=records)
 
 
 def _prepare_imagenet(data_dir, manual_dir):
@@ -407,4 +492,5 @@ def _prepare_imagenet(data_dir, manual_dir):
     print(f"preparing imagenet2012 in {data_dir} from {manual_dir}: this writes ~150 GB of TFRecords and takes hours",
           flush=True)
     builder = tfds.builder("imagenet2012", data_dir=data_dir)
-    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
+    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual_dir,
+                                                                              try_download_gcs=False))

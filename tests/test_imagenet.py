@@ -1,0 +1,159 @@
+"""ImageNet's streamed input on a miniature ImageNet in the original tar format, prepared by tfds's real builder:
+encoded records, decode-and-crop, per-epoch shard order, shuffle of encoded records, keys from file names."""
+
+import collections
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from conftest import imagenet_jpeg, prepare_imagenet
+
+from rethink_tf.config import DataConfig
+from rethink_tf.data import pipeline, preprocessing, sources
+
+
+def _config(data_dir, **kw):
+    return DataConfig(dataset="imagenet2012", data_dir=data_dir, **kw)
+
+
+def _records(split):
+    return [split.records.parse(r) for r in split.records.read()]
+
+
+def test_prepared_by_the_real_builder_with_keys_from_file_names(mini_imagenet):
+    data_dir, _ = mini_imagenet
+    train = sources.load("imagenet2012", "train", data_dir=data_dir)
+    test = sources.load("imagenet2012", "test", data_dir=data_dir)
+    assert (train.size, test.size) == (12, 6) and len(train.records.files) == 3
+    ex = _records(train)
+    assert sorted(int(e["label"]) for e in ex) == [0] * 4 + [1] * 4 + [2] * 4  # synsets n01440764.. -> 0, 1, 2
+    assert len({int(e["key"]) for e in ex}) == 12
+    assert all(e["jpeg"].dtype == tf.string and e["jpeg"].numpy()[:2] == b"\xff\xd8" for e in ex)  # still encoded
+    # validation labels: tfds's bundled list, in file-name order (ILSVRC2012_val_00000001 is n01751748 = 65)
+    import tensorflow_datasets as tfds
+
+    by_name = {}
+    for r in test.records.read():
+        e = test.records.features.deserialize_example(r, decoders={"image": tfds.decode.SkipDecoding()})
+        by_name[e["file_name"].numpy().decode()] = int(e["label"])
+    assert by_name["ILSVRC2012_val_00000001.JPEG"] == 65 and len(by_name) == 6
+    assert test.records.size == 6 and sources.load("imagenet2012", "test", data_dir=data_dir, num_examples=4).size == 4
+
+
+def test_keys_survive_a_preparation_with_another_shard_layout(mini_imagenet, tmp_path):
+    data_dir, manual = mini_imagenet
+    again = prepare_imagenet(manual, str(tmp_path / "again"), num_shards=2)
+    import tensorflow_datasets as tfds
+
+    cfg = dict(corrupt="random_labels", corrupt_seed=3)
+
+    def labels(d):
+        split = sources.load("imagenet2012", "train", data_dir=d)
+        skip = {"image": tfds.decode.SkipDecoding()}
+        names = [split.records.features.deserialize_example(r, decoders=skip)["file_name"].numpy()
+                 for r in split.records.read()]
+        keys = [int(e["key"]) for e in _records(split)]
+        corr = pipeline.corruption_lib.make("random_labels", None, cfg["corrupt_seed"], 1000)
+        noisy = pipeline.corruption_lib.corrupt_labels(corr, tf.constant([0] * len(keys), tf.int64),
+                                                       tf.constant(keys, tf.int64), "train").numpy()
+        return dict(zip(names, zip(keys, noisy.tolist())))
+
+    first, second = labels(data_dir), labels(again)
+    assert len(sources.load("imagenet2012", "train", data_dir=again).records.files) == 2
+    assert first == second and len(first) == 12
+
+
+def test_decode_and_crop_equals_decoding_then_cropping():
+    rng = np.random.default_rng(5)
+    for h, w in ((375, 500), (333, 401)):
+        jpeg = tf.constant(imagenet_jpeg(rng, h, w))
+        full = tf.image.decode_jpeg(jpeg, channels=3)
+        want = tf.image.resize(tf.image.central_crop(tf.cast(full, tf.float32) / 255, 0.875), [299, 299])
+        got, want = preprocessing.inception_eval(jpeg).numpy(), (want.numpy() - 0.5) * 2
+        np.testing.assert_allclose(got[:, 2:-2], want[:, 2:-2], atol=1e-5)  # edge columns: see below
+        assert np.abs(got - want).max() <= 16 / 255
+        seed = tf.constant([7, 11], tf.int64)
+        top, left, hh, ww = preprocessing.distorted_window(tf.shape(full), seed).numpy()
+        crop = tf.image.decode_and_crop_jpeg(jpeg, [top, left, hh, ww], channels=3).numpy().astype(int)
+        ref = full[top:top + hh, left:left + ww].numpy().astype(int)
+        # identical inside; libjpeg's chroma upsampling may differ by a few levels in the window's edge columns
+        np.testing.assert_array_equal(crop[:, 1:-1], ref[:, 1:-1])
+        assert np.abs(crop - ref).max() <= 8
+        out = preprocessing.inception_train(jpeg, seed)
+        assert out.shape == (299, 299, 3) and -1 <= float(tf.reduce_min(out)) and float(tf.reduce_max(out)) <= 1
+
+
+def _fingerprints(ds):
+    """One float per image (its pixel sum) per batch: identifies an image under the deterministic eval crop."""
+    return [tf.reduce_sum(tf.cast(x, tf.float64), axis=[1, 2, 3]).numpy().tolist() for x, _ in ds]
+
+
+@pytest.mark.parametrize("deterministic", [True, False])
+def test_each_epoch_holds_each_example_once(mini_imagenet, deterministic):
+    data_dir, _ = mini_imagenet
+    d = pipeline.build(_config(data_dir), batch_size=4, epochs=3, deterministic=deterministic)
+    every = sorted(sum(_fingerprints(d.train_eval), []))
+    batches = _fingerprints(d.train(0))
+    assert len(batches) == 3 * d.steps_per_epoch == 9
+    epochs = [sorted(sum(batches[e * 3:(e + 1) * 3], [])) for e in range(3)]
+    for e in epochs:  # 12 examples, batch 4: every example exactly once per epoch
+        np.testing.assert_allclose(e, every, atol=0.05)
+
+
+def test_deterministic_stream_is_seeded_per_epoch_and_resumes_mid_epoch(mini_imagenet):
+    data_dir, _ = mini_imagenet
+    cfg = _config(data_dir, corrupt="random_labels", imagenet_augment=True)
+    d = pipeline.build(cfg, batch_size=4, epochs=3, deterministic=True)
+    full = [(x.numpy(), y.numpy()) for x, y in d.train(0)]
+    again = [(x.numpy(), y.numpy()) for x, y in d.train(0)]
+    for (a, la), (b, lb) in zip(full, again):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(la, lb)
+    resumed = [(x.numpy(), y.numpy()) for x, y in d.train(1, 2)]
+    assert len(resumed) == len(full) - 5
+    for (a, la), (b, lb) in zip(full[5:], resumed):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(la, lb)
+    plain = pipeline.build(_config(data_dir), batch_size=4, epochs=3, deterministic=True)
+    orders = [sum(_fingerprints(plain.train(e).take(3)), []) for e in range(3)]
+    assert orders[0] != orders[1] != orders[2]  # a new shard order and shuffle each epoch
+    for global_seed in (0, 5):  # the order is a function of --shuffle_seed alone, whatever the global seed
+        tf.random.set_seed(global_seed)
+        assert sum(_fingerprints(plain.train(1).take(3)), []) == orders[1]
+
+
+def test_shard_order_is_permuted_per_seed(mini_imagenet):
+    data_dir, _ = mini_imagenet
+    recs = sources.load("imagenet2012", "train", data_dir=data_dir).records
+    orders = set()
+    for s in range(6):
+        keys = [int(recs.parse(r)["key"]) for r in recs.read(tf.constant([s, 1], tf.int64), cycle_length=1)]
+        orders.add(tuple(keys[::4]))  # the first key of each 4-example shard: the shard order
+    assert len(orders) > 1
+    shards = recs.shard(3, 1)
+    assert shards.files == (recs.files[1],) and shards.size == 4
+    with pytest.raises(sources.UserError, match="cannot be split over 4"):
+        recs.shard(4, 0)
+
+
+def test_labels_are_corrupted_per_example_whatever_the_order(mini_imagenet):
+    data_dir, _ = mini_imagenet
+    cfg = _config(data_dir, corrupt="labels", corrupt_prob=0.5, corrupt_seed=4)
+    d = pipeline.build(cfg, batch_size=4, epochs=2, deterministic=False)
+    by_image = collections.defaultdict(set)
+    for x, y in list(d.train(0)) + list(d.train_eval):
+        for f, label in zip(tf.reduce_sum(tf.cast(x, tf.float64), axis=[1, 2, 3]).numpy().round(1), y.numpy()):
+            by_image[f].add(int(label))
+    assert len(by_image) == 12 and all(len(v) == 1 for v in by_image.values())
+
+
+def test_prepare_from_manual_dir_and_clear_errors(mini_imagenet, tmp_path):
+    _, manual = mini_imagenet
+    split = sources.load("imagenet2012", "train", data_dir=str(tmp_path / "tfds"), manual_dir=manual,
+                         prepare_imagenet=True)
+    assert split.size == 12
+    with pytest.raises(sources.UserError, match="imagenet2012 not found"):
+        sources.load("imagenet2012", "train", data_dir=str(tmp_path / "none"))
+    with pytest.raises(sources.UserError, match="needs ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar"):
+        sources.load("imagenet2012", "train", data_dir=str(tmp_path / "x"), manual_dir=str(tmp_path),
+                     prepare_imagenet=True)
