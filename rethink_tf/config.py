@@ -26,7 +26,8 @@ class DataConfig:
     """Which examples a run sees and how they are corrupted and preprocessed (PAPER.md §1-§2).
 
     Attributes:
-      dataset: a key of rethink_tf.data.sources.DATASETS.
+      dataset: a key of rethink_tf.data.sources.DATASETS, "tfds:NAME" (any tfds image classification dataset
+        prepared under data_dir), or "user:<fingerprint>" (rethink_tf.randomization_test's in-memory data).
       data_dir: folder with the original archives or tfds-prepared data (None: Debian/tfds defaults).
       source: "auto", "archive" or "tfds".
       manual_dir: ImageNet's ILSVRC2012 tars, for tfds preparation.
@@ -41,6 +42,7 @@ class DataConfig:
       augment: Table 4's flips + ±25° rotation at training time.
       imagenet_augment: the TF inception train-time distortions (Table 2's "data aug").
       shuffle_seed: seed of the per-epoch shuffles and augmentations.
+      image_feature, label_feature: the feature names of a tfds:NAME dataset.
     """
 
     dataset: str = "cifar10"
@@ -59,6 +61,8 @@ class DataConfig:
     augment: bool = False
     imagenet_augment: bool = False
     shuffle_seed: int = 0
+    image_feature: str = "image"
+    label_feature: str = "label"
 
     def to_dict(self):
         return dataclasses.asdict(self)
@@ -143,7 +147,9 @@ class TrainConfig:
 
         # a plug-in model ("package.module:function") gets the paper's CIFAR-10 recipe for AlexNet and the MLPs
         recipe = paper.RECIPES.get(self.model, paper.RECIPES["small_alexnet"])
-        train_size = sources.spec(self.data.dataset).train_size
+        d = self.data
+        train_size = (None if self.lr_decay_examples else  # user data (randomization_test) always sets it
+                      sources.spec(d.dataset, d.data_dir, d.image_feature, d.label_feature).train_size)
         builder = models.option_defaults(self.model) if self.model in models.MODELS else {}  # plug-ins: none
         return dataclasses.replace(
             self,
@@ -192,7 +198,7 @@ class TrainConfig:
         import json
 
         d = self.data
-        parts = [d.dataset, self.model.replace(":", "-"), d.corrupt]
+        parts = [d.dataset.replace(":", "-"), self.model.replace(":", "-"), d.corrupt]
         if d.corrupt == "labels":
             parts.append(f"p{d.corrupt_prob:g}")
         parts += [tag for flag, tag in ((d.random_crop, "crop"), (d.augment, "aug"), (d.imagenet_augment, "aug"))

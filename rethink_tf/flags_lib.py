@@ -12,7 +12,17 @@ from rethink_tf.data import corruption, sources
 
 
 def define_data_flags(fv=flags.FLAGS):
-    flags.DEFINE_enum("dataset", "cifar10", sorted(sources.DATASETS), "Dataset to train on.", flag_values=fv)
+    flags.DEFINE_string("dataset", "cifar10", f"Dataset to train on: one of {', '.join(sorted(sources.DATASETS))}, "
+                        "or tfds:NAME for any tfds image classification dataset with fixed-size images prepared "
+                        "under --data_dir (held in memory; see --image_feature/--label_feature).", flag_values=fv)
+
+    @flags.validator("dataset", message=f"--dataset must be one of {', '.join(sorted(sources.DATASETS))} or "
+                     "tfds:NAME", flag_values=fv)
+    def _dataset(name):
+        return name in sources.DATASETS or (name.startswith(sources.TFDS_PREFIX) and len(name) > 5)
+    flags.DEFINE_string("image_feature", "image", "--dataset=tfds:NAME: the image feature's name.", flag_values=fv)
+    flags.DEFINE_string("label_feature", "label", "--dataset=tfds:NAME: the class-label feature's name.",
+                        flag_values=fv)
     flags.DEFINE_string("data_dir", None, "Folder with the original archives (cifar-10-binary.tar.gz, "
                         "cifar-10-python.tar.gz, *-idx?-ubyte.gz) or tfds-prepared data. Default: Debian's "
                         "Fashion-MNIST folder, else ~/tensorflow_datasets.", flag_values=fv)
@@ -145,7 +155,7 @@ def data_config_from_flags(f):
                       test_examples=f.test_examples, corrupt=f.corrupt, corrupt_prob=f.corrupt_prob,
                       corrupt_seed=f.corrupt_seed, corrupt_test_labels=f.corrupt_test_labels,
                       random_crop=f.random_crop, augment=f.augment, imagenet_augment=f.imagenet_augment,
-                      shuffle_seed=f.seed)
+                      shuffle_seed=f.seed, image_feature=f.image_feature, label_feature=f.label_feature)
 
 
 def config_from_flags(f):

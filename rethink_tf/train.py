@@ -54,7 +54,8 @@ def model_options(cfg):
     return {k: v for k, v in wanted.items() if k in accepted}
 
 
-def run(config, workdir, strategy=None, datasets=None, extra_callbacks=(), verbose=None):
+def run(config, workdir, strategy=None, datasets=None, extra_callbacks=(), verbose=None, build_model=None,
+        optimizer=None):
     """Trains and evaluates one configuration; returns the path of its results.json.
 
     Args:
@@ -64,6 +65,10 @@ def run(config, workdir, strategy=None, datasets=None, extra_callbacks=(), verbo
       datasets: prebuilt pipeline.Datasets (default: built from config.data).
       extra_callbacks: more Keras callbacks (tests use one to kill a run mid-way).
       verbose: 1 a progress bar, 2 one line per epoch, 0 silent (default: 1 on a terminal, else 2).
+      build_model: a function (input_shape, num_classes) -> uncompiled keras.Model used instead of config.model's
+        builder (rethink_tf.randomization_test; config.model then only names the run).
+      optimizer: a function () -> a fresh Keras optimizer used instead of config's recipe (its learning-rate
+        fields are then not used; config.optimizer should describe it, since it names the run).
 
     Raises:
       UserError: invalid configuration or data; nothing is written to the run directory in that case.
@@ -105,8 +110,9 @@ def run(config, workdir, strategy=None, datasets=None, extra_callbacks=(), verbo
     keras.utils.set_random_seed(cfg.seed)
     with dtype_policy(cfg.dtype_policy):
         with strategy.scope():
-            model = models.build(cfg.model, datasets.input_shape, datasets.num_classes, **options)
-            jit = training.compile_model(model, cfg, datasets.num_classes, replicas, datasets.steps_per_epoch)
+            model = models.build(cfg.model, datasets.input_shape, datasets.num_classes, builder=build_model, **options)
+            jit = training.compile_model(model, cfg, datasets.num_classes, replicas, datasets.steps_per_epoch,
+                                         optimizer=optimizer() if optimizer else None)
 
         os.makedirs(run_dir, exist_ok=True)
         initial_step = training.restore(model, run_dir, strategy)

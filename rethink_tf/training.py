@@ -62,6 +62,16 @@ def make_optimizer(cfg):
     return opt
 
 
+def lr_schedule(optimizer):
+    """step -> the learning rate a compiled optimizer uses at that step: its schedule (the recipe's staircase
+    decay, or a user's), or its constant rate."""
+    lr = optimizer._learning_rate  # Keras 3 keeps the schedule here; .learning_rate evaluates it at `iterations`
+    if isinstance(lr, keras.optimizers.schedules.LearningRateSchedule):
+        return lr
+    value = float(keras.ops.convert_to_numpy(lr))
+    return lambda step: value
+
+
 MAX_STEPS_PER_EXECUTION = 32
 
 
@@ -72,8 +82,9 @@ def steps_per_execution(steps, wanted=None):
     return max(d for d in range(1, cap + 1) if steps % d == 0)
 
 
-def compile_model(model, cfg, num_classes, num_replicas, steps_per_epoch=1):
-    """Compiles with cross-entropy on logits; one-hot labels when label smoothing is on; top-5 for ImageNet."""
+def compile_model(model, cfg, num_classes, num_replicas, steps_per_epoch=1, optimizer=None):
+    """Compiles with cross-entropy on logits; one-hot labels when label smoothing is on; top-5 for ImageNet.
+    `optimizer` (a user's Keras optimizer) replaces the recipe's."""
     if cfg.label_smoothing:
         loss = keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=cfg.label_smoothing)
         metrics = [keras.metrics.CategoricalAccuracy(name="accuracy")]
@@ -88,7 +99,7 @@ def compile_model(model, cfg, num_classes, num_replicas, steps_per_epoch=1):
     # Keras 3.15's multi-step function fails under MirroredStrategy ("You must feed a value for placeholder tensor
     # .../while/cond/Placeholder", measured on 2 logical CPUs): one step per call with several replicas.
     spe = 1 if num_replicas > 1 else steps_per_execution(steps_per_epoch, cfg.steps_per_execution)
-    model.compile(optimizer=make_optimizer(cfg), loss=loss, metrics=metrics, jit_compile=jit, steps_per_execution=spe)
+    model.compile(optimizer=optimizer or make_optimizer(cfg), loss=loss, metrics=metrics, jit_compile=jit, steps_per_execution=spe)
     return jit
 
 
@@ -294,7 +305,7 @@ def fit_and_evaluate(model, cfg, datasets, run_dir, *, initial_step=0, history=(
     smoothing = bool(cfg.label_smoothing)
     wrap = (lambda ds: one_hot_labels(ds, datasets.num_classes)) if smoothing else (lambda ds: ds)
     steps = datasets.steps_per_epoch
-    schedule = make_schedule(cfg)
+    schedule = lr_schedule(model.optimizer)
     memorization = None
     if getattr(datasets, "changed", None) is not None and datasets.changed.any() and (~datasets.changed).any():
         memorization = memorization_metrics(datasets.train_eval, datasets.changed)

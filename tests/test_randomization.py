@@ -167,6 +167,6 @@ def test_the_example_memorizes_random_labels_on_real_fashion_mnist():
             for line in proc.stdout.splitlines() if line.startswith("| none") or line.startswith("| random_labels")}
     train_true, test_true, _ = rows["none"]
     train_random, test_random, _ = rows["random_labels"]
-    assert train_true >= 99 and test_true >= 75  # measured 100.00% / 82.75%
-    assert train_random >= 99 and test_random <= 20  # measured 100.00% / 11.30%: memorized, chance on test
+    assert train_true >= 99 and test_true >= 75  # measured 100.00% / 83.85%
+    assert train_random >= 99 and test_random <= 20  # measured 100.00% / 10.90%: memorized, chance on test
     assert "Warning" not in proc.stderr and "I0000" not in proc.stderr

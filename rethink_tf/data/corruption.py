@@ -219,10 +219,12 @@ def label_summary(c, labels, keys, split="train"):
 
 
 def dataset_moments(images, chunk=4096):
-    """Per-channel mean and population std of uint8 NHWC images in [0, 1] units (float64, chunked)."""
+    """Per-channel mean and population std of NHWC images in the units the corruption sees: [0, 1] for uint8
+    images, their own for float images (a user's data), in float64, chunked."""
     total, total_sq, count = 0.0, 0.0, 0
+    scale = 255.0 if images.dtype == np.uint8 else 1.0
     for start in range(0, len(images), chunk):
-        x = np.asarray(images[start:start + chunk], np.float64) / 255.0
+        x = np.asarray(images[start:start + chunk], np.float64) / scale
         total = total + x.sum(axis=(0, 1, 2))
         total_sq = total_sq + np.square(x).sum(axis=(0, 1, 2))
         count += x.shape[0] * x.shape[1] * x.shape[2]

@@ -62,14 +62,14 @@ class Datasets:
     changed: object = None
 
 
-def model_input_shape(dataset):
-    """The input shape the models see: 28×28×3 for CIFAR-10 (centre crop), 28×28×1 for (Fashion-)MNIST, 299² for ImageNet."""
-    spec = sources.spec(dataset)
-    if dataset == "cifar10":
+def model_input_shape(spec):
+    """The input shape the models see: 28×28×3 for CIFAR-10 (centre crop), 299² for ImageNet, else the stored shape
+    (28×28×1 for (Fashion-)MNIST; a tfds:NAME or user dataset as it is)."""
+    if spec.name == "cifar10":
         return (CIFAR_CROP, CIFAR_CROP, 3)
     if spec.image_shape is None:
         return (preprocessing.INCEPTION_SIZE, preprocessing.INCEPTION_SIZE, 3)
-    return spec.image_shape
+    return tuple(spec.image_shape)
 
 
 def check_combination(cfg):
@@ -99,7 +99,7 @@ def _materialize(ds, size):
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
-def build(cfg, batch_size, epochs, num_replicas=1, deterministic=False):
+def build(cfg, batch_size, epochs, num_replicas=1, deterministic=False, splits=None):
     """Builds the train / train_eval / test datasets of a run.
 
     Args:
@@ -109,6 +109,8 @@ def build(cfg, batch_size, epochs, num_replicas=1, deterministic=False):
       num_replicas: replicas in sync; the global batch must divide evenly.
       deterministic: keep the streamed (ImageNet) input's order a function of the seed; the in-memory
         pipelines are deterministic whatever this says.
+      splits: (train, test) sources.Splits already loaded (a user's data, sources.from_arrays) instead of cfg's
+        dataset.
 
     Raises:
       UserError: bad combinations, missing data, a batch larger than the training set.
@@ -116,14 +118,17 @@ def build(cfg, batch_size, epochs, num_replicas=1, deterministic=False):
     check_combination(cfg)
     if batch_size % num_replicas:
         raise UserError(f"global batch size {batch_size} does not split evenly over {num_replicas} replicas")
-    spec = sources.spec(cfg.dataset)
-    load = dict(data_dir=cfg.data_dir, source=cfg.source, manual_dir=cfg.manual_dir,
-                prepare_imagenet=cfg.prepare_imagenet, download=cfg.download)
-    train = sources.load(cfg.dataset, "train", num_examples=cfg.train_examples, **load)
-    test = sources.load(cfg.dataset, "test", num_examples=cfg.test_examples, **load)
+    if splits is None:
+        load = dict(data_dir=cfg.data_dir, source=cfg.source, manual_dir=cfg.manual_dir,
+                    prepare_imagenet=cfg.prepare_imagenet, download=cfg.download, image_feature=cfg.image_feature,
+                    label_feature=cfg.label_feature)
+        splits = (sources.load(cfg.dataset, "train", num_examples=cfg.train_examples, **load),
+                  sources.load(cfg.dataset, "test", num_examples=cfg.test_examples, **load))
+    train, test = splits
+    spec = train.spec
     if train.size < batch_size:
         raise UserError(f"the training set has {train.size} examples, fewer than one batch of {batch_size}")
-    shape = model_input_shape(cfg.dataset)
+    shape = model_input_shape(spec)
     mean = std = None
     if cfg.corrupt == "gaussian":
         mean, std = corruption_lib.dataset_moments(preprocessing.center_crop(train.arrays["image"], shape[0]))
@@ -146,19 +151,20 @@ def _prepared(corr, split, shape, crop):
 
     Images stay uint8 (a quarter of float32's memory: 150 MB for CIFAR-10's training set) unless the corruption
     makes new values (gaussian): the permutations of shuffled/random pixels move uint8 values exactly, so the
-    [0, 1] float image the corruption sees is converted back without loss.
+    [0, 1] float image the corruption sees is converted back without loss. Float images (a user's data) are taken
+    in their own units and stay float32.
     """
     side = shape[0]
 
     def prepare(ex):
-        image = preprocessing.to_unit(ex["image"])
+        image = preprocessing.to_unit(ex["image"]) if ex["image"].dtype == tf.uint8 else ex["image"]
         if crop:
             image = preprocessing.center_crop(image, side)
         return {"image": image, "label": ex["label"], "key": ex["key"]}
 
     ds = split.dataset().map(prepare, num_parallel_calls=AUTOTUNE)
     ds = ds.map(corruption_lib.example_map(corr, split.name), num_parallel_calls=AUTOTUNE)
-    if corr.kind != "gaussian":  # back to uint8 per example: no float32 copy of the split is ever held
+    if corr.kind != "gaussian" and split.arrays["image"].dtype == np.uint8:  # back to uint8: no float32 copy
         ds = ds.map(lambda ex: {**ex, "image": tf.cast(tf.round(ex["image"] * 255.0), tf.uint8)},
                     num_parallel_calls=AUTOTUNE)
     return _materialize(ds, split.size)

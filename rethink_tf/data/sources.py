@@ -52,6 +52,8 @@ class DatasetSpec:
     archive_help: str  # what to put where, for the "data not found" message
     archive_format: Optional[str] = None  # "cifar", "idx" or None (tfds only)
     download_url: Optional[str] = None  # what tfds downloads from (its host is probed first); None: never download
+    image_feature: str = "image"  # tfds feature names (tfds:NAME datasets may name them otherwise)
+    label_feature: str = "label"
 
 
 DATASETS = {
@@ -88,11 +90,80 @@ SOURCES = ("auto", "archive", "tfds")
 SPLITS = ("train", "test")
 
 
-def spec(name):
-    """Returns the DatasetSpec of `name`, or raises UserError naming the known datasets."""
+TFDS_PREFIX = "tfds:"
+
+
+def spec(name, data_dir=None, image_feature="image", label_feature="label"):
+    """Returns the DatasetSpec of `name` (a key of DATASETS, or "tfds:NAME" for any tfds image classification
+    dataset prepared under data_dir), or raises UserError naming the known datasets."""
+    if name.startswith(TFDS_PREFIX):
+        return tfds_spec(name[len(TFDS_PREFIX):], data_dir, image_feature, label_feature)
     if name not in DATASETS:
-        raise UserError(f"unknown dataset {name!r}; known: {', '.join(sorted(DATASETS))}")
+        raise UserError(f"unknown dataset {name!r}; known: {', '.join(sorted(DATASETS))}, or tfds:NAME")
     return DATASETS[name]
+
+
+def tfds_spec(tfds_name, data_dir=None, image_feature="image", label_feature="label"):
+    """The DatasetSpec of a tfds image classification dataset prepared under data_dir (issue 11: plug-in data).
+
+    It is held in memory like CIFAR-10 (so its images must have one fixed shape), its keys are FarmHashes of
+    `tfds_id`, and it is never downloaded here: prepare it with `tfds build` (tfds's own downloader) first.
+    """
+    import tensorflow_datasets as tfds
+
+    data_dir = data_dir or os.path.expanduser("~/tensorflow_datasets")
+    name = TFDS_PREFIX + tfds_name
+    try:
+        builder = tfds.builder(tfds_name, data_dir=data_dir)
+    except (tfds.core.registered.DatasetNotFoundError, ValueError) as e:
+        raise UserError(f"--dataset={name}: tfds knows no such dataset ({str(e).splitlines()[0][:120]})") from None
+    if not builder.is_prepared():
+        raise UserError(f"--dataset={name} is not prepared in {data_dir}: run `tfds build {tfds_name} "
+                        f"--data_dir={data_dir}` (on a machine with internet), then point --data_dir there")
+    features = builder.info.features
+    names = ", ".join(sorted(features.keys()))
+    image = features[image_feature] if image_feature in features else None
+    label = features[label_feature] if label_feature in features else None
+    if not isinstance(image, tfds.features.Image):
+        raise UserError(f"--dataset={name} has no image feature {image_feature!r} (features: {names}); "
+                        "name it with --image_feature")
+    if not isinstance(label, tfds.features.ClassLabel):
+        raise UserError(f"--dataset={name} has no class-label feature {label_feature!r} (features: {names}); "
+                        "name it with --label_feature")
+    if any(d is None for d in image.shape):
+        raise UserError(f"--dataset={name}: its images vary in shape {image.shape}; only fixed-size images are "
+                        "held in memory (resize them in a tfds config, or pass a tf.data dataset to "
+                        "rethink_tf.randomization_test)")
+    splits = builder.info.splits
+    test = next((t for t in ("test", "validation") if t in splits), None)
+    if "train" not in splits or test is None:
+        raise UserError(f"--dataset={name} needs a train split and a test or validation split; it has "
+                        f"{', '.join(splits.keys())}")
+    return DatasetSpec(name, tuple(image.shape), label.num_classes, splits["train"].num_examples,
+                       splits[test].num_examples, tfds_name,
+                       test, True, f"a tfds-prepared {tfds_name}/ folder", image_feature=image_feature,
+                       label_feature=label_feature)
+
+
+def from_arrays(name, split, images, labels, num_classes, keys):
+    """A Split of a user's in-memory data (rethink_tf.randomization_test): uint8 images are kept as they are,
+    others as float32; (N, H, W) images get a channel axis."""
+    images = np.asarray(images)
+    if images.ndim == 3:
+        images = images[..., None]
+    if images.ndim != 4:
+        raise UserError(f"{name}: images must be (H, W) or (H, W, C); received shape {images.shape[1:]}")
+    if images.dtype != np.uint8:
+        images = images.astype(np.float32)
+    labels = np.asarray(labels).astype(np.int64).reshape(-1)
+    if len(labels) != len(images) or not len(labels):
+        raise UserError(f"{name}/{split}: {len(images)} images and {len(labels)} labels")
+    if labels.min() < 0 or labels.max() >= num_classes:
+        raise UserError(f"{name}/{split}: labels must lie in [0, {num_classes}); found {labels.min()}..{labels.max()}")
+    ds_spec = DatasetSpec(name, images.shape[1:], num_classes, len(labels), len(labels), None, split, True,
+                          "a tf.data dataset")
+    arrays = {"image": images, "label": labels, "key": np.asarray(keys, np.int64)}
+    return Split(ds_spec, split, len(labels), f"user data {name}", arrays=arrays)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -190,7 +261,7 @@ class Records:
 
 
 def load(name, split, data_dir=None, source="auto", num_examples=None, manual_dir=None, prepare_imagenet=False,
-         download=False):
+         download=False, image_feature="image", label_feature="label"):
     """Loads one split of a dataset from local files (downloading it through tfds first if asked and absent).
 
     Args:
@@ -204,6 +275,7 @@ def load(name, split, data_dir=None, source="auto", num_examples=None, manual_di
       prepare_imagenet: allow the (hours-long) tfds preparation of ImageNet from manual_dir.
       download: when neither archives nor tfds data are found, download and prepare CIFAR-10/MNIST/Fashion-MNIST
         with tfds into data_dir (default ~/tensorflow_datasets).
+      image_feature, label_feature: the feature names of a "tfds:NAME" dataset.
 
     Returns:
       A Split.
@@ -211,7 +283,7 @@ def load(name, split, data_dir=None, source="auto", num_examples=None, manual_di
     Raises:
       UserError: unknown dataset/split/source, missing or truncated files, a bad subset size.
     """
-    ds_spec = spec(name)
+    ds_spec = spec(name, data_dir, image_feature, label_feature)
     if split not in SPLITS:
         raise UserError(f"unknown split {split!r}; use one of {SPLITS}")
     if source not in SOURCES:
@@ -451,11 +523,12 @@ def _load_tfds(ds_spec, split, data_dir, manual_dir, prepare_imagenet, download=
         ds = read()
 
     def to_example(ex):
-        image = ex["image"]
+        image = ex[ds_spec.image_feature]
         if image.shape.rank == 2:
             image = image[..., None]
         key = tf.strings.to_hash_bucket_fast(ex["tfds_id"], 2**62)  # FarmHash: stable across runs and versions
-        return {"image": tf.cast(image, tf.uint8), "label": tf.cast(ex["label"], tf.int64), "key": key}
+        image = image if image.dtype == tf.uint8 else tf.cast(image, tf.float32)
+        return {"image": image, "label": tf.cast(ex[ds_spec.label_feature], tf.int64), "key": key}
 
     ds = ds.map(to_example, num_parallel_calls=tf.data.AUTOTUNE)
     origin = f"tfds:{ds_spec.tfds_name}/{tfds_split} in {data_dir}"

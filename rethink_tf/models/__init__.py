@@ -70,20 +70,22 @@ def option_defaults(name):
     return {p: params[p].default for p in options_of(name)}
 
 
-def build(name, input_shape, num_classes, **options):
-    """Builds a registered model.
+def build(name, input_shape, num_classes, builder=None, **options):
+    """Builds a registered model, a plug-in, or a user's builder function.
 
     Args:
-      name: a key of MODELS.
+      name: a key of MODELS, or "package.module:function".
       input_shape: (H, W, C) of the (preprocessed) images.
       num_classes: number of logits.
+      builder: a function (input_shape, num_classes) -> uncompiled keras.Model, used instead of loading `name`
+        (rethink_tf.randomization_test; name then only labels the run).
       **options: builder options, see options_of(name); None values are dropped (builder defaults apply).
 
     Raises:
       UserError: unknown model, unsupported options, or an input shape the model cannot take.
     """
-    if is_plugin(name):
-        return _build_plugin(name, input_shape, num_classes, options)
+    if builder is not None or is_plugin(name):
+        return _build_plugin(name, input_shape, num_classes, options, builder)
     if name not in MODELS:
         raise UserError(f"unknown model {name!r}; known: {', '.join(MODELS)}, or package.module:function")
     builder, min_side = MODELS[name]
@@ -103,13 +105,13 @@ def build(name, input_shape, num_classes, **options):
     return builder(shape, num_classes, **options)
 
 
-def _build_plugin(spec, input_shape, num_classes, options):
+def _build_plugin(spec, input_shape, num_classes, options, builder=None):
     import keras
 
     options = {k: v for k, v in options.items() if v}
     if options:
         raise UserError(f"--model={spec} is a plug-in: put {', '.join(sorted(options))} in its builder instead")
-    model = load_plugin(spec)(tuple(input_shape), num_classes)
+    model = (builder or load_plugin(spec))(tuple(input_shape), num_classes)
     if not isinstance(model, keras.Model):
         raise UserError(f"--model={spec} returned {type(model).__name__}, not a keras.Model "
                         "(build(input_shape, num_classes) must return an uncompiled keras.Model giving logits)")
