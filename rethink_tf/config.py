@@ -14,7 +14,7 @@ from typing import Optional
 NON_IDENTITY_FIELDS = frozenset({
     "tensorboard", "run_name", "strategy", "num_gpus", "cross_device_ops", "data_dir", "source", "manual_dir",
     "prepare_imagenet", "download", "jit_compile", "steps_per_execution", "deterministic", "checkpoint_every_steps",
-    "fit_threshold"})
+    "fit_threshold", "worker_hosts", "task_index", "cluster_timeout"})
 # Fields that vary *within* one protocol: the randomization test compares corruptions under one protocol and
 # averages seeds (figures, report).
 WITHIN_PROTOCOL_FIELDS = frozenset({"seed", "shuffle_seed", "corrupt", "corrupt_prob", "corrupt_seed",
@@ -86,7 +86,9 @@ class TrainConfig:
       weight_decay: TF l2_loss-style decay on kernels (0: off, the paper's default for randomization runs).
       label_smoothing, dropout, bn_momentum: model/loss options (None: builder or recipe default).
       seed: seed of initialization, shuffling and augmentation.
-      strategy, num_gpus, cross_device_ops: see rethink_tf.distribute.
+      strategy, num_gpus, cross_device_ops: see rethink_tf.distribute ("multi_worker": rethink_tf.cluster).
+      worker_hosts, task_index: write TF_CONFIG for --strategy=multi_worker ("h0:p0,h1:p1" and this worker's index).
+      cluster_timeout: seconds to wait for every worker of the cluster before giving up with one line.
       sync_batchnorm: BatchNorm statistics over the global batch under a multi-replica strategy.
       dtype_policy: "float32" (paper fidelity), "mixed_bfloat16", or "mixed_float16" (loss scaling; single
         replica only: LossScaleOptimizer fails under MirroredStrategy, keras#18666). Logits stay float32.
@@ -123,6 +125,9 @@ class TrainConfig:
     strategy: str = "none"
     num_gpus: Optional[int] = None
     cross_device_ops: str = "auto"
+    worker_hosts: Optional[str] = None
+    task_index: Optional[int] = None
+    cluster_timeout: float = 300.0
     sync_batchnorm: bool = False
     dtype_policy: str = "float32"
     stop_at_train_accuracy: Optional[float] = None

@@ -70,6 +70,12 @@ def quiet(argv=None):
     return True
 
 
+def real_stderr():
+    """The file descriptor of the process's real stderr (behind the filter when quiet() is active): for a helper
+    process whose output must arrive even if this process is killed (cluster.connect's watchdog)."""
+    return _state.get("real", 2)
+
+
 def restore():
     """Puts the real stderr back and waits for the filter to drain (at exit: no error line is ever lost)."""
     if not _state:

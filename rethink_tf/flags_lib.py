@@ -115,7 +115,16 @@ def define_train_flags(fv=flags.FLAGS):
     flags.DEFINE_string("run_name", None, "Explicit run directory name (default: derived from the settings).",
                         flag_values=fv)
     flags.DEFINE_enum("strategy", "none", list(distribute.STRATEGIES), "none: one device; mirrored: synchronous "
-                      "data parallelism over this host's GPUs (BN statistics per replica).", flag_values=fv)
+                      "data parallelism over this host's GPUs (BN statistics per replica); multi_worker: "
+                      "synchronous data parallelism over several hosts (MultiWorkerMirroredStrategy, cluster from "
+                      "TF_CONFIG or --worker_hosts/--task_index; every worker runs the same command).", flag_values=fv)
+    flags.DEFINE_string("worker_hosts", None, "--strategy=multi_worker without TF_CONFIG: every worker's host:port, "
+                        "comma-separated, in the same order on every worker.", flag_values=fv)
+    flags.DEFINE_integer("task_index", None, "--strategy=multi_worker with --worker_hosts: this worker's index "
+                         "(0 is the chief, which alone writes the run directory).", lower_bound=0, flag_values=fv)
+    flags.DEFINE_float("cluster_timeout", 300.0, "--strategy=multi_worker: seconds to wait for all workers to join "
+                       "before exiting with an error (a missing peer would otherwise hang forever).", lower_bound=1.0,
+                       flag_values=fv)
     flags.DEFINE_integer("num_gpus", None, "GPUs to mirror over (default: all visible).", lower_bound=1,
                          flag_values=fv)
     flags.DEFINE_enum("cross_device_ops", "auto", list(distribute.CROSS_DEVICE_OPS), "All-reduce implementation "
@@ -166,6 +175,7 @@ def config_from_flags(f):
         lr_decay_examples=f.lr_decay_examples, momentum=f.momentum, weight_decay=f.weight_decay,
         label_smoothing=f.label_smoothing, dropout=f.dropout, bn_momentum=f.bn_momentum, seed=f.seed,
         strategy=f.strategy, num_gpus=f.num_gpus, cross_device_ops=f.cross_device_ops,
+        worker_hosts=f.worker_hosts, task_index=f.task_index, cluster_timeout=f.cluster_timeout,
         sync_batchnorm=f.sync_batchnorm, dtype_policy=f.dtype_policy,
         stop_at_train_accuracy=f.stop_at_train_accuracy, ema_decay=f.ema_decay, fit_threshold=f.fit_threshold,
         checkpoint_every_steps=f.checkpoint_every_steps, steps_per_execution=f.steps_per_execution,

@@ -9,7 +9,9 @@ resumes it from its last epoch checkpoint.
 
 import contextlib
 import os
+import shutil
 import sys
+import tempfile
 
 if __name__ == "__main__":  # before TensorFlow is imported (by flags_lib): no C++ log banners on a normal run
     from rethink_tf import console
@@ -76,7 +78,7 @@ def run(config, workdir, strategy=None, datasets=None, extra_callbacks=(), verbo
     import keras
     import tensorflow as tf
 
-    from rethink_tf import distribute, models, training
+    from rethink_tf import cluster, distribute, models, training
     from rethink_tf.data import pipeline
 
     cfg = config.resolved()
@@ -98,8 +100,15 @@ def run(config, workdir, strategy=None, datasets=None, extra_callbacks=(), verbo
         changed = {k: [old[k], new[k]] for k in differ}
     if cfg.deterministic:
         tf.config.experimental.enable_op_determinism()
+    member = None  # this process's place in a multi-host cluster
+    if strategy is None and cfg.strategy == "multi_worker":
+        member = cluster.connect(cfg.worker_hosts, cfg.task_index, cfg.cluster_timeout)
+        strategy = member.strategy
     strategy = strategy or distribute.get_strategy(cfg.strategy, cfg.num_gpus, cfg.cross_device_ops)
     replicas = strategy.num_replicas_in_sync
+    chief = member is None or member.chief
+    # Only the chief writes the run directory; the other workers read its checkpoint and write to a scratch folder.
+    out_dir = run_dir if chief else tempfile.mkdtemp(prefix=f"rethink_tf-{member.kind}{member.index}-")
     if cfg.dtype_policy == "mixed_float16" and replicas > 1:
         raise UserError("--dtype_policy=mixed_float16 needs loss scaling, which fails under MirroredStrategy "
                         "(keras-team/keras#18666); use mixed_bfloat16 or one replica")
@@ -114,13 +123,17 @@ def run(config, workdir, strategy=None, datasets=None, extra_callbacks=(), verbo
             jit = training.compile_model(model, cfg, datasets.num_classes, replicas, datasets.steps_per_epoch,
                                          optimizer=optimizer() if optimizer else None)
 
-        os.makedirs(run_dir, exist_ok=True)
+        os.makedirs(out_dir, exist_ok=True)
         initial_step = training.restore(model, run_dir, strategy)
-        results.write_json(config_path, cfg.to_dict())
         initial_epoch = initial_step // datasets.steps_per_epoch
-        history = results.truncate_history(run_dir, initial_epoch)
+        if chief:
+            results.write_json(config_path, cfg.to_dict())
+            history = results.truncate_history(run_dir, initial_epoch)
+        else:
+            history = results.read_history(run_dir, initial_epoch)
         if initial_step:
-            results.append_resume(run_dir, {"step": initial_step, "replicas": replicas, "changed": changed})
+            if chief:
+                results.append_resume(run_dir, {"step": initial_step, "replicas": replicas, "changed": changed})
             print(f"{run_dir}: resuming at step {initial_step} (epoch {initial_epoch + 1}, step "
                   f"{initial_step % datasets.steps_per_epoch} of {datasets.steps_per_epoch})", flush=True)
         print(f"{cfg.model} on {cfg.data.dataset} ({datasets.train_size} train / {datasets.test_size} test), "
@@ -130,20 +143,27 @@ def run(config, workdir, strategy=None, datasets=None, extra_callbacks=(), verbo
         if verbose is None:
             verbose = 1 if sys.stdout.isatty() else 2
         metrics, history, status = training.fit_and_evaluate(
-            model, cfg, datasets, run_dir, initial_step=initial_step, history=history,
-            extra_callbacks=extra_callbacks, verbose=verbose, replicas=replicas)
+            model, cfg, datasets, out_dir, initial_step=initial_step, history=history,
+            extra_callbacks=extra_callbacks, verbose=verbose, replicas=replicas,
+            strategy=strategy if member else None)
         metrics["trainable_parameters"] = models.trainable_count(model)
         metrics["steps_per_epoch"] = datasets.steps_per_epoch
         record = {"schema_version": results.SCHEMA_VERSION, "kind": "train", "status": status,
                   "config": cfg.to_dict(), "metrics": metrics, "history": history, "corruption": datasets.summary,
                   "resumes": results.read_resumes(run_dir),
                   "env": {**results.environment(), "replicas": replicas, "jit_compile": jit,
-                          "steps_per_execution": model.steps_per_execution,
-                          "strategy": type(strategy).__name__}}
+                          "steps_per_execution": 1 if member else model.steps_per_execution,
+                          "strategy": type(strategy).__name__, "workers": member.workers if member else 1}}
+        if not chief:
+            shutil.rmtree(out_dir, ignore_errors=True)
         if status == "diverged":
-            results.write_json(os.path.join(run_dir, "diverged.json"), record)
+            if chief:
+                results.write_json(os.path.join(run_dir, "diverged.json"), record)
             raise UserError(f"training diverged (loss is NaN/inf) at epoch {history[-1]['epoch']}; "
                             f"see {run_dir}/history.jsonl. Try a lower --learning_rate")
+        if not chief:
+            print(f"{member.kind} {member.index}: done; the chief writes {final}", flush=True)
+            return final
         results.write_json(final, record)
         print(summary(cfg, datasets, metrics, status, final, workdir), flush=True)
         return final

@@ -185,16 +185,19 @@ class EpochRecorder(keras.callbacks.Callback):
                   "check that test labels are clean and in [0, num_classes)", flush=True)
 
 
-def memorization_metrics(train_eval, changed):
+def memorization_metrics(train_eval, changed, local=False):
     """A function model -> {train_accuracy_changed, train_accuracy_intact}: the current model's accuracy on the
     (corrupted) labels trained on, separately over the examples whose label the corruption changed and those it
     left intact. One pass over train_eval per epoch; it shows the order in which a network fits clean and noisy
-    examples (issue 11; none of the paper's figures does).
+    examples (issue 11; none of the paper's figures does). `local`: predict with this worker's copy of the
+    weights (multi-worker runs, where Keras' predict is not usable).
     """
     labels = np.concatenate([y for _, y in train_eval.as_numpy_iterator()])
 
     def measure(model):
-        right = np.argmax(model.predict(train_eval, verbose=0), axis=-1) == labels
+        logits = (np.concatenate([_local_predict(model)(x).numpy() for x, _ in train_eval]) if local
+                  else model.predict(train_eval, verbose=0))
+        right = np.argmax(logits, axis=-1) == labels
         return {"train_accuracy_changed": float(right[changed].mean()),
                 "train_accuracy_intact": float(right[~changed].mean())}
 
@@ -293,11 +296,13 @@ def time_to_fit(history, steps_per_epoch, threshold=1.0):
 
 
 def fit_and_evaluate(model, cfg, datasets, run_dir, *, initial_step=0, history=(), extra_callbacks=(), verbose=1,
-                     replicas=1):
+                     replicas=1, strategy=None):
     """Trains from optimizer step `initial_step` to the end of cfg.epochs, then evaluates the final model.
 
     A mid-epoch start (a resume from a `checkpoint_every_steps` checkpoint) first runs the rest of that epoch,
-    with exactly the batches an uninterrupted run would see there, then the following epochs.
+    with exactly the batches an uninterrupted run would see there, then the following epochs. With a multi-worker
+    `strategy` the epochs run in fit_distributed (Keras' fit fails there, keras#20585) with the same callbacks,
+    and the evaluations in evaluate_local.
 
     Returns:
       (metrics dict, history list, status) with status "completed", "stopped_at_train_accuracy" or "diverged".
@@ -308,7 +313,7 @@ def fit_and_evaluate(model, cfg, datasets, run_dir, *, initial_step=0, history=(
     schedule = lr_schedule(model.optimizer)
     memorization = None
     if getattr(datasets, "changed", None) is not None and datasets.changed.any() and (~datasets.changed).any():
-        memorization = memorization_metrics(datasets.train_eval, datasets.changed)
+        memorization = memorization_metrics(datasets.train_eval, datasets.changed, local=strategy is not None)
     recorder = EpochRecorder(run_dir, steps, cfg.batch_size, history, schedule, cfg.stop_at_train_accuracy,
                              datasets.num_classes, replicas, epochs=cfg.epochs, print_lines=verbose == 2,
                              memorization=memorization)
@@ -321,6 +326,10 @@ def fit_and_evaluate(model, cfg, datasets, run_dir, *, initial_step=0, history=(
     epoch, offset = divmod(initial_step, steps)
     fit = dict(validation_data=wrap(datasets.test), callbacks=callbacks, verbose=1 if verbose == 1 else 0,
                shuffle=False)
+    if strategy is not None:
+        fit_distributed(model, strategy, datasets, wrap, callbacks, epoch, offset, cfg.epochs, cfg.batch_size,
+                        cfg.label_smoothing, (recorder, checkpoint))
+        epoch = cfg.epochs
     if offset and epoch < cfg.epochs:  # the rest of a partly trained epoch
         recorder.first_step = checkpoint.offset = offset
         full_spe = model.steps_per_execution
@@ -343,7 +352,8 @@ def fit_and_evaluate(model, cfg, datasets, run_dir, *, initial_step=0, history=(
     def evaluate():
         out = {}
         for split, ds in (("train", datasets.train_eval), ("test", datasets.test)):
-            ev = model.evaluate(wrap(ds), verbose=0, return_dict=True)
+            ev = (evaluate_local(model, wrap(ds), cfg.label_smoothing) if strategy is not None
+                  else model.evaluate(wrap(ds), verbose=0, return_dict=True))
             out[f"{split}_loss"] = float(ev["loss"])
             out[f"{split}_accuracy"] = float(ev["accuracy"])
             if "top5_accuracy" in ev:
@@ -369,3 +379,96 @@ def fit_and_evaluate(model, cfg, datasets, run_dir, *, initial_step=0, history=(
     metrics["steps_trained"] = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
     metrics["final_lr"] = float(schedule(max(metrics["steps_trained"] - 1, 0)))  # the lr of the last update
     return metrics, hist, status
+
+
+def _local_predict(model):
+    """A compiled forward pass on this worker's copy of the weights (cross-replica reads: no collectives)."""
+    fn = getattr(model, "_rethink_local_predict", None)
+    if fn is None:
+        fn = model._rethink_local_predict = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+    return fn
+
+
+def evaluate_local(model, dataset, label_smoothing=None):
+    """{loss, accuracy[, top5_accuracy]} of `dataset` on this worker's copy of the weights, as Keras' evaluate
+    reports them (mean cross-entropy on logits plus the regularization losses). Under MultiWorkerMirroredStrategy
+    every worker evaluates the whole set itself: no collectives (Keras' distributed evaluate hits keras#20585
+    too), identical numbers on every worker, at the cost of repeating the work per worker."""
+    predict = _local_predict(model)
+    total = correct = top5 = 0.0
+    count = 0
+    num_classes = None
+    for x, y in dataset:
+        logits = tf.cast(predict(x), tf.float32)
+        num_classes = logits.shape[-1]
+        if y.shape.rank == 2:  # one-hot (label smoothing)
+            loss = keras.losses.categorical_crossentropy(y, logits, from_logits=True,
+                                                         label_smoothing=label_smoothing or 0.0)
+            y = tf.argmax(y, axis=-1)
+        else:
+            loss = keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True)
+        y = tf.cast(y, tf.int64)
+        total += float(tf.reduce_sum(loss))
+        correct += float(tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, -1), y), tf.float32)))
+        if num_classes >= 100:
+            top5 += float(tf.reduce_sum(tf.cast(tf.math.in_top_k(y, logits, 5), tf.float32)))
+        count += int(y.shape[0])
+    regularization = float(sum(keras.ops.convert_to_numpy(v) for v in model.losses)) if model.losses else 0.0
+    out = {"loss": total / count + regularization, "accuracy": correct / count}
+    if num_classes and num_classes >= 100:
+        out["top5_accuracy"] = top5 / count
+    return out
+
+
+def _replica_step(model):
+    """The per-replica training step: Keras' own `model.train_step`, the one fit runs (loss scaled per replica,
+    gradients all-reduced in apply_gradients, metrics updated); its return value stays on the replica."""
+    def step(batch):
+        model.train_step(batch)
+
+    return step
+
+
+def fit_distributed(model, strategy, datasets, wrap, callbacks, first_epoch, offset, epochs, batch_size,
+                    label_smoothing=None, partial=()):
+    """Trains epochs first_epoch..epochs-1 under a multi-worker strategy, calling `callbacks` where fit calls them
+    (train begin, epoch begin, batch end, epoch end with the epoch's train and validation logs, train end).
+
+    Each worker's input pipeline builds the global batches of the epoch and keeps its share
+    (Datasets.train(..., shard=...)), so the global batch is the one-device batch: the same order, labels and
+    augmentation, and the same trajectory up to all-reduce rounding. Every worker runs the same number of steps;
+    the metric reads at an epoch's end are collectives, so every worker makes them. `partial` holds the callbacks
+    with a `first_step` / `offset` for a resumed partial epoch (the recorder and the checkpoint).
+    """
+    cbs = keras.callbacks.CallbackList(list(callbacks), model=model)
+    with strategy.scope():  # build the optimizer's slots eagerly, before the first tf.function (mirrored)
+        if not model.optimizer.built:
+            model.optimizer.build(model.trainable_variables)
+
+    @tf.function
+    def train_step(iterator):
+        strategy.run(_replica_step(model), args=(next(iterator),))
+
+    model.stop_training = False
+    cbs.on_train_begin()
+    for epoch in range(first_epoch, epochs):
+        start = offset if epoch == first_epoch else 0
+        for cb in partial:
+            setattr(cb, "first_step" if hasattr(cb, "first_step") else "offset", start)
+        dist = strategy.distribute_datasets_from_function(
+            lambda ctx, e=epoch, s=start: wrap(datasets.train(e, s, shard=(
+                ctx.num_input_pipelines, ctx.input_pipeline_id, ctx.get_per_replica_batch_size(batch_size)))))
+        model.reset_metrics()
+        cbs.on_epoch_begin(epoch)
+        iterator = iter(dist)
+        for b in range(datasets.steps_per_epoch - start):
+            train_step(iterator)
+            cbs.on_train_batch_end(b)
+        logs = {k: float(v) for k, v in model.get_metrics_result().items()}  # all-reduced: every worker reads
+        logs.update({f"val_{k}": v for k, v in evaluate_local(model, wrap(datasets.test), label_smoothing).items()})
+        cbs.on_epoch_end(epoch, logs)
+        if model.stop_training:
+            break
+    for cb in partial:
+        setattr(cb, "first_step" if hasattr(cb, "first_step") else "offset", 0)
+    cbs.on_train_end()

@@ -36,8 +36,10 @@ class Datasets:
     """What `build` returns.
 
     Attributes:
-      train: callable (first_epoch, first_step=0) -> tf.data.Dataset of (image, label) batches from that step of
-        that epoch to the end of `epochs`: exactly the batches an uninterrupted run sees from there.
+      train: callable (first_epoch, first_step=0, shard=None) -> tf.data.Dataset of (image, label) batches from that
+        step of that epoch to the end of `epochs`: exactly the batches an uninterrupted run sees from there.
+        shard=(num_pipelines, index, per_replica_batch): one worker's input under a multi-worker strategy, batches
+        of per_replica_batch, the same number of steps on every worker (see _shard).
       train_eval, test: tf.data.Datasets of (image, label) batches.
       steps_per_epoch: optimizer steps per epoch (train size // batch size).
       train_size, test_size: examples per split.
@@ -233,17 +235,34 @@ def _build_in_memory(cfg, corr, train, test, shape, batch_size, epochs, steps, s
 
         return order.batch(batch_size, drop_remainder=True).map(batch, num_parallel_calls=AUTOTUNE)
 
-    def train_stream(first_epoch=0, first_step=0):
+    def train_stream(first_epoch=0, first_step=0, shard=None):
         ds = per_epoch(first_epoch, first_step)
         if first_epoch + 1 < epochs:
             ds = ds.concatenate(tf.data.Dataset.range(first_epoch + 1, epochs).flat_map(per_epoch))
-        return ds.prefetch(AUTOTUNE)
+        return _shard(ds, batch_size, shard).prefetch(AUTOTUNE)
 
     changed = None
     if corr.kind == "labels" and 0.0 < corr.prob < 1.0:  # train_eval is in file order, like train.arrays
         changed = train_eval["label"] != train.arrays["label"]
     return Datasets(train_stream, _eval_dataset(train_eval, batch_size), _eval_dataset(test_arr, batch_size),
                     steps, train.size, test.size, shape, train.spec.num_classes, corr, summary, changed)
+
+
+def _shard(ds, batch_size, shard):
+    """One worker's share of global batches: rows [index·b/n, (index+1)·b/n) of each, in per-replica batches.
+
+    Every worker builds the same global batches (the in-memory pipeline is cheap) and keeps its slice, so the
+    global batch a multi-worker step averages over is exactly the one-device batch (same examples, labels and
+    augmentation): the trajectory differs only by all-reduce rounding.
+    """
+    if shard is None:
+        return ds
+    num, index, per_replica = shard
+    if batch_size % num:
+        raise UserError(f"global batch size {batch_size} does not split evenly over {num} workers")
+    lo, hi = index * (batch_size // num), (index + 1) * (batch_size // num)
+    ds = ds.map(lambda x, y: (x[lo:hi], y[lo:hi]), num_parallel_calls=AUTOTUNE)
+    return ds.rebatch(per_replica) if per_replica != hi - lo else ds
 
 
 def _shuffle(ds, buffer_size, seed):
@@ -274,7 +293,6 @@ def _build_stream(cfg, corr, train, test, shape, batch_size, epochs, steps, summ
     summary["train_labels"] = {"kind": corr.kind, "prob": corr.prob, "seed": corr.seed,
                                "note": "streamed dataset: fingerprint not computed"}
     size = shape[0]
-    per_epoch = steps * batch_size
 
     def decode_train(record, epoch):
         ex = train.records.parse(record)
@@ -285,17 +303,32 @@ def _build_stream(cfg, corr, train, test, shape, batch_size, epochs, steps, summ
             image = preprocessing.inception_eval(ex["jpeg"], size)
         return image, label
 
-    def train_stream(first_epoch=0, first_step=0):
+    def train_stream(first_epoch=0, first_step=0, shard=None):
+        # A worker of a multi-worker run reads every num-th shard file (Records.shard) and makes local batches of
+        # batch/num; its files are cycled within the epoch so that every worker runs exactly `steps` steps even
+        # when the shards hold unequal counts (a worker may then see a few of its examples twice in an epoch).
+        records, local = train.records, batch_size
+        if shard is not None:
+            num, index, _ = shard
+            if batch_size % num:
+                raise UserError(f"global batch size {batch_size} does not split evenly over {num} workers")
+            records, local = records.shard(num, index), batch_size // num
+
         def epoch_records(epoch):
-            ds = train.records.read(_seed_pair(cfg.shuffle_seed, 7, epoch), deterministic)
+            ds = records.read(_seed_pair(cfg.shuffle_seed, 7, epoch), deterministic)
+            if shard is not None:
+                ds = ds.repeat()
             seed = tf.bitcast(corruption_lib.hash_words(cfg.shuffle_seed, 11, epoch), tf.int64)
-            ds = _shuffle(ds, IMAGENET_SHUFFLE_BUFFER, seed).take(per_epoch)
-            ds = ds.skip(tf.where(epoch == first_epoch, tf.constant(first_step * batch_size, tf.int64), 0))  # not decoded
+            ds = _shuffle(ds, IMAGENET_SHUFFLE_BUFFER, seed).take(steps * local)
+            ds = ds.skip(tf.where(epoch == first_epoch, tf.constant(first_step * local, tf.int64), 0))  # not decoded
             return ds.map(lambda r: (r, epoch))
 
         ds = tf.data.Dataset.range(first_epoch, epochs).flat_map(epoch_records)
         ds = ds.map(decode_train, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
-        return ds.batch(batch_size, drop_remainder=True).prefetch(AUTOTUNE)
+        ds = ds.batch(local, drop_remainder=True)
+        if shard is not None and shard[2] != local:
+            ds = ds.rebatch(shard[2])
+        return ds.prefetch(AUTOTUNE)
 
     def evaluation(split, split_name):  # every example once, in shard order
         def example(record):

@@ -1,0 +1,184 @@
+"""Multi-host training (issue 9) with 2 worker processes on localhost ports: MultiWorkerMirroredStrategy from
+TF_CONFIG / --worker_hosts, Keras' train_step under strategy.run, chief-only writes, cluster resume, bad input."""
+
+import glob
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from conftest import needs_fashion, write_cifar_binary
+
+from rethink_tf import results
+from rethink_tf.config import DataConfig, TrainConfig
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HARNESS = os.path.join(REPO, "tests", "multi_worker_harness.py")
+LIMIT = 300  # seconds: a hung collective must fail the test, not the suite
+
+
+def free_ports(n):
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("localhost", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def _env():
+    return {**os.environ, "PYTHONPATH": os.path.join(REPO, "tests") + os.pathsep + os.environ.get("PYTHONPATH", "")}
+
+
+def launch(args_per_worker, cwd):
+    """Starts one process per argument list and waits for all; returns [(returncode, stdout+stderr)]."""
+    procs = [subprocess.Popen(a, cwd=cwd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              start_new_session=True) for a in args_per_worker]
+    outs = []
+    deadline = time.time() + LIMIT
+    for p in procs:
+        try:
+            out, _ = p.communicate(timeout=max(1, deadline - time.time()))
+        except subprocess.TimeoutExpired:
+            for q in procs:
+                os.killpg(q.pid, signal.SIGKILL)
+            raise
+        outs.append((p.returncode, out))
+    return outs
+
+
+def harness(mode, out, cfg, cwd, workers=0):
+    config = json.dumps(cfg.to_dict())
+    if workers:
+        ports = ",".join(map(str, free_ports(workers)))
+        return launch([[sys.executable, HARNESS, mode, out, config, str(i), ports] for i in range(workers)], cwd)
+    return launch([[sys.executable, HARNESS, mode, out, config]], cwd)
+
+
+@pytest.fixture(scope="module")
+def cifar_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cifar")
+    write_cifar_binary(str(d), per_batch=8, test=16)  # 40 train, 16 test
+    return str(d)
+
+
+@pytest.mark.parametrize("model,sync,epochs", [("mlp_1x512", False, 2), ("small_inception_nobn", False, 1),
+                                                ("small_inception", True, 1)])
+def test_two_workers_equal_two_replicas_equal_one_device(cifar_dir, tmp_path, model, sync, epochs):
+    cfg = TrainConfig(model=model, epochs=epochs, batch_size=8, tensorboard=False, sync_batchnorm=sync,
+                      learning_rate=0.01, data=DataConfig(dataset="cifar10", data_dir=cifar_dir,
+                                                          corrupt="labels", corrupt_prob=0.5))
+    out = str(tmp_path)
+    for mode, workers in (("worker", 2), ("mirrored", 0), ("single", 0)):
+        for rc, log in harness(mode, out, cfg, REPO, workers):
+            assert rc == 0, log[-3000:]
+    w0, w1 = np.load(f"{out}/worker0.npz"), np.load(f"{out}/worker1.npz")
+    mirrored, single = np.load(f"{out}/mirrored0.npz"), np.load(f"{out}/single0.npz")
+    assert int(w0["iterations"]) == int(single["iterations"]) == 5 * epochs  # 40 examples / 8 per epoch
+    for k in w0.files:  # the two workers hold exactly the same model, losses and step count
+        np.testing.assert_array_equal(w0[k], w1[k])
+    if sync:  # synchronized BN: measured weight differences up to 3e-3 after 5 steps between all three set-ups
+        # (not explained yet; Keras' synchronized moments use E[x^2] - E[x]^2); the losses agree closely
+        np.testing.assert_allclose(w0["losses"], mirrored["losses"], rtol=1e-4)
+        np.testing.assert_allclose(w0["losses"], single["losses"], rtol=1e-3)
+    else:
+        for k in w0.files:
+            np.testing.assert_allclose(w0[k], mirrored[k], atol=1e-6, rtol=0)  # 2 workers x 1 == 1 worker x 2
+            np.testing.assert_allclose(w0[k], single[k], atol=1e-5, rtol=0)  # == one device
+    # only the chief wrote a run directory
+    assert glob.glob(f"{out}/worker0/*/results.json") and not os.path.exists(f"{out}/worker1")
+
+
+def _cli(ports, index, workdir, *flags):
+    return [sys.executable, "-m", "rethink_tf.train", "--strategy=multi_worker", f"--task_index={index}",
+            f"--worker_hosts=localhost:{ports[0]},localhost:{ports[1]}", f"--workdir={workdir}", *flags]
+
+
+@needs_fashion
+def test_cli_two_workers_on_real_fashion_mnist_chief_writes_and_cluster_resumes(tmp_path):
+    flags = ["--model=mlp_1x512", "--dataset=fashion_mnist", "--train_examples=2000", "--test_examples=500",
+             "--batch_size=100", "--epochs=3", "--notensorboard", "--run_name=mw"]
+    run_dir = tmp_path / "runs" / "mw"
+    # first attempt: both workers are killed once epoch 1's checkpoint is on disk
+    ports = free_ports(2)
+    procs = [subprocess.Popen(_cli(ports, i, tmp_path / "runs", *flags), cwd=str(tmp_path), env=_env(),
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+             for i in (0, 1)]
+    deadline = time.time() + LIMIT
+    while time.time() < deadline and not (run_dir / "checkpoint.weights.h5").exists():
+        time.sleep(0.05)
+    for p in procs:
+        os.killpg(p.pid, signal.SIGKILL)
+        p.wait()
+    assert (run_dir / "checkpoint.weights.h5").exists() and not (run_dir / "results.json").exists()
+    assert 1 <= len(results.read_history(str(run_dir))) < 3  # a row may precede its checkpoint: resume drops it
+    # the same command again, on new ports: every worker resumes from the chief's checkpoint
+    ports = free_ports(2)
+    outs = launch([_cli(ports, i, tmp_path / "runs", *flags) for i in (0, 1)], str(tmp_path))
+    for rc, log in outs:
+        assert rc == 0, log[-3000:]
+    r = results.read_json(str(run_dir / "results.json"))
+    assert r["env"]["workers"] == 2 and r["env"]["strategy"] == "CollectiveAllReduceStrategy"  # = MWMS
+    assert [h["epoch"] for h in r["history"]] == [1, 2, 3] and r["metrics"]["steps_trained"] == 60
+    assert r["resumes"][0]["step"] in (20, 40) and r["metrics"]["test_accuracy"] > 0.6
+    assert "resuming at step" in outs[1][1] and "worker 1: done; the chief writes" in outs[1][1]
+    assert sorted(os.listdir(tmp_path / "runs")) == ["mw"]  # the other worker wrote nothing in the workdir
+    assert "Traceback" not in outs[0][1] + outs[1][1]
+
+
+def _one_line_error(proc_out):
+    rc, out = proc_out
+    errors = [line for line in out.splitlines() if line.startswith("error:")]
+    return rc, errors
+
+
+@pytest.mark.parametrize("env,flags,match", [
+    ({"TF_CONFIG": "{not json"}, [], "TF_CONFIG is not valid JSON"),
+    ({"TF_CONFIG": json.dumps({"cluster": {"ps": ["a:1"]}, "task": {"type": "ps", "index": 0}})}, [],
+     "takes only chief and worker"),
+    ({"TF_CONFIG": ""}, [], "needs a cluster: set TF_CONFIG"),
+    ({}, ["--worker_hosts=localhost:1", "--task_index=0"], "at least two host:port"),
+    ({}, ["--worker_hosts=localhost:1,localhost:2", "--task_index=5"], "--task_index must be in \\[0, 2\\)"),
+])
+def test_bad_cluster_input_one_line(tmp_path, env, flags, match):
+    import re
+
+    args = [sys.executable, "-m", "rethink_tf.train", "--strategy=multi_worker", "--model=mlp_1x512",
+            "--dataset=fashion_mnist_5k", f"--workdir={tmp_path}", *flags]
+    proc = subprocess.run(args, env={**_env(), **env}, capture_output=True, text=True, timeout=LIMIT)
+    assert proc.returncode == 2
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and re.search(match, lines[0]), proc.stderr[-2000:]
+
+
+def test_unreachable_peer_times_out_with_one_line(tmp_path):
+    ports = free_ports(2)
+    proc = subprocess.run(_cli(ports, 0, tmp_path, "--model=mlp_1x512", "--dataset=fashion_mnist_5k",
+                               "--cluster_timeout=5"),
+                          env=_env(), capture_output=True, text=True, timeout=LIMIT)
+    assert proc.returncode == -signal.SIGKILL  # the watchdog's kill: the hung start-up cannot be interrupted
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "did not assemble within 5 s" in errors[0] and f"localhost:{ports[1]}" in errors[0]
+    assert not os.listdir(tmp_path)
+
+
+def test_global_batch_not_divisible_by_workers(tmp_path):
+    ports = free_ports(2)
+    outs = launch([_cli(ports, i, tmp_path, "--model=mlp_1x512", "--dataset=fashion_mnist_5k", "--batch_size=101",
+                        "--epochs=1") for i in (0, 1)], str(tmp_path))
+    for rc, out in outs:
+        errors = [line for line in out.splitlines() if line.startswith("error:")]
+        assert rc == 2 and errors == ["error: global batch size 101 does not split evenly over 2 replicas"], out[-2000:]
+
+
+def test_keras_fit_still_fails_under_multi_worker(tmp_path):
+    """keras-team/keras#20585: when this starts passing, Keras' fit works under MultiWorkerMirroredStrategy and
+    training.fit_distributed can give way to it."""
+    outs = harness("fit", str(tmp_path), TrainConfig(), REPO, workers=2)
+    assert all("FIT_FAILED" in out for _, out in outs), [o[-1500:] for _, o in outs]
