@@ -14,7 +14,7 @@ from typing import Optional
 NON_IDENTITY_FIELDS = frozenset({
     "tensorboard", "run_name", "strategy", "num_gpus", "cross_device_ops", "data_dir", "source", "manual_dir",
     "prepare_imagenet", "download", "jit_compile", "steps_per_execution", "deterministic", "checkpoint_every_steps",
-    "fit_threshold", "worker_hosts", "task_index", "cluster_timeout"})
+    "fit_threshold", "worker_hosts", "task_index", "cluster_timeout", "data_service"})
 # Fields that vary *within* one protocol: the randomization test compares corruptions under one protocol and
 # averages seeds (figures, report).
 WITHIN_PROTOCOL_FIELDS = frozenset({"seed", "shuffle_seed", "corrupt", "corrupt_prob", "corrupt_seed",
@@ -43,6 +43,8 @@ class DataConfig:
       imagenet_augment: the TF inception train-time distortions (Table 2's "data aug").
       shuffle_seed: seed of the per-epoch shuffles and augmentations.
       image_feature, label_feature: the feature names of a tfds:NAME dataset.
+      data_service: "grpc://HOST:PORT" of a tf.data service dispatcher that decodes the ImageNet stream
+        (rethink_tf.data_service); None: decode locally.
     """
 
     dataset: str = "cifar10"
@@ -63,6 +65,7 @@ class DataConfig:
     shuffle_seed: int = 0
     image_feature: str = "image"
     label_feature: str = "label"
+    data_service: Optional[str] = None
 
     def to_dict(self):
         return dataclasses.asdict(self)

@@ -20,6 +20,9 @@ def define_data_flags(fv=flags.FLAGS):
                      "tfds:NAME", flag_values=fv)
     def _dataset(name):
         return name in sources.DATASETS or (name.startswith(sources.TFDS_PREFIX) and len(name) > 5)
+    flags.DEFINE_string("data_service", None, "ImageNet: grpc://HOST:PORT of a tf.data service dispatcher whose "
+                        "workers decode and augment the training stream (python -m rethink_tf.data_service); each "
+                        "example is still delivered once per epoch.", flag_values=fv)
     flags.DEFINE_string("image_feature", "image", "--dataset=tfds:NAME: the image feature's name.", flag_values=fv)
     flags.DEFINE_string("label_feature", "label", "--dataset=tfds:NAME: the class-label feature's name.",
                         flag_values=fv)
@@ -164,7 +167,8 @@ def data_config_from_flags(f):
                       test_examples=f.test_examples, corrupt=f.corrupt, corrupt_prob=f.corrupt_prob,
                       corrupt_seed=f.corrupt_seed, corrupt_test_labels=f.corrupt_test_labels,
                       random_crop=f.random_crop, augment=f.augment, imagenet_augment=f.imagenet_augment,
-                      shuffle_seed=f.seed, image_feature=f.image_feature, label_feature=f.label_feature)
+                      shuffle_seed=f.seed, image_feature=f.image_feature, label_feature=f.label_feature,
+                      data_service=f.data_service)
 
 
 def config_from_flags(f):

@@ -157,3 +157,55 @@ def test_prepare_from_manual_dir_and_clear_errors(mini_imagenet, tmp_path):
     with pytest.raises(sources.UserError, match="needs ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar"):
         sources.load("imagenet2012", "train", data_dir=str(tmp_path / "x"), manual_dir=str(tmp_path),
                      prepare_imagenet=True)
+
+
+def _free_port():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+def test_data_service_dispatcher_and_two_workers_deliver_each_example_once_per_epoch(mini_imagenet, tmp_path):
+    """`python -m rethink_tf.data_service` as separate processes: a dispatcher and 2 workers decode the stream."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    data_dir, _ = mini_imagenet
+    dport, w1, w2 = _free_port(), _free_port(), _free_port()
+    cmd = [sys.executable, "-m", "rethink_tf.data_service"]
+    servers = [subprocess.Popen(cmd + ["--dispatcher", f"--port={dport}"], stdout=subprocess.PIPE, text=True)]
+    try:
+        servers += [subprocess.Popen(cmd + ["--worker", f"--dispatcher_address=localhost:{dport}", f"--port={p}"],
+                                     stdout=subprocess.PIPE, text=True) for p in (w1, w2)]
+        for s in servers:
+            assert "serving on port" in s.stdout.readline()
+        service = f"grpc://localhost:{dport}"
+        local = pipeline.build(_config(data_dir), batch_size=4, epochs=2, deterministic=True)
+        every = sorted(sum(_fingerprints(local.train_eval), []))
+        d = pipeline.build(_config(data_dir, data_service=service), batch_size=4, epochs=2)
+        start = time.time()
+        batches = _fingerprints(d.train(0))
+        assert time.time() - start < 120
+        assert len(batches) == 2 * d.steps_per_epoch == 6  # 12 examples x 2 epochs / 4
+        np.testing.assert_allclose(sorted(sum(batches, [])), sorted(every * 2), atol=0.05)  # each once per epoch
+        # a multi-worker trainer's share: local batches of batch / workers from the shared job
+        half = pipeline.build(_config(data_dir, data_service=service, corrupt_seed=1), batch_size=4, epochs=1)
+        assert [x.shape[0] for x, _ in half.train(0, shard=(2, 0, 2))] == [2] * 6
+    finally:
+        for s in servers:
+            s.kill()
+            s.wait()
+    assert not os.environ.get("TF_CONFIG")
+
+
+@pytest.mark.parametrize("kw,match", [
+    (dict(dataset="cifar10", data_service="grpc://h:1"), "decodes the streamed ImageNet input"),
+    (dict(dataset="imagenet2012", data_service="h:1"), "must be grpc://HOST:PORT"),
+])
+def test_data_service_bad_input(kw, match):
+    with pytest.raises(sources.UserError, match=match):
+        pipeline.check_combination(DataConfig(**kw))

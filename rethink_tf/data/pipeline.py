@@ -18,6 +18,7 @@ Gaussian pixels); ImageNet is streamed from tfds and only label corruptions appl
 
 import dataclasses
 import math
+import re
 
 import numpy as np
 import tensorflow as tf
@@ -76,6 +77,10 @@ def model_input_shape(spec):
 
 def check_combination(cfg):
     """Rejects corruption/augmentation combinations that the paper does not define, with one line each."""
+    if cfg.data_service and cfg.dataset != "imagenet2012":
+        raise UserError("--data_service decodes the streamed ImageNet input; the in-memory datasets need none")
+    if cfg.data_service and not re.fullmatch(r"grpc://[^:/]+:\d+", cfg.data_service):
+        raise UserError(f"--data_service must be grpc://HOST:PORT; received {cfg.data_service!r}")
     if cfg.corrupt in corruption_lib.PIXEL_KINDS and (cfg.random_crop or cfg.augment or cfg.imagenet_augment):
         raise UserError(f"--corrupt={cfg.corrupt} permutes or replaces the model-input pixels; combining it with "
                         "random crops or augmentation is not defined by the paper")
@@ -265,6 +270,12 @@ def _shard(ds, batch_size, shard):
     return ds.rebatch(per_replica) if per_replica != hi - lo else ds
 
 
+def _ordered(records, seed):
+    """(file, count) pairs of `records` in the seeded order Records.read uses."""
+    order = tf.argsort(tf.random.stateless_uniform([len(records.files)], seed)).numpy()
+    return [(records.files[i], records.counts[i]) for i in order]
+
+
 def _shuffle(ds, buffer_size, seed):
     """ds.shuffle with a tensor seed, inside a traced function. Under a global seed of 0 (the default --seed)
     tf.data's seed logic tests the tensor against 0 in Python and fails; the order must depend on `seed` alone
@@ -312,23 +323,45 @@ def _build_stream(cfg, corr, train, test, shape, batch_size, epochs, steps, summ
             num, index, _ = shard
             if batch_size % num:
                 raise UserError(f"global batch size {batch_size} does not split evenly over {num} workers")
-            records, local = records.shard(num, index), batch_size // num
+            local = batch_size // num
+            if not cfg.data_service:  # the service's job is shared by the trainers: no file sharding
+                records = records.shard(num, index)
+        if cfg.data_service:
+            ds = _service_stream(records, first_epoch, epochs, first_step * batch_size)
+        else:
+            def epoch_records(epoch):
+                ds = records.read(_seed_pair(cfg.shuffle_seed, 7, epoch), deterministic)
+                if shard is not None:
+                    ds = ds.repeat()
+                seed = tf.bitcast(corruption_lib.hash_words(cfg.shuffle_seed, 11, epoch), tf.int64)
+                ds = _shuffle(ds, IMAGENET_SHUFFLE_BUFFER, seed).take(steps * local)
+                skip = tf.where(epoch == first_epoch, tf.constant(first_step * local, tf.int64), 0)
+                return ds.skip(skip).map(lambda r: (r, epoch))  # skipped records are never decoded
 
-        def epoch_records(epoch):
-            ds = records.read(_seed_pair(cfg.shuffle_seed, 7, epoch), deterministic)
-            if shard is not None:
-                ds = ds.repeat()
-            seed = tf.bitcast(corruption_lib.hash_words(cfg.shuffle_seed, 11, epoch), tf.int64)
-            ds = _shuffle(ds, IMAGENET_SHUFFLE_BUFFER, seed).take(steps * local)
-            ds = ds.skip(tf.where(epoch == first_epoch, tf.constant(first_step * local, tf.int64), 0))  # not decoded
-            return ds.map(lambda r: (r, epoch))
-
-        ds = tf.data.Dataset.range(first_epoch, epochs).flat_map(epoch_records)
-        ds = ds.map(decode_train, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
+            ds = tf.data.Dataset.range(first_epoch, epochs).flat_map(epoch_records)
+            ds = ds.map(decode_train, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
         ds = ds.batch(local, drop_remainder=True)
         if shard is not None and shard[2] != local:
             ds = ds.rebatch(shard[2])
         return ds.prefetch(AUTOTUNE)
+
+    def _service_stream(records, first_epoch, last_epoch, skip):
+        """The stream decoded by tf.data service workers (rethink_tf.data_service): the source is the list of
+        (epoch, shard file) pairs, dynamically sharded, so each example is delivered once per epoch."""
+        pairs = [(e, f, c) for e in range(first_epoch, last_epoch)
+                 for f, c in _ordered(records, _seed_pair(cfg.shuffle_seed, 7, e))]
+        epochs_, files, counts = zip(*pairs)
+        source = tf.data.Dataset.from_tensor_slices((tf.constant(epochs_, tf.int64), tf.constant(files),
+                                                     tf.constant(counts, tf.int64)))
+        ds = source.interleave(
+            lambda e, f, c: tf.data.TFRecordDataset(f, buffer_size=8 << 20).take(c).map(lambda r: (r, e)),
+            cycle_length=min(16, len(records.files)), num_parallel_calls=AUTOTUNE, deterministic=False)
+        ds = ds.shuffle(IMAGENET_SHUFFLE_BUFFER).map(decode_train, num_parallel_calls=AUTOTUNE, deterministic=False)
+        service = tf.data.experimental.service
+        job = f"rethink_tf-{int(corruption_lib.hash_words(cfg.shuffle_seed, cfg.corrupt_seed, first_epoch, skip))}"
+        ds = ds.apply(service.distribute(processing_mode=service.ShardingPolicy.DYNAMIC, service=cfg.data_service,
+                                         job_name=job, compression=None))
+        return ds.skip(skip)
 
     def evaluation(split, split_name):  # every example once, in shard order
         def example(record):
