@@ -420,6 +420,25 @@ def evaluate_local(model, dataset, label_smoothing=None):
     return out
 
 
+def _distributed_epoch(model, strategy, datasets, wrap, cbs, train_step, epoch, start, batch_size, label_smoothing,
+                       partial):
+    """One epoch of fit_distributed from step `start`; every collective (metric resets and reads, steps) inside."""
+    for cb in partial:
+        setattr(cb, "first_step" if hasattr(cb, "first_step") else "offset", start)
+    dist = strategy.distribute_datasets_from_function(
+        lambda ctx: wrap(datasets.train(epoch, start, shard=(
+            ctx.num_input_pipelines, ctx.input_pipeline_id, ctx.get_per_replica_batch_size(batch_size)))))
+    model.reset_metrics()  # metric variables are all-reduced: a collective
+    cbs.on_epoch_begin(epoch)
+    iterator = iter(dist)
+    for b in range(datasets.steps_per_epoch - start):
+        train_step(iterator)
+        cbs.on_train_batch_end(b)
+    logs = {k: float(v) for k, v in model.get_metrics_result().items()}  # all-reduced: every worker reads
+    logs.update({f"val_{k}": v for k, v in evaluate_local(model, wrap(datasets.test), label_smoothing).items()})
+    cbs.on_epoch_end(epoch, logs)
+
+
 def _replica_step(model):
     """The per-replica training step: Keras' own `model.train_step`, the one fit runs (loss scaled per replica,
     gradients all-reduced in apply_gradients, metrics updated); its return value stays on the replica."""
@@ -451,24 +470,17 @@ def fit_distributed(model, strategy, datasets, wrap, callbacks, first_epoch, off
 
     model.stop_training = False
     cbs.on_train_begin()
-    for epoch in range(first_epoch, epochs):
-        start = offset if epoch == first_epoch else 0
-        for cb in partial:
-            setattr(cb, "first_step" if hasattr(cb, "first_step") else "offset", start)
-        dist = strategy.distribute_datasets_from_function(
-            lambda ctx, e=epoch, s=start: wrap(datasets.train(e, s, shard=(
-                ctx.num_input_pipelines, ctx.input_pipeline_id, ctx.get_per_replica_batch_size(batch_size)))))
-        model.reset_metrics()
-        cbs.on_epoch_begin(epoch)
-        iterator = iter(dist)
-        for b in range(datasets.steps_per_epoch - start):
-            train_step(iterator)
-            cbs.on_train_batch_end(b)
-        logs = {k: float(v) for k, v in model.get_metrics_result().items()}  # all-reduced: every worker reads
-        logs.update({f"val_{k}": v for k, v in evaluate_local(model, wrap(datasets.test), label_smoothing).items()})
-        cbs.on_epoch_end(epoch, logs)
-        if model.stop_training:
-            break
+    epoch = first_epoch
+    try:
+        for epoch in range(first_epoch, epochs):
+            _distributed_epoch(model, strategy, datasets, wrap, cbs, train_step, epoch,
+                               offset if epoch == first_epoch else 0, batch_size, label_smoothing, partial)
+            if model.stop_training:
+                break
+    except (tf.errors.UnavailableError, tf.errors.AbortedError, tf.errors.CancelledError) as e:
+        reason = next((line.strip() for line in str(e).splitlines() if "aborted" in line.lower()), type(e).__name__)
+        raise UserError(f"a worker of the cluster failed at epoch {epoch + 1} ({reason[:200]}); rerun the same "
+                        "command on every worker to resume from the last checkpoint") from None
     for cb in partial:
         setattr(cb, "first_step" if hasattr(cb, "first_step") else "offset", 0)
     cbs.on_train_end()
