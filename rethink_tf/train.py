@@ -107,8 +107,6 @@ def run(config, workdir, strategy=None, datasets=None, extra_callbacks=(), verbo
     strategy = strategy or distribute.get_strategy(cfg.strategy, cfg.num_gpus, cfg.cross_device_ops)
     replicas = strategy.num_replicas_in_sync
     chief = member is None or member.chief
-    # Only the chief writes the run directory; the other workers read its checkpoint and write to a scratch folder.
-    out_dir = run_dir if chief else tempfile.mkdtemp(prefix=f"rethink_tf-{member.kind}{member.index}-")
     if cfg.dtype_policy == "mixed_float16" and replicas > 1:
         raise UserError("--dtype_policy=mixed_float16 needs loss scaling, which fails under MirroredStrategy "
                         "(keras-team/keras#18666); use mixed_bfloat16 or one replica")
@@ -123,6 +121,8 @@ def run(config, workdir, strategy=None, datasets=None, extra_callbacks=(), verbo
             jit = training.compile_model(model, cfg, datasets.num_classes, replicas, datasets.steps_per_epoch,
                                          optimizer=optimizer() if optimizer else None)
 
+        # Only the chief writes the run directory; the other workers read its checkpoint and write to scratch.
+        out_dir = run_dir if chief else tempfile.mkdtemp(prefix=f"rethink_tf-{member.kind}{member.index}-")
         os.makedirs(out_dir, exist_ok=True)
         initial_step = training.restore(model, run_dir, strategy)
         initial_epoch = initial_step // datasets.steps_per_epoch
@@ -142,10 +142,14 @@ def run(config, workdir, strategy=None, datasets=None, extra_callbacks=(), verbo
         _warn_small_replica_batch(cfg, model, replicas)
         if verbose is None:
             verbose = 1 if sys.stdout.isatty() else 2
-        metrics, history, status = training.fit_and_evaluate(
-            model, cfg, datasets, out_dir, initial_step=initial_step, history=history,
-            extra_callbacks=extra_callbacks, verbose=verbose, replicas=replicas,
-            strategy=strategy if member else None)
+        try:
+            metrics, history, status = training.fit_and_evaluate(
+                model, cfg, datasets, out_dir, initial_step=initial_step, history=history,
+                extra_callbacks=extra_callbacks, verbose=verbose, replicas=replicas,
+                strategy=strategy if member else None)
+        finally:
+            if not chief:
+                shutil.rmtree(out_dir, ignore_errors=True)
         metrics["trainable_parameters"] = models.trainable_count(model)
         metrics["steps_per_epoch"] = datasets.steps_per_epoch
         record = {"schema_version": results.SCHEMA_VERSION, "kind": "train", "status": status,
@@ -154,8 +158,6 @@ def run(config, workdir, strategy=None, datasets=None, extra_callbacks=(), verbo
                   "env": {**results.environment(), "replicas": replicas, "jit_compile": jit,
                           "steps_per_execution": 1 if member else model.steps_per_execution,
                           "strategy": type(strategy).__name__, "workers": member.workers if member else 1}}
-        if not chief:
-            shutil.rmtree(out_dir, ignore_errors=True)
         if status == "diverged":
             if chief:
                 results.write_json(os.path.join(run_dir, "diverged.json"), record)
