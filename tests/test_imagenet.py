@@ -209,3 +209,20 @@ def test_data_service_dispatcher_and_two_workers_deliver_each_example_once_per_e
 def test_data_service_bad_input(kw, match):
     with pytest.raises(sources.UserError, match=match):
         pipeline.check_combination(DataConfig(**kw))
+
+
+def test_multi_worker_shards_split_the_files_and_run_equal_steps(mini_imagenet):
+    """The stream a worker of a 2-worker run reads: its own shard files (3 files: 2 and 1), cycled so that both
+    run steps_per_epoch steps of batch/2 per epoch; together they cover every example."""
+    data_dir, _ = mini_imagenet
+    d = pipeline.build(_config(data_dir), batch_size=4, epochs=2, deterministic=True)
+    every = sorted(sum(_fingerprints(d.train_eval), []))
+    per_worker = [_fingerprints(d.train(0, shard=(2, i, 2))) for i in (0, 1)]
+    assert [len(b) for b in per_worker] == [2 * d.steps_per_epoch] * 2  # 3 steps x 2 epochs each
+    assert all(len(x) == 2 for b in per_worker for x in b)
+    first = [np.round(sum(b[:3], []), 1).tolist() for b in per_worker]  # epoch 1 of each worker
+    assert len(set(first[0])) == 6  # worker 0 (8 examples): 6 distinct, none twice
+    assert len(set(first[1])) == 4  # worker 1 (4 examples): all 4, then 2 from a second pass
+    assert not set(first[0]) & set(first[1]) and set(first[0] + first[1]) <= set(np.round(every, 1).tolist())
+    with pytest.raises(sources.UserError, match="does not split evenly over 3 workers"):
+        d.train(0, shard=(3, 0, 1))

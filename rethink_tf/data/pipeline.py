@@ -316,8 +316,9 @@ def _build_stream(cfg, corr, train, test, shape, batch_size, epochs, steps, summ
 
     def train_stream(first_epoch=0, first_step=0, shard=None):
         # A worker of a multi-worker run reads every num-th shard file (Records.shard) and makes local batches of
-        # batch/num; its files are cycled within the epoch so that every worker runs exactly `steps` steps even
-        # when the shards hold unequal counts (a worker may then see a few of its examples twice in an epoch).
+        # batch/num. Each example of its files comes at most once per epoch; only a worker whose files hold fewer
+        # than steps × batch/num examples (unequal shards) starts a second pass, so that every worker runs
+        # exactly `steps` steps.
         records, local = train.records, batch_size
         if shard is not None:
             num, index, _ = shard
@@ -331,10 +332,11 @@ def _build_stream(cfg, corr, train, test, shape, batch_size, epochs, steps, summ
         else:
             def epoch_records(epoch):
                 ds = records.read(_seed_pair(cfg.shuffle_seed, 7, epoch), deterministic)
-                if shard is not None:
-                    ds = ds.repeat()
                 seed = tf.bitcast(corruption_lib.hash_words(cfg.shuffle_seed, 11, epoch), tf.int64)
-                ds = _shuffle(ds, IMAGENET_SHUFFLE_BUFFER, seed).take(steps * local)
+                ds = _shuffle(ds, IMAGENET_SHUFFLE_BUFFER, seed)
+                if shard is not None:  # after the shuffle: a second pass never mixes into the first
+                    ds = ds.repeat()
+                ds = ds.take(steps * local)
                 skip = tf.where(epoch == first_epoch, tf.constant(first_step * local, tf.int64), 0)
                 return ds.skip(skip).map(lambda r: (r, epoch))  # skipped records are never decoded
 
