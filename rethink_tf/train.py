@@ -156,7 +156,9 @@ def run(config, workdir, strategy=None, datasets=None, extra_callbacks=(), verbo
                   "config": cfg.to_dict(), "metrics": metrics, "history": history, "corruption": datasets.summary,
                   "resumes": results.read_resumes(run_dir),
                   "env": {**results.environment(), "replicas": replicas, "jit_compile": jit,
-                          "steps_per_execution": 1 if member else model.steps_per_execution,
+                          "steps_per_execution": (training.steps_per_execution(datasets.steps_per_epoch,
+                                                                               cfg.steps_per_execution)
+                                                  if member else model.steps_per_execution),
                           "strategy": type(strategy).__name__, "workers": member.workers if member else 1}}
         if status == "diverged":
             if chief:

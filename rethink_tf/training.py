@@ -328,7 +328,7 @@ def fit_and_evaluate(model, cfg, datasets, run_dir, *, initial_step=0, history=(
                shuffle=False)
     if strategy is not None:
         fit_distributed(model, strategy, datasets, wrap, callbacks, epoch, offset, cfg.epochs, cfg.batch_size,
-                        cfg.label_smoothing, (recorder, checkpoint))
+                        cfg.label_smoothing, (recorder, checkpoint), cfg.steps_per_execution)
         epoch = cfg.epochs
     if offset and epoch < cfg.epochs:  # the rest of a partly trained epoch
         recorder.first_step = checkpoint.offset = offset
@@ -420,8 +420,8 @@ def evaluate_local(model, dataset, label_smoothing=None):
     return out
 
 
-def _distributed_epoch(model, strategy, datasets, wrap, cbs, train_step, epoch, start, batch_size, label_smoothing,
-                       partial):
+def _distributed_epoch(model, strategy, datasets, wrap, cbs, train_steps, epoch, start, batch_size, label_smoothing,
+                       partial, steps_per_call=None):
     """One epoch of fit_distributed from step `start`; every collective (metric resets and reads, steps) inside."""
     for cb in partial:
         setattr(cb, "first_step" if hasattr(cb, "first_step") else "offset", start)
@@ -431,9 +431,11 @@ def _distributed_epoch(model, strategy, datasets, wrap, cbs, train_step, epoch, 
     model.reset_metrics()  # metric variables are all-reduced: a collective
     cbs.on_epoch_begin(epoch)
     iterator = iter(dist)
-    for b in range(datasets.steps_per_epoch - start):
-        train_step(iterator)
-        cbs.on_train_batch_end(b)
+    todo = datasets.steps_per_epoch - start
+    k = steps_per_execution(todo, steps_per_call)
+    for last in range(k - 1, todo, k):
+        train_steps(iterator, tf.constant(k))
+        cbs.on_train_batch_end(last)
     logs = {k: float(v) for k, v in model.get_metrics_result().items()}  # all-reduced: every worker reads
     logs.update({f"val_{k}": v for k, v in evaluate_local(model, wrap(datasets.test), label_smoothing).items()})
     cbs.on_epoch_end(epoch, logs)
@@ -449,7 +451,7 @@ def _replica_step(model):
 
 
 def fit_distributed(model, strategy, datasets, wrap, callbacks, first_epoch, offset, epochs, batch_size,
-                    label_smoothing=None, partial=()):
+                    label_smoothing=None, partial=(), steps_per_call=None):
     """Trains epochs first_epoch..epochs-1 under a multi-worker strategy, calling `callbacks` where fit calls them
     (train begin, epoch begin, batch end, epoch end with the epoch's train and validation logs, train end).
 
@@ -457,7 +459,9 @@ def fit_distributed(model, strategy, datasets, wrap, callbacks, first_epoch, off
     (Datasets.train(..., shard=...)), so the global batch is the one-device batch: the same order, labels and
     augmentation, and the same trajectory up to all-reduce rounding. Every worker runs the same number of steps;
     the metric reads at an epoch's end are collectives, so every worker makes them. `partial` holds the callbacks
-    with a `first_step` / `offset` for a resumed partial epoch (the recorder and the checkpoint).
+    with a `first_step` / `offset` for a resumed partial epoch (the recorder and the checkpoint). Each compiled
+    call runs several steps (steps_per_execution's rule: the largest divisor of the epoch's steps up to
+    `steps_per_call`, default 32); batch-end callbacks see the last step of each call, as under fit.
     """
     cbs = keras.callbacks.CallbackList(list(callbacks), model=model)
     with strategy.scope():  # build the optimizer's slots eagerly, before the first tf.function (mirrored)
@@ -465,16 +469,18 @@ def fit_distributed(model, strategy, datasets, wrap, callbacks, first_epoch, off
             model.optimizer.build(model.trainable_variables)
 
     @tf.function
-    def train_step(iterator):
-        strategy.run(_replica_step(model), args=(next(iterator),))
+    def train_steps(iterator, n):  # n steps per call: no per-step Python (the collectives run in the loop)
+        for _ in tf.range(n):
+            strategy.run(_replica_step(model), args=(next(iterator),))
 
     model.stop_training = False
     cbs.on_train_begin()
     epoch = first_epoch
     try:
         for epoch in range(first_epoch, epochs):
-            _distributed_epoch(model, strategy, datasets, wrap, cbs, train_step, epoch,
-                               offset if epoch == first_epoch else 0, batch_size, label_smoothing, partial)
+            _distributed_epoch(model, strategy, datasets, wrap, cbs, train_steps, epoch,
+                               offset if epoch == first_epoch else 0, batch_size, label_smoothing, partial,
+                               steps_per_call)
             if model.stop_training:
                 break
     except (tf.errors.UnavailableError, tf.errors.AbortedError, tf.errors.CancelledError) as e:
