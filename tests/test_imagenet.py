@@ -226,3 +226,14 @@ def test_multi_worker_shards_split_the_files_and_run_equal_steps(mini_imagenet):
     assert not set(first[0]) & set(first[1]) and set(first[0] + first[1]) <= set(np.round(every, 1).tolist())
     with pytest.raises(sources.UserError, match="does not split evenly over 3 workers"):
         d.train(0, shard=(3, 0, 1))
+
+
+@pytest.mark.parametrize("args,line", [(["--worker"], "error: --worker needs --dispatcher_address=HOST:PORT"),
+                                       ([], "error: choose one of --dispatcher or --worker")])
+def test_data_service_cli_bad_input_one_line(args, line):
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "rethink_tf.data_service", *args], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [line]
