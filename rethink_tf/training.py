@@ -233,16 +233,16 @@ class Checkpoint(keras.callbacks.Callback):
         self.run_dir, self.steps, self.every = run_dir, steps_per_epoch, every_steps
         self._epoch = 0
         self._last = 0
-        self.offset = 0  # first step of a partial (resumed) epoch
+        self.first_step = 0  # first step of a partial (resumed) epoch, as EpochRecorder.first_step
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
-        self._last = epoch * self.steps + self.offset
+        self._last = epoch * self.steps + self.first_step
 
     def on_train_batch_end(self, batch, logs=None):
-        # `batch` counts from the start of this fit() epoch (a partial epoch starts at its offset); with
+        # `batch` counts from the start of this fit() epoch (a partial epoch starts at first_step); with
         # steps_per_execution > 1 it advances in strides, so "a multiple of every was crossed" is the test.
-        step = self._epoch * self.steps + self.offset + batch + 1
+        step = self._epoch * self.steps + self.first_step + batch + 1
         crossed = self.every and step // self.every > self._last // self.every
         self._last = step
         if crossed and step % self.steps:
@@ -331,13 +331,13 @@ def fit_and_evaluate(model, cfg, datasets, run_dir, *, initial_step=0, history=(
                         cfg.label_smoothing, (recorder, checkpoint), cfg.steps_per_execution)
         epoch = cfg.epochs
     if offset and epoch < cfg.epochs:  # the rest of a partly trained epoch
-        recorder.first_step = checkpoint.offset = offset
+        recorder.first_step = checkpoint.first_step = offset
         full_spe = model.steps_per_execution
         model.steps_per_execution, model.train_function = steps_per_execution(steps - offset, full_spe), None
         model.fit(wrap(datasets.train(epoch, offset)), epochs=epoch + 1, initial_epoch=epoch,
                   steps_per_epoch=steps - offset, **fit)
         model.steps_per_execution, model.train_function = full_spe, None  # retrace for whole epochs
-        recorder.first_step = checkpoint.offset = 0
+        recorder.first_step = checkpoint.first_step = 0
         epoch += 1
     if epoch < cfg.epochs and not model.stop_training:
         model.fit(wrap(datasets.train(epoch)), epochs=cfg.epochs, initial_epoch=epoch, steps_per_epoch=steps, **fit)
@@ -424,7 +424,7 @@ def _distributed_epoch(model, strategy, datasets, wrap, cbs, train_steps, epoch,
                        partial, steps_per_call=None):
     """One epoch of fit_distributed from step `start`; every collective (metric resets and reads, steps) inside."""
     for cb in partial:
-        setattr(cb, "first_step" if hasattr(cb, "first_step") else "offset", start)
+        cb.first_step = start
     dist = strategy.distribute_datasets_from_function(
         lambda ctx: wrap(datasets.train(epoch, start, shard=(
             ctx.num_input_pipelines, ctx.input_pipeline_id, ctx.get_per_replica_batch_size(batch_size)))))
@@ -432,9 +432,9 @@ def _distributed_epoch(model, strategy, datasets, wrap, cbs, train_steps, epoch,
     cbs.on_epoch_begin(epoch)
     iterator = iter(dist)
     todo = datasets.steps_per_epoch - start
-    k = steps_per_execution(todo, steps_per_call)
-    for last in range(k - 1, todo, k):
-        train_steps(iterator, tf.constant(k))
+    per_call = steps_per_execution(todo, steps_per_call)
+    for last in range(per_call - 1, todo, per_call):
+        train_steps(iterator, tf.constant(per_call))
         cbs.on_train_batch_end(last)
     logs = {k: float(v) for k, v in model.get_metrics_result().items()}  # all-reduced: every worker reads
     logs.update({f"val_{k}": v for k, v in evaluate_local(model, wrap(datasets.test), label_smoothing).items()})
@@ -459,7 +459,7 @@ def fit_distributed(model, strategy, datasets, wrap, callbacks, first_epoch, off
     (Datasets.train(..., shard=...)), so the global batch is the one-device batch: the same order, labels and
     augmentation, and the same trajectory up to all-reduce rounding. Every worker runs the same number of steps;
     the metric reads at an epoch's end are collectives, so every worker makes them. `partial` holds the callbacks
-    with a `first_step` / `offset` for a resumed partial epoch (the recorder and the checkpoint). Each compiled
+    with a `first_step` for a resumed partial epoch (the recorder and the checkpoint). Each compiled
     call runs several steps (steps_per_execution's rule: the largest divisor of the epoch's steps up to
     `steps_per_call`, default 32); batch-end callbacks see the last step of each call, as under fit.
     """
@@ -488,5 +488,5 @@ def fit_distributed(model, strategy, datasets, wrap, callbacks, first_epoch, off
         raise UserError(f"a worker of the cluster failed at epoch {epoch + 1} ({reason[:200]}); rerun the same "
                         "command on every worker to resume from the last checkpoint") from None
     for cb in partial:
-        setattr(cb, "first_step" if hasattr(cb, "first_step") else "offset", 0)
+        cb.first_step = 0
     cbs.on_train_end()
