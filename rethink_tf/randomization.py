@@ -18,6 +18,7 @@ With `key="name"` an existing feature (integer or string, e.g. a file name) is t
 import numpy as np
 
 from rethink_tf.data import corruption as corruption_lib
+from rethink_tf.data import sources
 from rethink_tf.errors import UserError
 
 
@@ -26,7 +27,7 @@ def content_key(image, label):
     import tensorflow as tf
 
     blob = tf.strings.join([tf.io.serialize_tensor(image), tf.io.serialize_tensor(tf.cast(label, tf.int64))])
-    return tf.strings.to_hash_bucket_fast(blob, 2**62)
+    return sources.string_key(blob)
 
 
 def feature_key(value):
@@ -34,7 +35,7 @@ def feature_key(value):
     import tensorflow as tf
 
     if value.dtype == tf.string:
-        return tf.strings.to_hash_bucket_fast(value, 2**62)
+        return sources.string_key(value)
     if not value.dtype.is_integer:
         raise UserError(f"a key feature must be an integer or a string; received dtype {value.dtype.name}")
     return tf.cast(value, tf.int64)

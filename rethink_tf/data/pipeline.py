@@ -262,18 +262,21 @@ def _shard(ds, batch_size, shard):
     """
     if shard is None:
         return ds
-    num, index, per_replica = shard
-    if batch_size % num:
-        raise UserError(f"global batch size {batch_size} does not split evenly over {num} workers")
-    lo, hi = index * (batch_size // num), (index + 1) * (batch_size // num)
-    ds = ds.map(lambda x, y: (x[lo:hi], y[lo:hi]), num_parallel_calls=AUTOTUNE)
-    return ds.rebatch(per_replica) if per_replica != hi - lo else ds
+    local = _worker_batch(batch_size, shard)
+    lo, hi = shard[1] * local, (shard[1] + 1) * local
+    return _per_replica(ds.map(lambda x, y: (x[lo:hi], y[lo:hi]), num_parallel_calls=AUTOTUNE), local, shard)
 
 
-def _ordered(records, seed):
-    """(file, count) pairs of `records` in the seeded order Records.read uses."""
-    order = tf.argsort(tf.random.stateless_uniform([len(records.files)], seed)).numpy()
-    return [(records.files[i], records.counts[i]) for i in order]
+def _worker_batch(batch_size, shard):
+    """The batch one worker of `shard` = (num_pipelines, index, per_replica_batch) contributes: batch / num."""
+    if batch_size % shard[0]:
+        raise UserError(f"global batch size {batch_size} does not split evenly over {shard[0]} workers")
+    return batch_size // shard[0]
+
+
+def _per_replica(ds, local, shard):
+    """A worker's batches of `local` examples, split into its replicas' batches (several replicas per worker)."""
+    return ds.rebatch(shard[2]) if shard is not None and shard[2] != local else ds
 
 
 def _shuffle(ds, buffer_size, seed):
@@ -321,12 +324,9 @@ def _build_stream(cfg, corr, train, test, shape, batch_size, epochs, steps, summ
         # exactly `steps` steps.
         records, local = train.records, batch_size
         if shard is not None:
-            num, index, _ = shard
-            if batch_size % num:
-                raise UserError(f"global batch size {batch_size} does not split evenly over {num} workers")
-            local = batch_size // num
+            local = _worker_batch(batch_size, shard)
             if not cfg.data_service:  # the service's job is shared by the trainers: no file sharding
-                records = records.shard(num, index)
+                records = records.shard(shard[0], shard[1])
         if cfg.data_service:
             ds = _service_stream(records, first_epoch, epochs, first_step * batch_size)
         else:
@@ -342,19 +342,15 @@ def _build_stream(cfg, corr, train, test, shape, batch_size, epochs, steps, summ
 
             ds = tf.data.Dataset.range(first_epoch, epochs).flat_map(epoch_records)
             ds = ds.map(decode_train, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
-        ds = ds.batch(local, drop_remainder=True)
-        if shard is not None and shard[2] != local:
-            ds = ds.rebatch(shard[2])
-        return ds.prefetch(AUTOTUNE)
+        return _per_replica(ds.batch(local, drop_remainder=True), local, shard).prefetch(AUTOTUNE)
 
     def _service_stream(records, first_epoch, last_epoch, skip):
         """The stream decoded by tf.data service workers (rethink_tf.data_service): the source is the list of
         (epoch, shard file) pairs, dynamically sharded, so each example is delivered once per epoch."""
-        pairs = [(e, f, c) for e in range(first_epoch, last_epoch)
-                 for f, c in _ordered(records, _seed_pair(cfg.shuffle_seed, 7, e))]
-        epochs_, files, counts = zip(*pairs)
-        source = tf.data.Dataset.from_tensor_slices((tf.constant(epochs_, tf.int64), tf.constant(files),
-                                                     tf.constant(counts, tf.int64)))
+        orders = [records.ordered(_seed_pair(cfg.shuffle_seed, 7, e)) for e in range(first_epoch, last_epoch)]
+        epoch_of = tf.repeat(tf.range(first_epoch, last_epoch, dtype=tf.int64), len(records.files))
+        source = tf.data.Dataset.from_tensor_slices((epoch_of, tf.concat([f for f, _ in orders], 0),
+                                                     tf.concat([c for _, c in orders], 0)))
         ds = source.interleave(
             lambda e, f, c: tf.data.TFRecordDataset(f, buffer_size=8 << 20).take(c).map(lambda r: (r, e)),
             cycle_length=min(16, len(records.files)), num_parallel_calls=AUTOTUNE, deterministic=False)

@@ -93,6 +93,14 @@ SPLITS = ("train", "test")
 TFDS_PREFIX = "tfds:"
 
 
+def string_key(value):
+    """The int64 example key of a string tensor: FarmHash64 into [0, 2**62), stable across runs, platforms and
+    TF versions. Every string-derived key (tfds_id, ImageNet's file_name, a user feature, content bytes) is this."""
+    import tensorflow as tf
+
+    return tf.strings.to_hash_bucket_fast(value, 2**62)
+
+
 def spec(name, data_dir=None, image_feature="image", label_feature="label"):
     """Returns the DatasetSpec of `name` (a key of DATASETS, or "tfds:NAME" for any tfds image classification
     dataset prepared under data_dir), or raises UserError naming the known datasets."""
@@ -232,17 +240,23 @@ class Records:
             raise UserError(f"{len(self.files)} record files cannot be split over {num_shards} input pipelines")
         return dataclasses.replace(self, files=self.files[index::num_shards], counts=self.counts[index::num_shards])
 
+    def ordered(self, order_seed=None):
+        """(files, counts) tensors: the shards permuted by `order_seed` (a stateless seed, shape [2], which may be a
+        tensor inside a tf.data function), or in shard order."""
+        import tensorflow as tf
+
+        files, counts = tf.constant(self.files), tf.constant(self.counts, tf.int64)
+        if order_seed is None:
+            return files, counts
+        order = tf.argsort(tf.random.stateless_uniform([len(self.files)], order_seed))
+        return tf.gather(files, order), tf.gather(counts, order)
+
     def read(self, order_seed=None, deterministic=True, cycle_length=16):
         """A tf.data.Dataset of serialized records: the shards in a permuted order when `order_seed` (a stateless
         seed, shape [2]) is given, else in shard order; `cycle_length` shards are read in parallel, interleaved."""
         import tensorflow as tf
 
-        files = tf.constant(self.files)
-        counts = tf.constant(self.counts, tf.int64)
-        if order_seed is not None:
-            order = tf.argsort(tf.random.stateless_uniform([len(self.files)], order_seed))
-            files, counts = tf.gather(files, order), tf.gather(counts, order)
-        shards = tf.data.Dataset.from_tensor_slices((files, counts))
+        shards = tf.data.Dataset.from_tensor_slices(self.ordered(order_seed))
         if order_seed is None and deterministic:  # evaluation: one pass in shard order
             cycle_length = 1
         return shards.interleave(
@@ -257,7 +271,7 @@ class Records:
 
         ex = self.features.deserialize_example(serialized, decoders={"image": tfds.decode.SkipDecoding()})
         return {"jpeg": ex["image"], "label": tf.cast(ex["label"], tf.int64),
-                "key": tf.strings.to_hash_bucket_fast(ex[self.key_feature], 2**62)}
+                "key": string_key(ex[self.key_feature])}
 
 
 def load(name, split, data_dir=None, source="auto", num_examples=None, manual_dir=None, prepare_imagenet=False,
@@ -526,7 +540,7 @@ def _load_tfds(ds_spec, split, data_dir, manual_dir, prepare_imagenet, download=
         image = ex[ds_spec.image_feature]
         if image.shape.rank == 2:
             image = image[..., None]
-        key = tf.strings.to_hash_bucket_fast(ex["tfds_id"], 2**62)  # FarmHash: stable across runs and versions
+        key = string_key(ex["tfds_id"])
         image = image if image.dtype == tf.uint8 else tf.cast(image, tf.float32)
         return {"image": image, "label": tf.cast(ex[ds_spec.label_feature], tf.int64), "key": key}
 
