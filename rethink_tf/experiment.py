@@ -2,7 +2,7 @@
 
     rows = rethink_tf.randomization_test(build_model, train_ds, test_ds, epochs=30, workdir="runs/mine")
 
-One training run per corruption, each through the package's own loop (`rethink_tf.train.run`): the same pipeline
+One training run per corruption, each through the package's own loop (`rethink_tf.trainer.run`): the same pipeline
 (in memory, per-epoch seeded order, the paper's per-image whitening), checkpoints and resume, results.json in the
 schema every script reads, time to fit, memorization metrics for partial corruption. The user's data enter as
 tf.data datasets of (image, label) tuples or dicts, or as the name of a prepared tfds dataset; the examples are keyed on
@@ -148,7 +148,7 @@ def randomization_test(build_model, train, test=None, corruptions=FIGURE_1A, epo
       UserError: bad data, model, optimizer, corruption or option, in one line.
     """
     from rethink_tf import plots
-    from rethink_tf import train as train_lib
+    from rethink_tf import trainer
     from rethink_tf.data import pipeline
 
     parsed = [parse_corruption(c) for c in corruptions]
@@ -177,7 +177,7 @@ def randomization_test(build_model, train, test=None, corruptions=FIGURE_1A, epo
         datasets = pipeline.build(cfg.data, batch_size, epochs, splits=(train_split, test_split))
         if verbose:
             print(f"randomization test: {corruption_name(kind, prob)} ({len(paths) + 1}/{len(parsed)})", flush=True)
-        paths.append(train_lib.run(cfg, workdir, datasets=datasets, build_model=build_model, optimizer=optimizer,
+        paths.append(trainer.run(cfg, workdir, datasets=datasets, build_model=build_model, optimizer=optimizer,
                                    verbose=verbose))
     records = [results.read_json(p) for p in paths]
     rows = [_row(kind, prob, r, p) for (kind, prob), r, p in zip(parsed, records, paths)]

@@ -1,0 +1,202 @@
+"""One training run of a TrainConfig: `run(config, workdir)` trains, evaluates and writes results.json.
+
+A run directory is named from its config: re-running a finished run returns its results; re-running a killed run
+resumes it from its last checkpoint. This module defines no flags (library code: rethink_tf.randomization_test and
+the sweeps call it); `python -m rethink_tf.train` is the command-line entry point that turns flags into a config.
+"""
+
+import contextlib
+import os
+import shutil
+import sys
+import tempfile
+
+from rethink_tf import results
+from rethink_tf.config import NON_IDENTITY_FIELDS, TrainConfig
+from rethink_tf.errors import UserError
+
+
+@contextlib.contextmanager
+def dtype_policy(name):
+    """Sets Keras' global dtype policy for the block and restores the previous one, whatever happens."""
+    import keras
+
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(name)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+def model_options(cfg):
+    """The builder options a TrainConfig sets for its model (None values fall back to builder defaults)."""
+    from rethink_tf import models
+
+    wanted = {"weight_decay": cfg.weight_decay, "dropout": cfg.dropout, "bn_momentum": cfg.bn_momentum,
+              "bn_synchronized": cfg.sync_batchnorm}
+    accepted = models.options_of(cfg.model)
+    for name, value in wanted.items():
+        if value and name not in accepted:
+            flag = {"bn_synchronized": "sync_batchnorm"}.get(name, name)
+            raise UserError(f"--{flag} does not apply to --model={cfg.model}")
+    return {k: v for k, v in wanted.items() if k in accepted}
+
+
+def run(config, workdir, strategy=None, datasets=None, extra_callbacks=(), verbose=None, build_model=None,
+        optimizer=None):
+    """Trains and evaluates one configuration; returns the path of its results.json.
+
+    Args:
+      config: a TrainConfig (None fields take the paper's recipe).
+      workdir: parent folder of run directories.
+      strategy: a tf.distribute.Strategy (default: from config.strategy).
+      datasets: prebuilt pipeline.Datasets (default: built from config.data).
+      extra_callbacks: more Keras callbacks (tests use one to kill a run mid-way).
+      verbose: 1 a progress bar, 2 one line per epoch, 0 silent (default: 1 on a terminal, else 2).
+      build_model: a function (input_shape, num_classes) -> uncompiled keras.Model used instead of config.model's
+        builder (rethink_tf.randomization_test; config.model then only names the run).
+      optimizer: a function () -> a fresh Keras optimizer used instead of config's recipe (its learning-rate
+        fields are then not used; config.optimizer should describe it, since it names the run).
+
+    Raises:
+      UserError: invalid configuration or data; nothing is written to the run directory in that case.
+    """
+    import keras
+    import tensorflow as tf
+
+    from rethink_tf import cluster, distribute, models, training
+    from rethink_tf.data import pipeline
+
+    cfg = config.resolved()
+    run_dir = os.path.join(workdir, cfg.name())
+    final = os.path.join(run_dir, results.RESULTS)
+    if os.path.exists(final):
+        print(f"{run_dir}: already complete", flush=True)
+        return final
+    config_path = os.path.join(run_dir, results.CONFIG)
+    changed = {}
+    if os.path.exists(config_path):
+        old = _jsonable(TrainConfig.from_dict(results.read_json(config_path)).to_dict())
+        new = _jsonable(cfg.to_dict())
+        differ = sorted(k for k in new if old.get(k) != new[k])
+        clash = [k for k in differ if k not in NON_IDENTITY_FIELDS]
+        if clash:
+            raise UserError(f"{run_dir} holds a run with a different config ({', '.join(clash)} differ); choose "
+                            "another --run_name or --workdir")
+        changed = {k: [old[k], new[k]] for k in differ}
+    if cfg.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    member = None  # this process's place in a multi-host cluster
+    if strategy is None and cfg.strategy == "multi_worker":
+        member = cluster.connect(cfg.worker_hosts, cfg.task_index, cfg.cluster_timeout)
+        strategy = member.strategy
+    strategy = strategy or distribute.get_strategy(cfg.strategy, cfg.num_gpus, cfg.cross_device_ops)
+    replicas = strategy.num_replicas_in_sync
+    chief = member is None or member.chief
+    if cfg.dtype_policy == "mixed_float16" and replicas > 1:
+        raise UserError("--dtype_policy=mixed_float16 needs loss scaling, which fails under MirroredStrategy "
+                        "(keras-team/keras#18666); use mixed_bfloat16 or one replica")
+    # Everything that can fail on user input happens before the run directory is touched.
+    datasets = datasets or pipeline.build(cfg.data, cfg.batch_size, cfg.epochs, num_replicas=replicas,
+                                          deterministic=cfg.deterministic)
+    options = model_options(cfg)
+    keras.utils.set_random_seed(cfg.seed)
+    with dtype_policy(cfg.dtype_policy):
+        with strategy.scope():
+            model = models.build(cfg.model, datasets.input_shape, datasets.num_classes, builder=build_model, **options)
+            jit = training.compile_model(model, cfg, datasets.num_classes, replicas, datasets.steps_per_epoch,
+                                         optimizer=optimizer() if optimizer else None)
+
+        # Only the chief writes the run directory; the other workers read its checkpoint and write to scratch.
+        out_dir = run_dir if chief else tempfile.mkdtemp(prefix=f"rethink_tf-{member.kind}{member.index}-")
+        os.makedirs(out_dir, exist_ok=True)
+        initial_step = training.restore(model, run_dir, strategy)
+        initial_epoch = initial_step // datasets.steps_per_epoch
+        if chief:
+            results.write_json(config_path, cfg.to_dict())
+            history = results.truncate_history(run_dir, initial_epoch)
+        else:
+            history = results.read_history(run_dir, initial_epoch)
+        if initial_step:
+            if chief:
+                results.append_resume(run_dir, {"step": initial_step, "replicas": replicas, "changed": changed})
+            print(f"{run_dir}: resuming at step {initial_step} (epoch {initial_epoch + 1}, step "
+                  f"{initial_step % datasets.steps_per_epoch} of {datasets.steps_per_epoch})", flush=True)
+        print(f"{cfg.model} on {cfg.data.dataset} ({datasets.train_size} train / {datasets.test_size} test), "
+              f"corrupt={cfg.data.corrupt}, {models.trainable_count(model):,} trainable parameters, "
+              f"{datasets.steps_per_epoch} steps/epoch, {replicas} replica(s) -> {run_dir}", flush=True)
+        _warn_small_replica_batch(cfg, model, replicas)
+        if verbose is None:
+            verbose = 1 if sys.stdout.isatty() else 2
+        try:
+            metrics, history, status = training.fit_and_evaluate(
+                model, cfg, datasets, out_dir, initial_step=initial_step, history=history,
+                extra_callbacks=extra_callbacks, verbose=verbose, replicas=replicas,
+                strategy=strategy if member else None)
+        finally:
+            if not chief:
+                shutil.rmtree(out_dir, ignore_errors=True)
+        metrics["trainable_parameters"] = models.trainable_count(model)
+        metrics["steps_per_epoch"] = datasets.steps_per_epoch
+        record = {"schema_version": results.SCHEMA_VERSION, "kind": "train", "status": status,
+                  "config": cfg.to_dict(), "metrics": metrics, "history": history, "corruption": datasets.summary,
+                  "resumes": results.read_resumes(run_dir),
+                  "env": {**results.environment(), "replicas": replicas, "jit_compile": jit,
+                          "steps_per_execution": (training.steps_per_execution(datasets.steps_per_epoch,
+                                                                               cfg.steps_per_execution)
+                                                  if member else model.steps_per_execution),
+                          "strategy": type(strategy).__name__, "workers": member.workers if member else 1}}
+        if status == "diverged":
+            if chief:
+                results.write_json(os.path.join(run_dir, "diverged.json"), record)
+            raise UserError(f"training diverged (loss is NaN/inf) at epoch {history[-1]['epoch']}; "
+                            f"see {run_dir}/history.jsonl. Try a lower --learning_rate")
+        if not chief:
+            print(f"{member.kind} {member.index}: done; the chief writes {final}", flush=True)
+            return final
+        results.write_json(final, record)
+        print(summary(cfg, datasets, metrics, status, final, workdir), flush=True)
+        return final
+
+
+def summary(cfg, datasets, metrics, status, path, workdir):
+    """The few plain lines a run ends with: what, how well, when it fit, where the results are, what next."""
+    d = cfg.data
+    labels = ("true labels" if d.corrupt == "none" else f"labels corrupted with p = {d.corrupt_prob:g}"
+              if d.corrupt == "labels" else d.corrupt.replace("_", " "))
+    thr = f"{100 * cfg.fit_threshold:g}%"
+    fit = (f"fitted (an epoch at >= {thr} training accuracy) at epoch {metrics['epochs_to_fit']}, step "
+           f"{metrics['steps_to_fit']:,}" if metrics["epochs_to_fit"] else
+           f"did not reach {thr} training accuracy in {metrics['epochs_trained']} epochs")
+    weights = " (moving-average weights)" if metrics.get("evaluated_weights") == "ema" else ""
+    return "\n".join([
+        f"done: {cfg.model} on {d.dataset} ({datasets.train_size:,} train / {datasets.test_size:,} test images), "
+        f"{labels}, {metrics['epochs_trained']} epochs" + (", stopped at fit" if status == "stopped_at_train_accuracy"
+                                                           else ""),
+        f"  train accuracy {100 * metrics['train_accuracy']:.2f}% on the labels trained on, test accuracy "
+        f"{100 * metrics['test_accuracy']:.2f}% on clean labels{weights}",
+        f"  {fit}",
+        f"  results: {path}",
+        f"  figures: python scripts/make_figures.py --results={workdir} --out=figures"])
+
+
+BN_MIN_REPLICA_BATCH = 16
+
+
+def _warn_small_replica_batch(cfg, model, replicas):
+    """BatchNorm normalizes over each replica's batch: a handful of images gives noisy statistics."""
+    import keras
+
+    per_replica = cfg.batch_size // replicas
+    has_bn = any(isinstance(layer, keras.layers.BatchNormalization) for layer in model._flatten_layers())
+    if has_bn and per_replica < BN_MIN_REPLICA_BATCH and not cfg.sync_batchnorm:
+        print(f"warning: {cfg.model} has BatchNormalization and each of the {replicas} replica(s) sees "
+              f"{per_replica} images per step (< {BN_MIN_REPLICA_BATCH}); its statistics will be noisy. Raise "
+              "--batch_size with the number of GPUs or use --sync_batchnorm", flush=True)
+
+
+def _jsonable(d):
+    import json
+
+    return json.loads(json.dumps(d))
