@@ -22,13 +22,17 @@ import sys
 
 from absl import app, flags
 
-flags.DEFINE_bool("dispatcher", False, "Run the dispatcher.")
-flags.DEFINE_bool("worker", False, "Run a worker.")
-flags.DEFINE_integer("port", 5050, "Port to serve on.", lower_bound=0, upper_bound=65535)
-flags.DEFINE_string("dispatcher_address", None, "--worker: the dispatcher's host:port.")
-flags.DEFINE_string("worker_host", "localhost", "--worker: the host name the dispatcher and trainers reach this "
-                    "worker by.")
 FLAGS = flags.FLAGS
+
+
+def define_flags(fv=FLAGS):
+    """The command line's flags; defined only when the module runs as a program (importing it defines none)."""
+    flags.DEFINE_bool("dispatcher", False, "Run the dispatcher.", flag_values=fv)
+    flags.DEFINE_bool("worker", False, "Run a worker.", flag_values=fv)
+    flags.DEFINE_integer("port", 5050, "Port to serve on.", lower_bound=0, upper_bound=65535, flag_values=fv)
+    flags.DEFINE_string("dispatcher_address", None, "--worker: the dispatcher's host:port.", flag_values=fv)
+    flags.DEFINE_string("worker_host", "localhost", "--worker: the host name the dispatcher and trainers reach "
+                        "this worker by.", flag_values=fv)
 
 
 def serve(dispatcher, worker, port, dispatcher_address=None, worker_host="localhost"):
@@ -63,4 +67,5 @@ if __name__ == "__main__":
     from rethink_tf import console
 
     console.quiet()
+    define_flags()
     app.run(main)
