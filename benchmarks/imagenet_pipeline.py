@@ -1,4 +1,4 @@
-"""ImageNet input throughput: the package's streamed pipeline against a bare tf.data loop of the same ops (issue 10).
+"""ImageNet input throughput: the package's streamed pipeline against a bare tf.data loop of the same ops.
 
 Both read the same tfds-prepared TFRecord shards of a miniature ImageNet in the original tar format (ImageNet-sized
 JPEGs, prepared by tfds's own imagenet2012 builder), interleave the shards, shuffle the *encoded* records, then parse
@@ -34,7 +34,7 @@ import tensorflow_datasets as tfds  # noqa: E402
 from conftest import prepare_imagenet, write_imagenet_tars  # noqa: E402  (the real tar layout; the real builder)
 
 from rethink_tf.config import DataConfig  # noqa: E402
-from rethink_tf.data import pipeline, preprocessing, sources  # noqa: E402
+from rethink_tf.data import imagenet_stream, pipeline, preprocessing, sources  # noqa: E402
 
 GPU_IMAGES_PER_S = {"A100 fp16": 1200, "H100 fp16": 2400}  # Inception V3 training throughput, one GPU
 
@@ -55,7 +55,7 @@ def bare_loop(files, batch_size, train, deterministic=False):
         lambda f: tf.data.TFRecordDataset(f, buffer_size=8 << 20), cycle_length=min(16, len(files)),
         num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
     if train:
-        ds = ds.shuffle(pipeline.IMAGENET_SHUFFLE_BUFFER)
+        ds = ds.shuffle(imagenet_stream.IMAGENET_SHUFFLE_BUFFER)
     ds = ds.map(example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
     return ds.batch(batch_size, drop_remainder=train).prefetch(tf.data.AUTOTUNE)
 

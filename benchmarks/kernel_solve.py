@@ -1,4 +1,4 @@
-"""Kernel interpolation at CIFAR-10 scale on this machine: n = 50,000 (REQUIREMENTS.md 22; issues 4 and 8).
+"""Kernel interpolation at CIFAR-10 scale on this machine: n = 50,000.
 
 Two settings:
 * --features=none (default): the first n Fashion-MNIST training images (Debian's dataset-fashion-mnist; pixels /
@@ -29,8 +29,9 @@ console.quiet()
 
 import numpy as np
 
-from rethink_tf import features
-from rethink_tf import linear_models as lm
+from rethink_tf.linear import features
+from rethink_tf.config import KernelConfig
+from rethink_tf.linear import experiment as lm
 from rethink_tf.data import sources
 
 
@@ -50,7 +51,7 @@ def pixels(args, start, log):
         x, xt = rng.random((args.n, 784)), rng.random((10_000, 784))
         y, yt = rng.integers(0, 10, args.n), rng.integers(0, 10, 10_000)
         data = "synthetic"
-    cfg = lm.KernelConfig(kernel="gaussian", gamma=args.gamma, precision=args.precision)
+    cfg = KernelConfig(kernel="gaussian", gamma=args.gamma, precision=args.precision)
     t = time.perf_counter()
     metrics, info = lm.fit_and_evaluate(cfg, x, y, xt, yt, log=log)
     row = {"benchmark": "kernel_solve", "data": data, "n": args.n, "precision": info["precision"],
@@ -68,7 +69,7 @@ def random_conv(args, log):
     images = rng.integers(0, 256, (args.n, 32, 32, 3), dtype=np.uint8)
     test_images = rng.integers(0, 256, (args.n_test, 32, 32, 3), dtype=np.uint8)
     labels, test_labels = rng.integers(0, 10, args.n), rng.integers(0, 10, args.n_test)
-    cfg = lm.KernelConfig(dataset="cifar10", kernel="linear", features="random_conv", num_filters=args.num_filters,
+    cfg = KernelConfig(dataset="cifar10", kernel="linear", features="random_conv", num_filters=args.num_filters,
                           precision=args.precision)
     chunks = zip(features.random_conv_chunks(images, args.num_filters),
                  features.random_conv_chunks(test_images, args.num_filters))

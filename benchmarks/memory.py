@@ -1,4 +1,4 @@
-"""Peak RSS of a full CIFAR-10-sized run against the same run on a tiny training set (issue 10, goal 4).
+"""Peak RSS of a full CIFAR-10-sized run against the same run on a tiny training set.
 
 Each run is its own process (peak RSS is per process): one epoch of `rethink_tf.train.run` on CIFAR-10 binary files
 in the original format with 50,000 training images, and the same with 256, which measures what the model, the

@@ -1,9 +1,9 @@
-"""Input-pipeline throughput, clean vs each corruption and each augmentation, on CIFAR-shaped data (REQUIREMENTS 21).
+"""Input-pipeline throughput, clean vs each corruption and each augmentation, on CIFAR-shaped data.
 
 Targets, after the first epoch, batch 128, 2 cores:
-* issue 2: a corrupted pipeline runs at >= 95% of the clean pipeline's images/s (the corruptions are deterministic
+* a corrupted pipeline runs at >= 95% of the clean pipeline's images/s (the corruptions are deterministic
   and run once, before the data are materialized, so later epochs pay nothing);
-* issue 10: >= 200,000 images/s clean and >= 100,000 images/s with Table 1's random crop plus flips (crop + augment
+* >= 200,000 images/s clean and >= 100,000 images/s with Table 1's random crop plus flips (crop + augment
   here also rotates: Table 4's augmentation); the rotation-free crop is reported too.
 The first epoch (which includes loading, cropping and corrupting every example) is reported separately.
 

@@ -1,12 +1,12 @@
-"""Training throughput of every CIFAR-10 model through the real training path, against a PyTorch loop (issue 10).
+"""Training throughput of every CIFAR-10 model through the real training path, against a PyTorch loop.
 
 For each model: train images/s (train-only, the history's `images_per_s`: timed between the ends of an epoch's
 first and last compiled call, so neither tracing nor validation counts), best of epochs 2..N, batch 128, 28×28×3,
 SGD with momentum, through `rethink_tf.train.run` on generated CIFAR-10 binary files (the real input pipeline), and
 with `--synthetic_data` one constant batch repeated (model only: the gap between the two is the input pipeline's
-cost; REQUIREMENTS.md 21).
+cost).
 
-Reference (issue 10): a plain PyTorch 2.13 loop over in-memory tensors on this machine class (2 cores):
+Reference: a plain PyTorch 2.13 loop over in-memory tensors on this machine class (2 cores):
 mlp_1x512 18,300, mlp_3x512 9,100, small_alexnet 358, small_inception 61 images/s. Target: ratio >= 1.0.
 
     python benchmarks/train_throughput.py [--models mlp_1x512,small_alexnet] [--jit_compile both] [--epochs 3]

@@ -1,4 +1,4 @@
-"""The paper's randomization test on *your* Keras model and *your* tf.data dataset (issue 11).
+"""The paper's randomization test on *your* Keras model and *your* tf.data dataset.
 
     python examples/your_model.py [--data_dir=/usr/share/datasets/fashion-mnist] [--train_examples=1000]
 

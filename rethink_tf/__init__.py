@@ -9,8 +9,8 @@ package's training loop and returns Figure 1's numbers.
 """
 
 __version__ = "0.1.0"
-_EXPORTS = {"randomize": "randomization", "image_moments": "randomization", "randomization_test": "experiment",
-            "format_table": "experiment"}
+_EXPORTS = {"randomize": "randomization.randomize", "image_moments": "randomization.randomize",
+            "randomization_test": "randomization.experiment", "format_table": "randomization.experiment"}
 __all__ = list(_EXPORTS)
 
 

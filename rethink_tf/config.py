@@ -1,10 +1,15 @@
 """Frozen, typed run configurations. Entry points build them from flags; library code only ever sees these.
 
-A config is plain data: `to_dict()` is what `config.json` holds, `from_dict()` reads it back, and `run_name()`
-names the run directory after the settings that distinguish it, so sweeps restart idempotently.
+A config is plain data: `to_dict()` is what `config.json` holds, `from_dict()` reads it back, and `name()`
+names the run directory after the settings that distinguish it (`digest` of its identity), so sweeps restart
+idempotently. TrainConfig is a training run (rethink_tf.training), KernelConfig a §5 kernel run (rethink_tf.linear).
+Each field is declared once, here: the entry points' flags carry the same names (flags_lib reads them by field),
+and a test checks the two against each other.
 """
 
 import dataclasses
+import hashlib
+import json
 from typing import Optional
 
 # Settings that say *where* or *how fast* a run executes, or how its history is summarized, not *what* it trains.
@@ -23,7 +28,7 @@ WITHIN_PROTOCOL_FIELDS = frozenset({"seed", "shuffle_seed", "corrupt", "corrupt_
 
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
-    """Which examples a run sees and how they are corrupted and preprocessed (PAPER.md §1-§2).
+    """Which examples a run sees and how they are corrupted and preprocessed (the paper's §2.1 and Appendix A).
 
     Attributes:
       dataset: a key of rethink_tf.data.sources.DATASETS, "tfds:NAME" (any tfds image classification dataset
@@ -44,7 +49,7 @@ class DataConfig:
       shuffle_seed: seed of the per-epoch shuffles and augmentations.
       image_feature, label_feature: the feature names of a tfds:NAME dataset.
       data_service: "grpc://HOST:PORT" of a tf.data service dispatcher that decodes the ImageNet stream
-        (rethink_tf.data_service); None: decode locally.
+        (rethink_tf.data.service); None: decode locally.
     """
 
     dataset: str = "cifar10"
@@ -73,7 +78,7 @@ class DataConfig:
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    """One training run (PAPER.md §4). None means "the paper's recipe for this model" (rethink_tf.paper.RECIPES).
+    """One training run (Appendix A's recipes). None means "the paper's recipe for this model" (paper.RECIPES).
 
     Attributes:
       model: a key of rethink_tf.models.MODELS, or "package.module:function" (a user's builder).
@@ -89,7 +94,7 @@ class TrainConfig:
       weight_decay: TF l2_loss-style decay on kernels (0: off, the paper's default for randomization runs).
       label_smoothing, dropout, bn_momentum: model/loss options (None: builder or recipe default).
       seed: seed of initialization, shuffling and augmentation.
-      strategy, num_gpus, cross_device_ops: see rethink_tf.distribute ("multi_worker": rethink_tf.cluster).
+      strategy, num_gpus, cross_device_ops: see training/distribute.py ("multi_worker": training/cluster.py).
       worker_hosts, task_index: write TF_CONFIG for --strategy=multi_worker ("h0:p0,h1:p1" and this worker's index).
       cluster_timeout: seconds to wait for every worker of the cluster before giving up with one line.
       sync_batchnorm: BatchNorm statistics over the global batch under a multi-replica strategy.
@@ -202,9 +207,6 @@ class TrainConfig:
         """The run directory name: readable settings plus a hash of everything that changes the result."""
         if self.run_name:
             return self.run_name
-        import hashlib
-        import json
-
         d = self.data
         parts = [d.dataset.replace(":", "-"), self.model.replace(":", "-"), d.corrupt]
         if d.corrupt == "labels":
@@ -216,13 +218,88 @@ class TrainConfig:
         if d.train_examples:
             parts.append(f"n{d.train_examples}")
         parts.append(f"s{self.seed}")
-        semantic = self.identity()
-        digest = hashlib.sha256(json.dumps(semantic, sort_keys=True).encode()).hexdigest()[:8]
-        return "-".join(parts + [digest])
+        return "-".join(parts + [digest(self.identity())])
+
+
+def digest(identity):
+    """The 8 hex digits of a run name: SHA-256 of the identity dict as sorted JSON (the one naming scheme of every
+    run kind)."""
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:8]
 
 
 def protocol_key(config_dict):
     """A hashable protocol of a config.json / results.json config (older files: missing fields take defaults)."""
-    import json
-
     return json.dumps(TrainConfig.from_dict(config_dict).protocol(), sort_keys=True)
+
+
+def resolved_config(config):
+    """A results config dict with every recipe field explicit (older files left dropout/bn_momentum as None);
+    configs of plug-in models and kernel runs are returned as they are."""
+    from rethink_tf.models import MODELS
+
+    if config.get("model") not in MODELS:
+        return dict(config)
+    return {**config, **TrainConfig.from_dict(config).resolved().to_dict()}
+
+
+def label_setting(config):
+    """(corrupt kind as the paper names it, p) of a config dict: labels with p = 1 is random labels, p = 0 is true
+    labels."""
+    kind, p = config.get("corrupt", "none"), config.get("corrupt_prob")
+    if kind == "labels" and p == 1.0:
+        return "random_labels", 1.0
+    if kind == "labels" and p == 0.0:
+        return "none", 0.0
+    if kind == "random_labels":
+        return kind, 1.0
+    return kind, (p if kind == "labels" else 0.0)
+
+
+PRECISIONS = ("auto", "float64", "float32")
+SOLVERS = ("scipy", "tf")
+# A kernel run's settings that say where or how it is solved, not what: outside its name.
+KERNEL_NON_IDENTITY_FIELDS = frozenset({"run_name", "data_dir", "source", "download", "block_size", "solver",
+                                        "precision"})
+
+
+@dataclasses.dataclass(frozen=True)
+class KernelConfig:
+    """One kernel-interpolation run of §5 (rethink_tf.linear.experiment; flags: flags_lib.define_kernel_flags)."""
+
+    dataset: str = "mnist"
+    data_dir: Optional[str] = None
+    source: str = "auto"
+    download: bool = True
+    train_examples: Optional[int] = None
+    test_examples: Optional[int] = None
+    kernel: str = "gaussian"
+    gamma: float = 0.02
+    degree: int = 4
+    coef0: float = 0.0
+    normalize: bool = False
+    features: str = "none"
+    num_filters: int = 32_000
+    precision: str = "auto"
+    solver: str = "scipy"
+    ridge: float = 0.0
+    corrupt: str = "none"
+    corrupt_prob: Optional[float] = None
+    corrupt_seed: int = 0
+    seed: int = 0
+    block_size: int = 2048
+    refine_tol: float = 1e-6
+    max_refine: int = 20
+    run_name: Optional[str] = None
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+    def name(self):
+        if self.run_name:
+            return self.run_name
+        parts = ["kernel", self.dataset, self.features, self.kernel, self.corrupt]
+        if self.train_examples:
+            parts.append(f"n{self.train_examples}")
+        return "-".join(parts + [digest({k: v for k, v in self.to_dict().items()
+                                         if k not in KERNEL_NON_IDENTITY_FIELDS})])
+

@@ -1,4 +1,4 @@
-"""A readable console for the entry points: no TensorFlow/absl log lines unless asked for (issue 12).
+"""A readable console for the entry points: no TensorFlow/absl log lines unless asked for.
 
 TensorFlow 2.21 prints C++ lines through absl before any setting can reach them (`WARNING: All log messages before
 absl::InitializeLog() ...`, `I0000 ... port.cc] oneDNN custom operations are on`, `E0000 ... cuda_platform.cc]

@@ -1,14 +1,24 @@
-"""Every absl flag of `python -m rethink_tf.train`, defined in functions and validated where declared.
+"""Every absl flag of the entry points, defined in functions and validated where declared.
 
 Enum values come from the registries (models, datasets, corruptions, strategies), so a new model is a new flag
-value with no edit here. `config_from_flags` is the one place flags become a TrainConfig.
+value with no edit here. A flag has the name of the config field it sets: `config_from_flags` and
+`kernel_config_from_flags` read the flags by the configs' field names (the one place flags become configs), so a
+new field is its declaration in config.py plus its flag here, and a test checks the two sets against each other.
 """
+
+import dataclasses
 
 from absl import flags
 
-from rethink_tf import distribute, models
-from rethink_tf.config import DataConfig, TrainConfig
+from rethink_tf import config, models
+from rethink_tf.config import DataConfig, KernelConfig, TrainConfig
 from rethink_tf.data import corruption, sources
+from rethink_tf.training import distribute
+
+# Flags of the entry points that are not config fields; and the config fields that are not flags (with the
+# field they copy).
+NON_CONFIG_FLAGS = frozenset({"workdir"})
+DERIVED_FIELDS = {"shuffle_seed": "seed"}  # the data's shuffles and augmentation follow --seed
 
 
 def define_data_flags(fv=flags.FLAGS):
@@ -21,7 +31,7 @@ def define_data_flags(fv=flags.FLAGS):
     def _dataset(name):
         return name in sources.DATASETS or (name.startswith(sources.TFDS_PREFIX) and len(name) > 5)
     flags.DEFINE_string("data_service", None, "ImageNet: grpc://HOST:PORT of a tf.data service dispatcher whose "
-                        "workers decode and augment the training stream (python -m rethink_tf.data_service); each "
+                        "workers decode and augment the training stream (python -m rethink_tf.data.service); each "
                         "example is still delivered once per epoch.", flag_values=fv)
     flags.DEFINE_string("image_feature", "image", "--dataset=tfds:NAME: the image feature's name.", flag_values=fv)
     flags.DEFINE_string("label_feature", "label", "--dataset=tfds:NAME: the class-label feature's name.",
@@ -79,7 +89,7 @@ def define_data_flags(fv=flags.FLAGS):
 def define_train_flags(fv=flags.FLAGS):
     """Defines all flags of the training entry point on `fv`."""
     define_data_flags(fv)
-    flags.DEFINE_string("model", "small_inception", f"Architecture (PAPER.md §3): one of {', '.join(models.MODELS)}, "
+    flags.DEFINE_string("model", "small_inception", f"Architecture (the paper's Appendix A): one of {', '.join(models.MODELS)}, "
                         "or your own as package.module:function, a function (input_shape, num_classes) -> uncompiled "
                         "keras.Model giving logits (trained with the AlexNet/MLP recipe unless flags say otherwise).",
                         flag_values=fv)
@@ -161,27 +171,63 @@ def define_train_flags(fv=flags.FLAGS):
     flags.DEFINE_bool("tensorboard", True, "Write TensorBoard scalars to <run dir>/tensorboard.", flag_values=fv)
 
 
-def data_config_from_flags(f):
-    return DataConfig(dataset=f.dataset, data_dir=f.data_dir, source=f.source, manual_dir=f.manual_dir,
-                      prepare_imagenet=f.prepare_imagenet, download=f.download, train_examples=f.train_examples,
-                      test_examples=f.test_examples, corrupt=f.corrupt, corrupt_prob=f.corrupt_prob,
-                      corrupt_seed=f.corrupt_seed, corrupt_test_labels=f.corrupt_test_labels,
-                      random_crop=f.random_crop, augment=f.augment, imagenet_augment=f.imagenet_augment,
-                      shuffle_seed=f.seed, image_feature=f.image_feature, label_feature=f.label_feature,
-                      data_service=f.data_service)
+def _fields(cls, f):
+    """{field: flag value} for every field of a config dataclass (nested configs excepted)."""
+    return {field.name: getattr(f, DERIVED_FIELDS.get(field.name, field.name)) for field in dataclasses.fields(cls)
+            if field.name != "data"}
 
 
 def config_from_flags(f):
-    """Parsed flags -> TrainConfig (the only place flags are read)."""
-    return TrainConfig(
-        model=f.model, data=data_config_from_flags(f), epochs=f.epochs, batch_size=f.batch_size,
-        optimizer=f.optimizer, learning_rate=f.learning_rate, lr_decay=f.lr_decay,
-        lr_decay_examples=f.lr_decay_examples, momentum=f.momentum, weight_decay=f.weight_decay,
-        label_smoothing=f.label_smoothing, dropout=f.dropout, bn_momentum=f.bn_momentum, seed=f.seed,
-        strategy=f.strategy, num_gpus=f.num_gpus, cross_device_ops=f.cross_device_ops,
-        worker_hosts=f.worker_hosts, task_index=f.task_index, cluster_timeout=f.cluster_timeout,
-        sync_batchnorm=f.sync_batchnorm, dtype_policy=f.dtype_policy,
-        stop_at_train_accuracy=f.stop_at_train_accuracy, ema_decay=f.ema_decay, fit_threshold=f.fit_threshold,
-        checkpoint_every_steps=f.checkpoint_every_steps, steps_per_execution=f.steps_per_execution,
-        jit_compile=f.jit_compile, deterministic=f.deterministic,
-        tensorboard=f.tensorboard, run_name=f.run_name)
+    """Parsed flags -> TrainConfig (the only place training flags are read)."""
+    return TrainConfig(data=DataConfig(**_fields(DataConfig, f)), **_fields(TrainConfig, f))
+
+
+def kernel_config_from_flags(f):
+    """Parsed flags -> KernelConfig (the only place kernel flags are read)."""
+    return KernelConfig(**_fields(KernelConfig, f))
+
+
+def define_kernel_flags(fv=flags.FLAGS):
+    """Defines all flags of `python -m rethink_tf.linear_models` (§5) on `fv`."""
+    from rethink_tf.linear.features import FEATURES
+    from rethink_tf.linear.kernels import KERNELS
+
+    flags.DEFINE_enum("dataset", "mnist", ["mnist", "fashion_mnist", "cifar10", "fashion_mnist_5k"], "Dataset.",
+                      flag_values=fv)
+    flags.DEFINE_string("data_dir", None, "Folder with the original archives or tfds data.", flag_values=fv)
+    flags.DEFINE_bool("download", True, "Download and prepare the dataset with tensorflow_datasets into --data_dir "
+                      "when it is absent (--nodownload: fail with what to put where).", flag_values=fv)
+    flags.DEFINE_enum("source", "auto", list(sources.SOURCES), "archive, tfds or auto.", flag_values=fv)
+    flags.DEFINE_integer("train_examples", None, "First N training examples (n of the n×n system).",
+                         lower_bound=1, flag_values=fv)
+    flags.DEFINE_integer("test_examples", None, "First N test examples.", lower_bound=1, flag_values=fv)
+    flags.DEFINE_enum("kernel", "gaussian", list(KERNELS), "Kernel k(x, z).", flag_values=fv)
+    flags.DEFINE_float("gamma", 0.02, "Gaussian kernel exp(-gamma·|x-z|²) on the features (0.02 on MNIST "
+                       "pixels / 255 is the first author's setting).", flag_values=fv)
+    flags.DEFINE_integer("degree", 4, "Polynomial kernel degree.", lower_bound=1, flag_values=fv)
+    flags.DEFINE_float("coef0", 0.0, "Polynomial kernel offset c in (⟨x,z⟩ + c)^degree.", flag_values=fv)
+    flags.DEFINE_bool("normalize", False, "Scale feature rows to unit norm first.", flag_values=fv)
+    flags.DEFINE_enum("features", "none", list(FEATURES), "none (pixels / 255), gabor (MNIST wavelet "
+                      "features), random_conv (random convolutional features).", flag_values=fv)
+    flags.DEFINE_integer("num_filters", 32_000, "Filters of the random_conv features (the paper: 32,000).",
+                         lower_bound=1, flag_values=fv)
+    flags.DEFINE_enum("precision", "auto", list(config.PRECISIONS), "Factorization precision: float64, or float32 "
+                      "with float64 iterative refinement when float64 does not fit in RAM.", flag_values=fv)
+    flags.DEFINE_enum("solver", "scipy", list(config.SOLVERS), "scipy (LAPACK, CPU) or tf (tf.linalg float64, "
+                      "accelerators; n <= 46,340).", flag_values=fv)
+    flags.DEFINE_float("ridge", 0.0, "ℓ2 regularization λ in (K + λI)α = Y (0 = interpolation, Eq. 3).",
+                       lower_bound=0.0, flag_values=fv)
+    flags.DEFINE_enum("corrupt", "none", ["none", "labels", "random_labels"], "Label corruption (§2.1 "
+                      "semantics).", flag_values=fv)
+    flags.DEFINE_float("corrupt_prob", None, "p for --corrupt=labels.", lower_bound=0.0, upper_bound=1.0,
+                       flag_values=fv)
+    flags.DEFINE_integer("corrupt_seed", 0, "Corruption seed.", lower_bound=0, flag_values=fv)
+    flags.DEFINE_integer("seed", 0, "Seed of the random_conv filters.", lower_bound=0, flag_values=fv)
+    flags.DEFINE_integer("block_size", 2048, "Rows per Gram-matrix block.", lower_bound=1, flag_values=fv)
+    flags.DEFINE_float("refine_tol", 1e-6, "Iterative refinement stops at this relative residual |Y - K alpha| / |Y|; "
+                       "above it the run redoes a float32 solve in float64 if that fits, else warns.",
+                       lower_bound=0.0, flag_values=fv)
+    flags.DEFINE_integer("max_refine", 20, "Most refinement passes (each costs one K alpha).", lower_bound=1,
+                         flag_values=fv)
+    flags.DEFINE_string("workdir", "runs", "Runs are written to <workdir>/<run name>/.", flag_values=fv)
+    flags.DEFINE_string("run_name", None, "Explicit run directory name.", flag_values=fv)

@@ -1,4 +1,4 @@
-"""The paper's numbers as data, each with its provenance tag from shared/PAPER.md.
+"""The paper's numbers as data, each with its provenance tag.
 
 Tags: "P" read in the paper's own words or its Table 1; "S" reported by secondary sources; "R" recalled, not checked
 against the PDF; "T" TensorFlow reference code/defaults; "I" an inference; "U" unknown, our default.
@@ -99,7 +99,7 @@ def _table1():
 
 
 def _table2():
-    """ImageNet, Inception V3 (Appendix B). Tags per cell as in PAPER.md §5.2."""
+    """ImageNet, Inception V3 (Appendix B). Tags per cell: the sources differ by cell."""
     rows = []
     true_rows = [  # (aug, dropout, wd), [(metric, value, tag, note)]
         ((1, 1, 1), [("train_accuracy", 92.18, "S"), ("top5_train_accuracy", 99.21, "R"),
@@ -153,18 +153,3 @@ def _kernels():
 
 
 RESULTS = tuple(_table1() + _table2() + _table4() + _kernels())
-
-# Figure 1c end points [I, anchored on Table 1]: test error at p = 0 (no regularizer) and p = 1, in percent.
-FIGURE1C_ANCHORS = {m: (100 - next(r.value for r in RESULTS if r.table == "table1" and r.model == m and
-                                   r.corrupt == "none" and not r.random_crop and not r.weight_decay and
-                                   r.metric == "test_accuracy"),
-                        100 - next(r.value for r in RESULTS if r.table == "table1" and r.model == m and
-                                   r.corrupt == "random_labels" and r.metric == "test_accuracy"))
-                    for m in ("small_inception", "small_alexnet", "mlp_1x512")}
-# Figure 1b: time to overfit at p = 1 relative to p = 0, roughly 1.5-3.5× [S, approximate readings].
-FIGURE1B_SLOWDOWN_RANGE = (1.5, 3.5)
-
-
-def find(**criteria):
-    """The Results whose fields equal all of `criteria` (e.g. find(table="table1", model="mlp_1x512"))."""
-    return [r for r in RESULTS if all(getattr(r, k) == v for k, v in criteria.items())]

@@ -1,4 +1,4 @@
-"""Results files: the only interface between training and reporting (STYLE.md 12).
+"""Results files: the only interface between training and reporting.
 
 A run directory holds `config.json` (written first), `history.jsonl` (one JSON object per epoch, streamed) and
 `results.json` (written atomically at the end) with `schema_version`, `config`, `metrics`, `history`, `env` and
@@ -101,7 +101,7 @@ def truncate_history(run_dir, epochs):
 
 
 def environment():
-    """Versions and devices, for the record (REQUIREMENTS.md 6)."""
+    """Versions and devices, for the record."""
     env = {"python": platform.python_version(), "platform": platform.platform()}
     try:
         import keras

@@ -1,6 +1,6 @@
 """§4, Theorem 1: a depth-2 ReLU network with 2n + d weights represents any function on n points in d dimensions.
 
-Construction (PAPER.md §7, Appendix C):
+Construction (Appendix C):
   c(x) = Σ_j w_j · max(⟨a, x⟩ − b_j, 0)
 One hidden layer of n ReLUs that *share* the input weights a ∈ R^d (d weights) and have thresholds b ∈ R^n
 (n weights); a linear output w ∈ R^n with no bias (n weights): d + 2n in all.

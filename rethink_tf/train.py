@@ -2,7 +2,7 @@
 
     python -m rethink_tf.train --flagfile=flags/table1_inception_random_labels.flags --data_dir=DATA --workdir=runs
 
-main() turns flags into a TrainConfig; rethink_tf.trainer.run(config, workdir) does the work (re-exported here as
+main() turns flags into a TrainConfig; rethink_tf.training.run.run(config, workdir) does the work (re-exported here as
 `run`). A run directory is named from its config: re-running a finished run returns its results; re-running a
 killed run resumes it from its last checkpoint.
 """
@@ -18,7 +18,7 @@ from absl import app, flags  # noqa: E402
 
 from rethink_tf import flags_lib  # noqa: E402
 from rethink_tf.errors import UserError  # noqa: E402
-from rethink_tf.trainer import dtype_policy, model_options, run, summary  # noqa: E402  (re-exported)
+from rethink_tf.training.run import dtype_policy, model_options, run, summary  # noqa: E402  (re-exported)
 
 __all__ = ["main", "run", "dtype_policy", "model_options", "summary"]
 

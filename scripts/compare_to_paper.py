@@ -14,7 +14,8 @@ from rethink_tf import console  # noqa: E402  (first: no TensorFlow log lines on
 
 console.quiet()
 
-from rethink_tf import report, results
+from rethink_tf import results
+from rethink_tf.reporting import compare as report
 
 
 def main():

@@ -16,6 +16,7 @@ import sys
 import numpy as np
 
 from rethink_tf.data import sources
+from rethink_tf.data.sources import archives
 
 OUT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "rethink_tf", "data", "builtin",
                    "fashion_mnist_5k")
@@ -39,7 +40,7 @@ def main():
             if not os.path.exists(src):
                 print(f"error: {src} not found (apt-get install dataset-fashion-mnist)", file=sys.stderr)
                 return 2
-            arr = sources._read_idx(src)[:n]
+            arr = archives.read_idx(src)[:n]
             # mtime=0: the same input gives byte-identical files
             with open(os.path.join(OUT, name), "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0,
                                                                            compresslevel=9) as f:

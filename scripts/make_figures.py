@@ -13,7 +13,8 @@ from rethink_tf import console  # noqa: E402  (first: no TensorFlow log lines on
 
 console.quiet()
 
-from rethink_tf import plots, results
+from rethink_tf import results
+from rethink_tf.reporting import figures as plots
 
 
 def main():

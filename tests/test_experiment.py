@@ -9,7 +9,9 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 import rethink_tf
-from rethink_tf import experiment, results, training
+from rethink_tf import results
+from rethink_tf.randomization import experiment
+from rethink_tf.training import checkpoint
 from rethink_tf.config import DataConfig, TrainConfig
 from rethink_tf.data import pipeline, sources
 from rethink_tf.errors import UserError
@@ -65,17 +67,17 @@ def test_randomization_test_end_to_end(tmp_path):
 def test_a_killed_randomization_test_resumes(tmp_path, monkeypatch):
     train, test, _, _ = _data()
     kw = dict(corruptions=("random_labels",), epochs=3, batch_size=16, workdir=str(tmp_path))
-    original = training.Checkpoint.on_epoch_end
+    original = checkpoint.Checkpoint.on_epoch_end
 
     def die_after_first(self, epoch, logs=None):
         original(self, epoch, logs)
         if epoch == 0:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(training.Checkpoint, "on_epoch_end", die_after_first)
+    monkeypatch.setattr(checkpoint.Checkpoint, "on_epoch_end", die_after_first)
     with pytest.raises(KeyboardInterrupt):
         rethink_tf.randomization_test(tiny_mlp, train, test, **kw)
-    monkeypatch.setattr(training.Checkpoint, "on_epoch_end", original)
+    monkeypatch.setattr(checkpoint.Checkpoint, "on_epoch_end", original)
     row, = rethink_tf.randomization_test(tiny_mlp, train, test, **kw)
     rec = results.read_json(row["results"])
     assert [r["step"] for r in rec["resumes"]] == [3] and len(rec["history"]) == 3

@@ -12,6 +12,7 @@ from conftest import FASHION_DIR, needs_fashion, write_cifar_binary
 from rethink_tf import console, results
 from rethink_tf.config import DataConfig, TrainConfig
 from rethink_tf.data import sources
+from rethink_tf.data.sources import download
 from rethink_tf.errors import UserError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -43,7 +44,7 @@ def test_first_run_downloads_and_prepares_through_tfds_and_trains(tmp_path, monk
         return str(served)
 
     monkeypatch.setattr(tfds.download.DownloadManager, "download_and_extract", fake_download_and_extract)
-    monkeypatch.setattr(sources, "network_reachable", lambda url, timeout=5.0: (True, ""))
+    monkeypatch.setattr(download, "network_reachable", lambda url, timeout=5.0: (True, ""))
     data_dir = tmp_path / "tfds"
     from rethink_tf.train import run
 
@@ -55,7 +56,7 @@ def test_first_run_downloads_and_prepares_through_tfds_and_trains(tmp_path, monk
     assert r["corruption"]["train_origin"].startswith("tfds:cifar10/train")
     assert r["corruption"]["train_size"] == 40 and r["metrics"]["steps_trained"] == 5
     # a second run finds the prepared data and downloads nothing
-    monkeypatch.setattr(sources, "network_reachable", lambda *a, **k: pytest.fail("downloaded twice"))
+    monkeypatch.setattr(download, "network_reachable", lambda *a, **k: pytest.fail("downloaded twice"))
     again = sources.load("cifar10", "test", data_dir=str(data_dir), download=True)
     assert again.size == 16
 
@@ -66,7 +67,7 @@ def test_no_network_names_both_remedies(tmp_path, monkeypatch):
 
     monkeypatch.delenv(sources.NO_NETWORK_ENV, raising=False)
     monkeypatch.setattr(socket, "create_connection", unreachable)
-    ok, why = sources.network_reachable("https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz")
+    ok, why = download.network_reachable("https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz")
     assert not ok and why == "www.cs.toronto.edu:443: Network is unreachable"
     with pytest.raises(UserError) as e:
         sources.load("cifar10", "train", data_dir=str(tmp_path), download=True)
@@ -160,7 +161,8 @@ def test_a_regular_install_ships_every_package_and_the_builtin_data(tmp_path):
                            "--target", str(tmp_path / "site"), REPO], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
     root = tmp_path / "site" / "rethink_tf"
-    for module in ("data/sources.py", "data/pipeline.py", "models/mlp.py", "train.py", "console.py"):
+    for module in ("data/sources/__init__.py", "data/pipeline.py", "models/mlp.py", "train.py", "console.py",
+                   "training/loop.py", "linear/solve.py", "reporting/figures.py", "randomization/experiment.py"):
         assert (root / module).exists(), module
     shipped = sorted(os.listdir(root / "data" / "builtin" / "fashion_mnist_5k"))
     assert shipped == sorted(os.listdir(sources.DEFAULT_DIRS["fashion_mnist_5k"]))

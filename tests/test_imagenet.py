@@ -168,7 +168,7 @@ def _free_port():
 
 
 def test_data_service_dispatcher_and_two_workers_deliver_each_example_once_per_epoch(mini_imagenet, tmp_path):
-    """`python -m rethink_tf.data_service` as separate processes: a dispatcher and 2 workers decode the stream."""
+    """`python -m rethink_tf.data.service` as separate processes: a dispatcher and 2 workers decode the stream."""
     import os
     import subprocess
     import sys
@@ -176,7 +176,7 @@ def test_data_service_dispatcher_and_two_workers_deliver_each_example_once_per_e
 
     data_dir, _ = mini_imagenet
     dport, w1, w2 = _free_port(), _free_port(), _free_port()
-    cmd = [sys.executable, "-m", "rethink_tf.data_service"]
+    cmd = [sys.executable, "-m", "rethink_tf.data.service"]
     servers = [subprocess.Popen(cmd + ["--dispatcher", f"--port={dport}"], stdout=subprocess.PIPE, text=True)]
     try:
         servers += [subprocess.Popen(cmd + ["--worker", f"--dispatcher_address=localhost:{dport}", f"--port={p}"],
@@ -234,6 +234,6 @@ def test_data_service_cli_bad_input_one_line(args, line):
     import subprocess
     import sys
 
-    proc = subprocess.run([sys.executable, "-m", "rethink_tf.data_service", *args], capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-m", "rethink_tf.data.service", *args], capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [line]

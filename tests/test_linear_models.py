@@ -12,9 +12,11 @@ from absl import flags
 from scipy.linalg import lapack
 
 from conftest import needs_fashion, write_idx
-from rethink_tf import kernel_solve as ks
-from rethink_tf import kernels
-from rethink_tf import linear_models as lm
+from rethink_tf.linear import solve as ks
+from rethink_tf.linear import kernels
+from rethink_tf import flags_lib
+from rethink_tf.config import KernelConfig
+from rethink_tf.linear import experiment as lm
 from rethink_tf import results
 from rethink_tf.errors import UserError
 
@@ -155,7 +157,7 @@ def test_refinement_returns_the_best_iterate_and_says_when_it_did_not_converge()
 
 def test_unconverged_float32_solve_is_redone_in_float64_or_warned(monkeypatch):
     x, labels = _data(150, 20)
-    cfg = lm.KernelConfig(gamma=0.05, precision="float32", max_refine=1, refine_tol=1e-12)
+    cfg = KernelConfig(gamma=0.05, precision="float32", max_refine=1, refine_tol=1e-12)
     logs = []
     m, info = lm.fit_and_evaluate(cfg, x, labels, x[:20], labels[:20], log=logs.append)
     assert info["precision"] == "float64" and any("redoing in float64" in line for line in logs)
@@ -181,7 +183,7 @@ def test_memory_needed_counts_the_float32_copy_of_the_features():
 
 
 def test_random_conv_chunks_equal_the_whole_feature_map_and_bound_memory():
-    from rethink_tf import features
+    from rethink_tf.linear import features
 
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (7, 32, 32, 3), dtype=np.uint8)
@@ -196,13 +198,13 @@ def test_random_conv_chunks_equal_the_whole_feature_map_and_bound_memory():
 
 
 def test_chunked_linear_kernel_equals_the_whole_features_solve():
-    from rethink_tf import features
+    from rethink_tf.linear import features
 
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (90, 32, 32, 3), dtype=np.uint8)
     test_images = rng.integers(0, 256, (20, 32, 32, 3), dtype=np.uint8)
     labels, test_labels = rng.integers(0, 10, 90), rng.integers(0, 10, 20)
-    cfg = lm.KernelConfig(kernel="linear", features="random_conv", num_filters=300, precision="float64")
+    cfg = KernelConfig(kernel="linear", features="random_conv", num_filters=300, precision="float64")
     x = features.feature_map(images, "random_conv", 300)
     xt = features.feature_map(test_images, "random_conv", 300)
     m_whole, _ = lm.fit_and_evaluate(cfg, x, labels, xt, test_labels, log=lambda m: None)
@@ -214,7 +216,7 @@ def test_chunked_linear_kernel_equals_the_whole_features_solve():
     assert m_chunk["norm"] == pytest.approx(m_whole["norm"], rel=1e-3)  # float32-accumulated K
     assert m_chunk["residual"] < 1e-6
     with pytest.raises(UserError, match="--kernel=linear"):
-        lm.fit_and_evaluate_chunked(lm.KernelConfig(kernel="gaussian"), iter(()), 90, 20, labels, test_labels)
+        lm.fit_and_evaluate_chunked(KernelConfig(kernel="gaussian"), iter(()), 90, 20, labels, test_labels)
 
 
 def test_memory_check_and_precision_choice():
@@ -230,9 +232,9 @@ def test_memory_check_and_precision_choice():
 
 def test_bad_input_is_one_clear_error():
     x, labels = _data(20, 4)
-    cfg = lm.KernelConfig()
+    cfg = KernelConfig()
     with pytest.raises(UserError, match="gamma > 0"):
-        lm.fit_and_evaluate(lm.KernelConfig(gamma=0.0), x, labels, x, labels)
+        lm.fit_and_evaluate(KernelConfig(gamma=0.0), x, labels, x, labels)
     bad = x.copy()
     bad[3, 1] = np.inf
     with pytest.raises(UserError, match="NaN or infinite"):
@@ -245,9 +247,9 @@ def test_bad_input_is_one_clear_error():
 
 def test_tf_solver_matches_scipy_and_is_guarded(monkeypatch):
     x, labels = _data(200, 10)
-    cfg = lm.KernelConfig(gamma=1.0, solver="tf")
+    cfg = KernelConfig(gamma=1.0, solver="tf")
     m_tf, info = lm.fit_and_evaluate(cfg, x, labels, x[:50], labels[:50])
-    m_sp, _ = lm.fit_and_evaluate(lm.KernelConfig(gamma=1.0), x, labels, x[:50], labels[:50])
+    m_sp, _ = lm.fit_and_evaluate(KernelConfig(gamma=1.0), x, labels, x[:50], labels[:50])
     assert m_tf["train_error"] == 0 and abs(m_tf["norm"] - m_sp["norm"]) < 1e-6 * m_sp["norm"]
     assert info["cross_check_rel_diff"] < 1e-8
     monkeypatch.setattr(ks, "TF_MAX_N", 100)
@@ -263,7 +265,7 @@ def test_sgd_from_zero_reaches_min_norm_and_random_labels_need_more_norm():
 
 def test_run_on_idx_files_writes_results(tmp_path):
     write_idx(str(tmp_path), n_train=64, n_test=16)
-    cfg = lm.KernelConfig(dataset="mnist", data_dir=str(tmp_path), corrupt="random_labels", run_name="r")
+    cfg = KernelConfig(dataset="mnist", data_dir=str(tmp_path), corrupt="random_labels", run_name="r")
     r = results.read_json(lm.run(cfg, str(tmp_path / "runs"), log=lambda m: None))
     m = r["metrics"]
     assert r["kind"] == "kernel" and m["train_error"] == 0.0 and m["residual"] < 1e-6
@@ -284,7 +286,7 @@ def test_feature_maps(features, tmp_path):
 def test_real_fashion_mnist_true_vs_random_labels(tmp_path):
     out = {}
     for corrupt in ("none", "random_labels"):
-        cfg = lm.KernelConfig(dataset="fashion_mnist", train_examples=2000, test_examples=1000, corrupt=corrupt,
+        cfg = KernelConfig(dataset="fashion_mnist", train_examples=2000, test_examples=1000, corrupt=corrupt,
                               run_name=corrupt)
         out[corrupt] = results.read_json(lm.run(cfg, str(tmp_path), log=lambda m: None))["metrics"]
     assert out["none"]["train_error"] == 0 and out["random_labels"]["train_error"] == 0
@@ -300,9 +302,9 @@ def test_kernel_flagfiles_parse(path, monkeypatch):
     first = open(path).readline()
     assert first.startswith("# §5") and "paper" in first
     fv = flags.FlagValues()
-    lm.define_flags(fv)
+    flags_lib.define_kernel_flags(fv)
     fv(["linear_models", f"--flagfile={path}"])
-    cfg = lm.config_from_flags(fv)
+    cfg = flags_lib.kernel_config_from_flags(fv)
     kernels.Kernel(cfg.kernel, cfg.gamma, cfg.degree, cfg.coef0)
     assert cfg.name()
 
@@ -327,13 +329,13 @@ def test_tile_solve_plan_prefers_float64_and_spills_the_gram_when_ram_is_short()
 
 
 def test_spilled_gram_gives_the_same_solution(monkeypatch, tmp_path):
-    from rethink_tf import features
+    from rethink_tf.linear import features
 
     rng = np.random.default_rng(1)
     images = rng.integers(0, 256, (60, 32, 32, 3), dtype=np.uint8)
     test_images = rng.integers(0, 256, (10, 32, 32, 3), dtype=np.uint8)
     labels, test_labels = rng.integers(0, 10, 60), rng.integers(0, 10, 10)
-    cfg = lm.KernelConfig(kernel="linear", features="random_conv", num_filters=100)
+    cfg = KernelConfig(kernel="linear", features="random_conv", num_filters=100)
     out = {}
     for spill in (False, True):
         monkeypatch.setattr(ks, "plan_tile_solve", lambda *a, **k: ("float64", spill))

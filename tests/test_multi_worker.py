@@ -89,8 +89,9 @@ def test_two_workers_equal_two_replicas_equal_one_device(cifar_dir, tmp_path, mo
     for k in w0.files:  # the two workers hold exactly the same model, losses and step count
         np.testing.assert_array_equal(w0[k], w1[k])
     # Synchronized BN computes the variance as E[x^2] - E[x]^2 over the replicas (Keras' tf backend), one device
-    # as E[(x - mean)^2]: after one step the weights differ by 1.5e-5 (measured), hence 3e-5 for that case.
-    one_device_tol = 3e-5 if sync else 1e-5
+    # as E[(x - mean)^2]: after one step the weights differ by 1.5e-5 (measured on TF 2.20) and 3.1e-5 in one of
+    # 2,592 weights (TF 2.21, Keras 3.15.1: the same on the code before and after the loop contract), hence 6e-5.
+    one_device_tol = 6e-5 if sync else 1e-5
     for k in w0.files:  # weights (BN moving statistics included), epoch losses, optimizer iterations
         np.testing.assert_allclose(w0[k], mirrored[k], atol=1e-6, rtol=0)  # 2 workers x 1 == 1 worker x 2
         np.testing.assert_allclose(w0[k], single[k], atol=one_device_tol, rtol=0)  # == one device

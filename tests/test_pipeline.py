@@ -7,7 +7,7 @@ import pytest
 
 from conftest import write_cifar_binary, write_idx
 from rethink_tf.config import DataConfig
-from rethink_tf.data import pipeline, sources
+from rethink_tf.data import keyed_random, pipeline, sources
 from rethink_tf.errors import UserError
 
 
@@ -153,13 +153,13 @@ def test_compiled_augmentation_equals_the_reference_ops():
 
     import tensorflow as tf
 
-    from rethink_tf.data import corruption, preprocessing
+    from rethink_tf.data import preprocessing
 
     rng = np.random.default_rng(1)
     images = rng.integers(0, 256, (12, 32, 32, 3), dtype=np.uint8)
     keys = tf.constant(np.arange(100, 112, dtype=np.int64))
     out = pipeline.augment_batch(tf.constant(images), keys, 4, 1, 28, True, True, compiled=True).numpy()
-    u = lambda j: corruption.uniform(4, 11, 1, keys, j).numpy()
+    u = lambda j: keyed_random.uniform(4, keyed_random.AUGMENT, 1, keys, j).numpy()
     top, left = np.floor(u(0) * 5).astype(int), np.floor(u(1) * 5).astype(int)
     for i in range(12):
         ref = images[i, top[i]:top[i] + 28, left[i]:left[i] + 28].astype(np.float32) / 255.0

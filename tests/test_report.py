@@ -8,7 +8,8 @@ import sys
 
 import pytest
 
-from rethink_tf import paper, report, results
+from rethink_tf import paper, results
+from rethink_tf.reporting import compare as report
 from rethink_tf.config import DataConfig, TrainConfig
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -31,7 +32,7 @@ def fake_train_result(workdir, model="mlp_1x512", corrupt="none", p=None, fit_ep
 
 
 def fake_kernel_result(workdir, corrupt="none", ridge=0.0):
-    from rethink_tf.linear_models import KernelConfig
+    from rethink_tf.config import KernelConfig
 
     cfg = KernelConfig(dataset="mnist", corrupt=corrupt, ridge=ridge, train_examples=1000)
     r = {"schema_version": 1, "kind": "kernel", "config": cfg.to_dict(),
@@ -55,12 +56,19 @@ def sweep_dir(tmp_path):
     return str(tmp_path)
 
 
+def find(**criteria):
+    """The paper Results whose fields equal all of `criteria`."""
+    return [r for r in paper.RESULTS if all(getattr(r, k) == v for k, v in criteria.items())]
+
+
 def test_paper_data_has_provenance_and_table1():
     assert all(r.tag in ("P", "S", "R") for r in paper.RESULTS)
-    t1 = paper.find(table="table1", model="small_inception", corrupt="none", random_crop=True, weight_decay=True)
+    t1 = find(table="table1", model="small_inception", corrupt="none", random_crop=True, weight_decay=True)
     assert {r.metric: r.value for r in t1} == {"train_accuracy": 100.0, "test_accuracy": 89.05}
-    assert paper.find(table="table4", model="small_alexnet")[0].value is None  # "failed to converge"
-    assert paper.FIGURE1C_ANCHORS["mlp_1x512"] == pytest.approx((49.49, 89.39))
+    assert find(table="table4", model="small_alexnet")[0].value is None  # "failed to converge"
+    mlp = {r.corrupt: r.value for r in find(table="table1", model="mlp_1x512", metric="test_accuracy",
+                                            random_crop=False, weight_decay=False)}
+    assert mlp == {"none": 50.51, "random_labels": 10.61}  # Table 1: 1x512 MLP, test accuracy
 
 
 def test_comparison_matches_like_with_like(sweep_dir):
@@ -120,7 +128,7 @@ def test_scripts_on_generated_results(sweep_dir, tmp_path):
 
 
 def test_figure1bc_uses_relative_time_to_fit(sweep_dir):
-    from rethink_tf import plots
+    from rethink_tf.reporting import figures as plots
 
     groups = plots._corruption_curves(results.load_all(sweep_dir))
     (by_p,) = [v for k, v in groups.items() if k[0].startswith("mlp_1x512") and "wd" not in k[0]]
@@ -131,7 +139,7 @@ def test_figure1bc_uses_relative_time_to_fit(sweep_dir):
 
 
 def test_figures_never_merge_runs_of_different_protocols(tmp_path):
-    from rethink_tf import plots
+    from rethink_tf.reporting import figures as plots
 
     # Figure 1 sweep: stopped at fit. A Table 1 run: 100 epochs, same model, true labels. Another lr.
     for p, fit in ((0.0, 10), (0.5, 15), (1.0, 25)):
@@ -150,7 +158,7 @@ def test_figures_never_merge_runs_of_different_protocols(tmp_path):
 
 
 def test_figure1b_falls_back_to_a_reached_threshold_instead_of_dropping_a_point(tmp_path):
-    from rethink_tf import plots
+    from rethink_tf.reporting import figures as plots
 
     fake_train_result(str(tmp_path), corrupt="labels", p=0.0, fit_epoch=10)
     late = fake_train_result(str(tmp_path), corrupt="labels", p=1.0, fit_epoch=None, epochs=30)

@@ -1,14 +1,10 @@
-"""The paper's six randomization tests (§2.1; PAPER.md §2) as pure functions of (seed, split, key).
+"""The paper's six randomization tests (§2.1) as pure functions of (seed, split, key).
 
-Why pure functions: the paper's random labels "are fixed and consistent across epochs" (§2.1). A stateful RNG
-inside `tf.data.map` re-draws every epoch, races across `num_parallel_calls` threads, and differs per replica
-(REQUIREMENTS.md 1; tensorflow#13932). Here every random number is a counter-based hash (the SplitMix64
-finalizer) of (seed, stream, split, key[, position]) computed with uint64 tensor ops, so a corruption is the
-same in every epoch, under any shuffle order or parallelism, on every replica and worker and after a restart,
-and is bit-identical across TF versions (no stateless-RNG algorithm is involved). Tests check it against an
-independent NumPy implementation of the same hash.
+Why pure functions: the paper's random labels "are fixed and consistent across epochs" (§2.1). Every random
+number here is keyed_random.uniform of (seed, stream, split, key[, position]), so a corruption is the same in
+every epoch, under any shuffle order or parallelism, on every replica and worker and after a restart.
 
-Semantics (PAPER.md §2, exactly the paper's):
+Semantics (§2.1 of the paper, exactly):
   * labels (p): with probability p an example's label is replaced by a class drawn uniformly from *all* classes,
     the true one included, so about 0.9·p of labels change for 10 classes. `random_labels` is p = 1.
   * shuffled_pixels: one permutation of the H·W pixel positions (RGB triples move together), the same for every
@@ -30,18 +26,15 @@ from typing import Optional
 
 import numpy as np
 
+from rethink_tf.data import keyed_random as kr
+from rethink_tf.data.keyed_random import uniform
 from rethink_tf.errors import UserError
 
 KINDS = ("none", "labels", "random_labels", "shuffled_pixels", "random_pixels", "gaussian")
 PIXEL_KINDS = ("shuffled_pixels", "random_pixels", "gaussian")
 LABEL_KINDS = ("labels", "random_labels")
 
-# Hash streams keep the random numbers of different uses independent.
-_STREAM_MASK, _STREAM_LABEL, _STREAM_SHUFFLE, _STREAM_PERM, _STREAM_GAUSS = 1, 2, 3, 4, 5
-_SPLIT_ID = {"train": 0, "test": 1}
-_GOLDEN = 0x9E3779B97F4A7C15
-_M1, _M2 = 0xBF58476D1CE4E5B9, 0x94D049BB133111EB
-_MASK64 = (1 << 64) - 1
+_SPLIT_ID = {"train": 0, "test": 1}  # a word of every corruption draw: train and test draw independently
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,36 +100,6 @@ def make(kind, prob=None, seed=0, num_classes=10, mean=None, std=None, corrupt_t
                       None if std is None else tuple(float(s) for s in std), bool(corrupt_test_labels))
 
 
-# --------------------------------------------------------------------------------------- the hash (TF)
-
-def _fmix(z):
-    """SplitMix64 finalizer on uint64 tensors (wrapping arithmetic)."""
-    import tensorflow as tf
-
-    z = tf.bitwise.bitwise_xor(z, tf.bitwise.right_shift(z, tf.constant(30, tf.uint64))) * tf.constant(_M1, tf.uint64)
-    z = tf.bitwise.bitwise_xor(z, tf.bitwise.right_shift(z, tf.constant(27, tf.uint64))) * tf.constant(_M2, tf.uint64)
-    return tf.bitwise.bitwise_xor(z, tf.bitwise.right_shift(z, tf.constant(31, tf.uint64)))
-
-
-def hash_words(*words):
-    """uint64 hash of int tensors (broadcast together): fmix chained over the words."""
-    import tensorflow as tf
-
-    h = tf.constant(_GOLDEN, tf.uint64)
-    for w in words:
-        w = tf.bitcast(tf.cast(w, tf.int64), tf.uint64)
-        h = _fmix(tf.bitwise.bitwise_xor(h, w) + tf.constant(_GOLDEN, tf.uint64))
-    return h
-
-
-def uniform(*words):
-    """float64 in [0, 1) from the top 53 bits of the hash: exact, so NumPy and TF agree bit for bit."""
-    import tensorflow as tf
-
-    top = tf.bitwise.right_shift(hash_words(*words), tf.constant(11, tf.uint64))
-    return tf.cast(top, tf.float64) * (2.0 ** -53)
-
-
 # ------------------------------------------------------------------------------------------- the maps
 
 def corrupt_labels(c, labels, keys, split="train"):
@@ -150,8 +113,8 @@ def corrupt_labels(c, labels, keys, split="train"):
     if not c.touches_labels or (split == "test" and not c.corrupt_test_labels):
         return labels
     s = _SPLIT_ID[split]
-    mask = uniform(c.seed, _STREAM_MASK, s, keys) < c.prob
-    new = tf.cast(tf.floor(uniform(c.seed, _STREAM_LABEL, s, keys) * c.num_classes), tf.int64)
+    mask = uniform(c.seed, kr.LABEL_MASK, s, keys) < c.prob
+    new = tf.cast(tf.floor(uniform(c.seed, kr.LABEL_VALUE, s, keys) * c.num_classes), tf.int64)
     return tf.where(mask, new, labels)
 
 
@@ -165,17 +128,17 @@ def corrupt_image(c, image, key, split="train"):
     positions = shape[0] * shape[1]
     flat = tf.reshape(image, [positions, shape[2]])
     if c.kind == "shuffled_pixels":
-        perm = tf.argsort(uniform(c.seed, _STREAM_SHUFFLE, tf.range(positions, dtype=tf.int64)), stable=True)
+        perm = tf.argsort(uniform(c.seed, kr.SHUFFLED_PIXELS, tf.range(positions, dtype=tf.int64)), stable=True)
         return tf.reshape(tf.gather(flat, perm), shape)
     s = _SPLIT_ID[split]
     if c.kind == "random_pixels":
-        perm = tf.argsort(uniform(c.seed, _STREAM_PERM, s, key, tf.range(positions, dtype=tf.int64)), stable=True)
+        perm = tf.argsort(uniform(c.seed, kr.RANDOM_PIXELS, s, key, tf.range(positions, dtype=tf.int64)), stable=True)
         return tf.reshape(tf.gather(flat, perm), shape)
     # gaussian: Box-Muller on two hashed uniforms per value.
     n = tf.cast(tf.size(image), tf.int64)
     idx = tf.range(n, dtype=tf.int64)
-    u1 = 1.0 - uniform(c.seed, _STREAM_GAUSS, s, key, 2 * idx)  # in (0, 1]
-    u2 = uniform(c.seed, _STREAM_GAUSS, s, key, 2 * idx + 1)
+    u1 = 1.0 - uniform(c.seed, kr.GAUSSIAN, s, key, 2 * idx)  # in (0, 1]
+    u2 = uniform(c.seed, kr.GAUSSIAN, s, key, 2 * idx + 1)
     z = tf.sqrt(-2.0 * tf.math.log(u1)) * tf.cos(2.0 * np.pi * u2)
     z = tf.reshape(tf.cast(z, tf.float32), shape)
     return tf.constant(c.mean, tf.float32) + tf.constant(c.std, tf.float32) * z
@@ -218,15 +181,22 @@ def label_summary(c, labels, keys, split="train"):
     }
 
 
-def dataset_moments(images, chunk=4096):
-    """Per-channel mean and population std of NHWC images in the units the corruption sees: [0, 1] for uint8
-    images, their own for float images (a user's data), in float64, chunked."""
-    total, total_sq, count = 0.0, 0.0, 0
-    scale = 255.0 if images.dtype == np.uint8 else 1.0
-    for start in range(0, len(images), chunk):
-        x = np.asarray(images[start:start + chunk], np.float64) / scale
-        total = total + x.sum(axis=(0, 1, 2))
-        total_sq = total_sq + np.square(x).sum(axis=(0, 1, 2))
-        count += x.shape[0] * x.shape[1] * x.shape[2]
+def channel_moments(batches):
+    """Per-channel mean and population std, in float64, of an iterable of image batches (N, H, W, C) or (N, H, W)
+    (one channel): the moments the Gaussian corruption draws from, computed in one pass without holding the set."""
+    total = total_sq = count = 0.0
+    for x in batches:
+        x = np.asarray(x, np.float64)
+        x = x.reshape(-1, x.shape[-1] if x.ndim == 4 else 1)
+        total, total_sq, count = total + x.sum(0), total_sq + (x * x).sum(0), count + len(x)
+    if not count:
+        raise UserError("cannot compute image moments of an empty dataset")
     mean = total / count
-    return tuple(mean.tolist()), tuple(np.sqrt(np.maximum(total_sq / count - mean**2, 0.0)).tolist())
+    return tuple(mean.tolist()), tuple(np.sqrt(np.maximum(total_sq / count - mean ** 2, 0.0)).tolist())
+
+
+def dataset_moments(images, chunk=4096):
+    """channel_moments of in-memory NHWC images in the units the corruption sees: [0, 1] for uint8 images, their
+    own for float images (a user's data)."""
+    scale = 255.0 if images.dtype == np.uint8 else 1.0
+    return channel_moments(np.asarray(images[i:i + chunk], np.float64) / scale for i in range(0, len(images), chunk))

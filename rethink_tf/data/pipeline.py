@@ -1,6 +1,6 @@
 """Source -> corruption -> preprocessing -> (materialize) -> per-epoch shuffle -> batch -> whiten -> prefetch.
 
-Three datasets per run (REQUIREMENTS.md 3):
+Three datasets per run:
   * train: the corrupted labels/pixels, shuffled with a seed derived from (shuffle_seed, epoch), random crop or
     augmentation if asked, `drop_remainder=True`; it starts at `first_epoch`, so a resumed run sees exactly
     the batches an uninterrupted run would have seen;
@@ -8,12 +8,12 @@ Three datasets per run (REQUIREMENTS.md 3):
     trained on);
   * test: clean labels unless `corrupt_test_labels`; pixel corruptions apply (the paper permutes test pixels too).
 
-Order (STYLE.md 9): the deterministic, per-example work (crop to the model input, corruption) runs once, before
+Order: the deterministic, per-example work (crop to the model input, corruption) runs once, before
 the data are materialized in memory; the random work (shuffle, crop, flips, rotation) runs after, keyed on
 (seed, epoch, key) with counter-based hashes. Training batches are gathered whole from the in-memory arrays (one
 gather per batch, not one map call per example), then cropped, flipped, rotated and whitened as a batch.
 CIFAR-10/MNIST/Fashion-MNIST are held in memory as uint8 (150 MB for CIFAR-10's training set; float32 only for
-Gaussian pixels); ImageNet is streamed from tfds and only label corruptions apply to it.
+Gaussian pixels); ImageNet is streamed (imagenet_stream.py) and only label corruptions apply to it.
 """
 
 import dataclasses
@@ -24,12 +24,12 @@ import numpy as np
 import tensorflow as tf
 
 from rethink_tf.data import corruption as corruption_lib
+from rethink_tf.data import keyed_random as kr
 from rethink_tf.data import preprocessing, sources
 from rethink_tf.errors import UserError
 
 AUTOTUNE = tf.data.AUTOTUNE
-CIFAR_CROP = 28  # PAPER.md §1.1: models see 28×28×3
-IMAGENET_SHUFFLE_BUFFER = 10_000  # encoded records (~1.1 GB); ImageNet cannot be permuted in memory
+CIFAR_CROP = 28  # Appendix A: the CIFAR-10 models see 28×28×3 crops
 
 
 @dataclasses.dataclass
@@ -94,12 +94,6 @@ def check_combination(cfg):
         raise UserError("on imagenet2012 use --imagenet_augment (the TF inception distortions)")
 
 
-def _seed_pair(*words):
-    """A stateless-op seed of shape [2] from hashed words."""
-    h = tf.bitcast(corruption_lib.hash_words(*words), tf.int64)
-    return tf.stack([h, tf.bitwise.bitwise_xor(h, tf.constant(0x5DEECE66D, tf.int64))])
-
-
 def _materialize(ds, size):
     """Runs a deterministic per-example pipeline once and returns its output as numpy arrays."""
     parts = list(ds.batch(max(1, min(size, 4096))).as_numpy_iterator())
@@ -150,7 +144,9 @@ def build(cfg, batch_size, epochs, num_replicas=1, deterministic=False, splits=N
         if mean is not None:
             summary["gaussian_mean"], summary["gaussian_std"] = list(mean), list(std)
         return _build_in_memory(cfg, corr, train, test, shape, batch_size, epochs, steps, summary)
-    return _build_stream(cfg, corr, train, test, shape, batch_size, epochs, steps, summary, deterministic)
+    from rethink_tf.data import imagenet_stream  # it builds on this module's Datasets and batch sharding
+
+    return imagenet_stream.build(cfg, corr, train, test, shape, batch_size, epochs, steps, summary, deterministic)
 
 
 def _prepared(corr, split, shape, crop):
@@ -193,14 +189,14 @@ def augment_batch(images, keys, shuffle_seed, epoch, side, random_crop, augment,
     """Table 1's random crop and Table 4's flip + rotation for a batch, each image's randomness a pure function of
     (shuffle_seed, epoch, key): the same whatever batch or position the image lands in (hence identical on resume).
 
-    uniform(shuffle_seed, 11, epoch, key, j) for j = 0, 1: crop offsets (uniform over the H − side + 1 positions);
+    uniform(shuffle_seed, AUGMENT, epoch, key, j) for j = 0, 1: crop offsets (uniform over the H − side + 1 positions);
     j = 2: flip if < 1/2; j = 3: angle uniform in ±25°. compiled: crop and rotation as XLA kernels (fused gathers:
     several times faster on CPU, also inside tf.data; results equal to 1e-5).
     """
     crop = preprocessing.crop_batch_xla if compiled else preprocessing.crop_batch
     rotate = preprocessing.rotate_batch_xla if compiled else preprocessing.rotate_batch
     def u(j):
-        return corruption_lib.uniform(shuffle_seed, 11, epoch, keys, j)
+        return kr.uniform(shuffle_seed, kr.AUGMENT, epoch, keys, j)
 
     if random_crop:  # on uint8, before the cast: a quarter of the bytes to move
         span = tf.shape(images, out_type=tf.int64)[1] - side + 1
@@ -230,7 +226,7 @@ def _build_in_memory(cfg, corr, train, test, shape, batch_size, epochs, steps, s
         # The epoch's order is a pure function of (shuffle_seed, epoch): argsort of hashed uniforms. It does not
         # depend on TF's shuffle implementation or global seed, so a resumed run replays the same batches; a
         # mid-epoch resume drops the first first_step batches' indices before any image is touched.
-        order = tf.argsort(corruption_lib.uniform(cfg.shuffle_seed, 7, epoch, tf.range(size, dtype=tf.int64)),
+        order = tf.argsort(kr.uniform(cfg.shuffle_seed, kr.EPOCH_ORDER, epoch, tf.range(size, dtype=tf.int64)),
                            stable=True)
         order = tf.data.Dataset.from_tensor_slices(order[first_step * batch_size:])
 
@@ -262,113 +258,20 @@ def _shard(ds, batch_size, shard):
     """
     if shard is None:
         return ds
-    local = _worker_batch(batch_size, shard)
+    local = worker_batch(batch_size, shard)
     lo, hi = shard[1] * local, (shard[1] + 1) * local
-    return _per_replica(ds.map(lambda x, y: (x[lo:hi], y[lo:hi]), num_parallel_calls=AUTOTUNE), local, shard)
+    return per_replica(ds.map(lambda x, y: (x[lo:hi], y[lo:hi]), num_parallel_calls=AUTOTUNE), local, shard)
 
 
-def _worker_batch(batch_size, shard):
+def worker_batch(batch_size, shard):
     """The batch one worker of `shard` = (num_pipelines, index, per_replica_batch) contributes: batch / num."""
     if batch_size % shard[0]:
         raise UserError(f"global batch size {batch_size} does not split evenly over {shard[0]} workers")
     return batch_size // shard[0]
 
 
-def _per_replica(ds, local, shard):
+def per_replica(ds, local, shard):
     """A worker's batches of `local` examples, split into its replicas' batches (several replicas per worker)."""
     return ds.rebatch(shard[2]) if shard is not None and shard[2] != local else ds
 
 
-def _shuffle(ds, buffer_size, seed):
-    """ds.shuffle with a tensor seed, inside a traced function. Under a global seed of 0 (the default --seed)
-    tf.data's seed logic tests the tensor against 0 in Python and fails; the order must depend on `seed` alone
-    anyway, so the function graph's global seed is cleared while the op is made."""
-    graph = tf.compat.v1.get_default_graph()
-    saved, graph.seed = graph.seed, None
-    try:
-        return ds.shuffle(buffer_size, seed=seed)
-    finally:
-        graph.seed = saved
-
-
-def _build_stream(cfg, corr, train, test, shape, batch_size, epochs, steps, summary, deterministic):
-    """ImageNet, as TF Model Garden reads it: encoded records, shards in a per-epoch order and interleaved, a
-    shuffle of the *encoded* records, then one parallel map that parses, corrupts the label (pure in the key, so
-    fixed across epochs) and decodes only the crop window (Inception preprocessing).
-
-    The epochs are one tf.data graph (`range(first_epoch, epochs).flat_map`), not a Python loop of datasets. Each
-    epoch yields exactly steps × batch records (the remainder is dropped inside the epoch), so batches never
-    straddle epochs. The shard order and the shuffle are seeded by (shuffle_seed, epoch); with `deterministic` the
-    interleave and the map keep their order and the stream is a function of the seed, and a mid-epoch resume
-    replays the same batches. Without it (the default: faster) the records arrive as the shards are read, so which
-    images share a batch varies between runs; each epoch still holds each example at most once, and the labels and
-    augmentation of an example do not change (they are keyed on the example, not its position).
-    """
-    summary["train_labels"] = {"kind": corr.kind, "prob": corr.prob, "seed": corr.seed,
-                               "note": "streamed dataset: fingerprint not computed"}
-    size = shape[0]
-
-    def decode_train(record, epoch):
-        ex = train.records.parse(record)
-        label = corruption_lib.corrupt_labels(corr, ex["label"], ex["key"], "train")
-        if cfg.imagenet_augment:
-            image = preprocessing.inception_train(ex["jpeg"], _seed_pair(cfg.shuffle_seed, 13, epoch, ex["key"]), size)
-        else:
-            image = preprocessing.inception_eval(ex["jpeg"], size)
-        return image, label
-
-    def train_stream(first_epoch=0, first_step=0, shard=None):
-        # A worker of a multi-worker run reads every num-th shard file (Records.shard) and makes local batches of
-        # batch/num. Each example of its files comes at most once per epoch; only a worker whose files hold fewer
-        # than steps × batch/num examples (unequal shards) starts a second pass, so that every worker runs
-        # exactly `steps` steps.
-        records, local = train.records, batch_size
-        if shard is not None:
-            local = _worker_batch(batch_size, shard)
-            if not cfg.data_service:  # the service's job is shared by the trainers: no file sharding
-                records = records.shard(shard[0], shard[1])
-        if cfg.data_service:
-            ds = _service_stream(records, first_epoch, epochs, first_step * batch_size)
-        else:
-            def epoch_records(epoch):
-                ds = records.read(_seed_pair(cfg.shuffle_seed, 7, epoch), deterministic)
-                seed = tf.bitcast(corruption_lib.hash_words(cfg.shuffle_seed, 11, epoch), tf.int64)
-                ds = _shuffle(ds, IMAGENET_SHUFFLE_BUFFER, seed)
-                if shard is not None:  # after the shuffle: a second pass never mixes into the first
-                    ds = ds.repeat()
-                ds = ds.take(steps * local)
-                skip = tf.where(epoch == first_epoch, tf.constant(first_step * local, tf.int64), 0)
-                return ds.skip(skip).map(lambda r: (r, epoch))  # skipped records are never decoded
-
-            ds = tf.data.Dataset.range(first_epoch, epochs).flat_map(epoch_records)
-            ds = ds.map(decode_train, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
-        return _per_replica(ds.batch(local, drop_remainder=True), local, shard).prefetch(AUTOTUNE)
-
-    def _service_stream(records, first_epoch, last_epoch, skip):
-        """The stream decoded by tf.data service workers (rethink_tf.data_service): the source is the list of
-        (epoch, shard file) pairs, dynamically sharded, so each example is delivered once per epoch."""
-        orders = [records.ordered(_seed_pair(cfg.shuffle_seed, 7, e)) for e in range(first_epoch, last_epoch)]
-        epoch_of = tf.repeat(tf.range(first_epoch, last_epoch, dtype=tf.int64), len(records.files))
-        source = tf.data.Dataset.from_tensor_slices((epoch_of, tf.concat([f for f, _ in orders], 0),
-                                                     tf.concat([c for _, c in orders], 0)))
-        ds = source.interleave(
-            lambda e, f, c: tf.data.TFRecordDataset(f, buffer_size=8 << 20).take(c).map(lambda r: (r, e)),
-            cycle_length=min(16, len(records.files)), num_parallel_calls=AUTOTUNE, deterministic=False)
-        ds = ds.shuffle(IMAGENET_SHUFFLE_BUFFER).map(decode_train, num_parallel_calls=AUTOTUNE, deterministic=False)
-        service = tf.data.experimental.service
-        job = f"rethink_tf-{int(corruption_lib.hash_words(cfg.shuffle_seed, cfg.corrupt_seed, first_epoch, skip))}"
-        ds = ds.apply(service.distribute(processing_mode=service.ShardingPolicy.DYNAMIC, service=cfg.data_service,
-                                         job_name=job, compression=None))
-        return ds.skip(skip)
-
-    def evaluation(split, split_name):  # every example once, in shard order
-        def example(record):
-            ex = split.records.parse(record)
-            label = corruption_lib.corrupt_labels(corr, ex["label"], ex["key"], split_name)
-            return preprocessing.inception_eval(ex["jpeg"], size), label
-
-        ds = split.records.read().map(example, num_parallel_calls=AUTOTUNE)
-        return ds.batch(batch_size).prefetch(AUTOTUNE)
-
-    return Datasets(train_stream, evaluation(train, "train"), evaluation(test, "test"), steps, train.size,
-                    test.size, shape, train.spec.num_classes, corr, summary)

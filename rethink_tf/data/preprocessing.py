@@ -1,13 +1,13 @@
-"""Image preprocessing, exactly as the paper states it (PAPER.md §1).
+"""Image preprocessing, exactly as the paper states it (Appendix A).
 
 CIFAR-10 (Appendix A, verbatim): "divide the pixel values by 255 ... crop from the center to get 28x28 inputs,
 and then normalize ... with the per_image_whitening function in TENSORFLOW", i.e. (x - mean) / max(std, 1/sqrt(N))
 with the population std over all N = H·W·C values (`tf.image.per_image_standardization`). Table 1's "random crop"
 takes a random 28×28 window at training time instead of the centre one; Table 4's "augmentation" is random
-left-right flips plus a random rotation of up to ±25° (PAPER.md §1.1; edge pixels reflected, as Keras'
+left-right flips plus a random rotation of up to ±25° (edge pixels reflected, as Keras'
 RandomRotation does; the paper does not say).
 
-ImageNet (Inception V3, §4.2): the TF inception package's train path (distorted bounding box, resize to 299,
+ImageNet (Inception V3, Table 2): the TF inception package's train path (distorted bounding box, resize to 299,
 flip, colour distortion) and eval path (central crop 87.5%, resize to 299); both end in [-1, 1]. Both take the
 encoded JPEG and decode only the crop window (`decode_and_crop_jpeg`), as TF Model Garden does.
 

@@ -1,6 +1,6 @@
 """The model registry: `build(name, input_shape, num_classes, **options) -> keras.Model` returning logits.
 
-Names and Table 1 trainable counts (28×28×3 input, 10 classes; PAPER.md §3): small_inception 1,649,402,
+Names and Table 1 trainable counts (28×28×3 input, 10 classes): small_inception 1,649,402,
 small_inception_nobn 1,649,402, small_alexnet 1,387,786, mlp_1x512 1,209,866, mlp_3x512 1,735,178;
 inception_v3 for ImageNet (299×299×3, 1000 classes).
 """
@@ -121,5 +121,5 @@ def _build_plugin(spec, input_shape, num_classes, options, builder=None):
 
 
 def trainable_count(model):
-    """Trainable parameters, the count Table 1 reports (BN moving statistics excluded; PAPER.md §3.1)."""
+    """Trainable parameters, the count Table 1 reports (BN moving statistics excluded)."""
     return int(sum(int(v.numpy().size) for v in model.trainable_weights))

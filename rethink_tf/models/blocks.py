@@ -1,12 +1,12 @@
-"""Building blocks shared by the paper's CIFAR-10 models (PAPER.md §3).
+"""Building blocks shared by the paper's CIFAR-10 models (Appendix A, Figure 3).
 
 `conv_module` is Figure 3(c): Conv -> BatchNorm -> ReLU. To match Table 1's 1,649,402 trainable parameters the
 convolution has no bias when BN follows, and BN learns β only (center=True, scale=False): the TF-slim /
 tf.contrib.layers.batch_norm defaults of the paper's era. Without BN the convolution has a bias, which gives the
-same count, hence Table 1's identical rows (PAPER.md §3.1).
+same count, hence Table 1's identical rows.
 
 Weight decay follows TF1's `wd · tf.nn.l2_loss(w) = wd · Σw²/2` on conv/dense kernels only, i.e. Keras
-`L2(wd / 2)` (gradient wd·w), added to the loss so it passes through SGD momentum (REQUIREMENTS.md 10).
+`L2(wd / 2)` (gradient wd·w), added to the loss so it passes through SGD momentum.
 """
 
 import keras
@@ -51,7 +51,7 @@ class LocalResponseNormalization(layers.Layer):
     out = x / (bias + alpha · sqr_sum) ** beta
 
     TF semantics: alpha is *not* divided by the window size (Caffe's is). The paper's small AlexNet uses the TF
-    CIFAR-10 tutorial values depth_radius=4, bias=1, alpha=0.001/9, beta=0.75 (PAPER.md §3.3). Computed in float32.
+    CIFAR-10 tutorial values depth_radius=4, bias=1, alpha=0.001/9, beta=0.75. Computed in float32.
     """
 
     def __init__(self, depth_radius=4, bias=1.0, alpha=0.001 / 9.0, beta=0.75, **kwargs):

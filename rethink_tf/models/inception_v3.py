@@ -1,4 +1,4 @@
-"""Inception V3 for ImageNet (PAPER.md §3.5, §4.2): Keras' InceptionV3 trunk with the TF inception package's head.
+"""Inception V3 for ImageNet (Table 2, Appendix B): Keras' InceptionV3 trunk with the TF inception package's head.
 
 The TF package adds dropout (keep 0.8, i.e. rate 0.2) on the pooled features, "the only" dropout in the paper's
 experiments, weight decay 4e-5 on conv/FC weights and BN decay 0.9997. Deviations, stated: no auxiliary head

@@ -1,4 +1,4 @@
-"""The paper's multi-layer perceptrons (Appendix A; PAPER.md §3.4).
+"""The paper's multi-layer perceptrons (Appendix A).
 
 "The MLPs use fully connected layers. MLP 1x512 means one hidden layer with 512 hidden units." The 28×28×3 crop is
 flattened to 2,352 inputs; all layers have biases: 1×512 -> 1,209,866, 3×512 -> 1,735,178 parameters (Table 1).

@@ -1,4 +1,4 @@
-"""The paper's small AlexNet for CIFAR-10 (Appendix A; PAPER.md §3.3): 1,387,786 trainable parameters on 28×28×3.
+"""The paper's small AlexNet for CIFAR-10 (Appendix A): 1,387,786 trainable parameters on 28×28×3.
 
 "two (convolution 5×5 -> max-pool 3×3 -> local-response-normalization) modules followed by two fully connected
 layers with 384 and 192 hidden units, respectively. Finally a 10-way linear layer is used for prediction."

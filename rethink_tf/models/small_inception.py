@@ -1,4 +1,4 @@
-"""The paper's small Inception for CIFAR-10 (Figure 3; PAPER.md §3.1): 1,649,402 trainable parameters on 28×28×3.
+"""The paper's small Inception for CIFAR-10 (Figure 3): 1,649,402 trainable parameters on 28×28×3.
 
 `small_inception_nobn` is "exactly the same as Inception in Figure 3, except with all the batch normalization
 layers removed" (§3.1): its convolutions get biases instead of BN's β, so the count is the same.

@@ -1,4 +1,4 @@
-"""Multi-host training: tf.distribute.MultiWorkerMirroredStrategy launched by TF_CONFIG (issue 9).
+"""Multi-host training: tf.distribute.MultiWorkerMirroredStrategy launched by TF_CONFIG.
 
 The cluster is described the way Slurm, Kubernetes/Kubeflow TFJob and Ray describe it to TensorFlow: a TF_CONFIG
 environment variable, `{"cluster": {"worker": ["host:port", ...]}, "task": {"type": "worker", "index": i}}` (a
@@ -6,8 +6,8 @@ environment variable, `{"cluster": {"worker": ["host:port", ...]}, "task": {"typ
 same command. The chief (the "chief" task, else worker 0) is the only one that writes the run directory; the
 others write to a temporary folder that is deleted at the end.
 
-Keras 3 `model.fit` fails under this strategy (keras-team/keras#20585), so training.fit_and_evaluate runs Keras'
-own `model.train_step` under `strategy.run` there (the step `fit` runs too; see training.fit_distributed).
+Keras 3 `model.fit` fails under this strategy (keras-team/keras#20585), so loop.fit_and_evaluate runs Keras'
+own `model.train_step` under `strategy.run` there (the step `fit` runs too; see loop.fit_distributed).
 
 A missing peer makes TensorFlow's collective start-up wait forever, ignoring SIGTERM and holding the GIL (measured:
 a lone worker of a 2-worker cluster was still waiting after 10 minutes, and a Python watchdog thread never ran).

@@ -1,9 +1,9 @@
-"""The paper's randomization tests for anyone's tf.data dataset: `randomize(dataset, kind, ...)` (issue 11, part 1).
+"""The paper's randomization tests for anyone's tf.data dataset: `randomize(dataset, kind, ...)`.
 
     ds = tf.data.Dataset.from_tensor_slices((images, labels))        # any image dtype/shape, any class count
     ds = ds.apply(lambda d: rethink_tf.randomize(d, "labels", prob=0.5, num_classes=100))
 
-The six corruptions are exactly those of the package's own pipeline (rethink_tf.data.corruption, PAPER.md §2): the
+The six corruptions are exactly those of the package's own pipeline (rethink_tf.data.corruption, the paper's §2.1): the
 same hash, streams and semantics, so a label is corrupted to the same class here and there given the same key.
 What a user dataset lacks is the `key` that makes a corruption a pure function of the example. By default it is a
 64-bit FarmHash of the example's *content*: the serialized image tensor and label. Consequences worth knowing:
@@ -15,7 +15,6 @@ What a user dataset lacks is the `key` that makes a corruption a pure function o
 With `key="name"` an existing feature (integer or string, e.g. a file name) is the key instead; strings are hashed.
 """
 
-import numpy as np
 
 from rethink_tf.data import corruption as corruption_lib
 from rethink_tf.data import sources
@@ -46,22 +45,14 @@ def image_moments(dataset, image="image", max_examples=None):
 
     The paper's Gaussian images match the training set's per-channel moments; compute them on the training split.
     """
-    _check_structure(dataset.element_spec, image, None, None)
-    ds = dataset.map(lambda *ex: _parts(ex, image, None)[0])
+    check_structure(dataset.element_spec, image, None, None)
+    ds = dataset.map(lambda *ex: parts(ex, image, None)[0])
     if max_examples:
         ds = ds.take(max_examples)
-    total = count = total_sq = 0.0
-    for x in ds.batch(1024).as_numpy_iterator():
-        x = np.asarray(x, np.float64)
-        x = x.reshape(-1, x.shape[-1] if x.ndim == 4 else 1)  # (N, H, W) batches are one channel
-        total, total_sq, count = total + x.sum(0), total_sq + (x * x).sum(0), count + len(x)
-    if not count:
-        raise UserError("image_moments: the dataset is empty")
-    mean = total / count
-    return tuple(mean.tolist()), tuple(np.sqrt(np.maximum(total_sq / count - mean ** 2, 0.0)).tolist())
+    return corruption_lib.channel_moments(ds.batch(1024).as_numpy_iterator())
 
 
-def _parts(ex, image, label):
+def parts(ex, image, label):
     """(image, label, structure) of a dataset element: a dict with those keys, or an (image, label, ...) tuple."""
     if len(ex) == 1 and isinstance(ex[0], dict):
         d = ex[0]
@@ -76,16 +67,16 @@ def _parts(ex, image, label):
     return ex[0], ex[1], "tuple"
 
 
-def _check_structure(spec, image, label, key):
+def check_structure(spec, image, label, key):
     """Raises UserError before tracing (errors inside a tf.data map come out wrapped in autograph's)."""
     if isinstance(spec, dict):
-        _parts((spec,), image, label)
+        parts((spec,), image, label)
         if key is not None and key not in spec:
             raise UserError(f"key={key!r} names a feature, but the dataset's dicts have only {', '.join(sorted(spec))}")
         if key is not None:
             feature_key(tf_zero(spec[key]))
         return
-    _parts(spec if isinstance(spec, tuple) else (spec,), image, label)
+    parts(spec if isinstance(spec, tuple) else (spec,), image, label)
     if key is not None:
         raise UserError(f"key={key!r} names a feature, but the elements are tuples; use dicts or key=None")
 
@@ -130,10 +121,10 @@ def randomize(dataset, kind, prob=None, seed=0, num_classes=None, key=None, imag
     corr = corruption_lib.make(kind, prob, seed, int(num_classes or 2), mean, std)
     if key is not None and not isinstance(key, str):
         raise UserError(f"key must be None (content hash) or a feature name; received {key!r}")
-    _check_structure(dataset.element_spec, image, label, key)
+    check_structure(dataset.element_spec, image, label, key)
 
     def apply(*ex):
-        img, lab, structure = _parts(ex, image, label)
+        img, lab, structure = parts(ex, image, label)
         if key is not None:
             k = feature_key(ex[0][key])
         else:

@@ -1,4 +1,4 @@
-"""Kernels k(x, z) evaluated from dot products, by blocks, in float64 (§5; PAPER.md §8).
+"""Kernels k(x, z) evaluated from dot products, by blocks, in float64 (§5).
 
 The Gram matrix of n = 50,000 points is 20 GB in float64, so nothing here forms it whole: `Kernel.block` evaluates
 one rectangular block, `kernel_matvec` multiplies by blocks, and `gram_into` fills a preallocated array block by block.

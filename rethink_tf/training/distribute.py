@@ -1,12 +1,12 @@
 """The one-host strategies: no strategy, or tf.distribute.MirroredStrategy on this host's GPUs (multi-host:
-rethink_tf.cluster).
+training.cluster).
 
-Notes for users (REQUIREMENTS.md 2, 9, 13):
+Notes for users:
   * The batch size in every config is the *global* batch; it must split evenly over the replicas (checked).
   * BatchNormalization statistics are per replica (Keras' default `synchronized=False`), as in the paper's era.
   * XLA (`jit_compile`) is forced off under a multi-replica strategy: Keras disables it there anyway.
-  * Multi-host (MultiWorkerMirroredStrategy) is created by rethink_tf.cluster.connect, from TF_CONFIG; Keras 3
-    `fit` does not support it (keras#20585), so those runs train in training.fit_distributed.
+  * Multi-host (MultiWorkerMirroredStrategy) is created by training.cluster.connect, from TF_CONFIG; Keras 3
+    `fit` does not support it (keras#20585), so those runs train in loop.fit_distributed.
 """
 
 import tensorflow as tf
@@ -32,7 +32,7 @@ def get_strategy(kind="none", num_gpus=None, cross_device_ops="auto"):
     if kind == "none":
         return tf.distribute.get_strategy()
     if kind == "multi_worker":
-        raise UserError("--strategy=multi_worker is created by rethink_tf.cluster.connect (TF_CONFIG), not here")
+        raise UserError("--strategy=multi_worker is created by training.cluster.connect (TF_CONFIG), not here")
     if kind != "mirrored":
         raise UserError(f"unknown strategy {kind!r}; use one of {STRATEGIES[:2]}")
     gpus = [d.name for d in tf.config.list_logical_devices("GPU")]

@@ -1,4 +1,4 @@
-"""Solving (K + λI) α = Y for a kernel Gram matrix K that is too large to hold twice (REQUIREMENTS.md 22-23).
+"""Solving (K + λI) α = Y for a kernel Gram matrix K that is too large to hold twice.
 
 The maths (Eq. 3 of the paper): K α = Y with K symmetric positive (semi)definite, n × n; Y is n × c (one-hot).
 Memory: the lower tiles of K, ≈ n²/2 · 8 B in float64 (10 GB at n = 50,000) or · 4 B in float32.
@@ -15,7 +15,7 @@ import numpy as np
 from scipy.linalg import lapack
 
 from rethink_tf.errors import UserError
-from rethink_tf.kernels import gram_into, kernel_matvec
+from rethink_tf.linear.kernels import gram_into, kernel_matvec
 
 TF_MAX_N = 46_340  # n² must stay below 2³¹ for TF <= 2.21's GPU solve kernels (tensorflow PR #112658)
 
@@ -353,7 +353,7 @@ def accumulate_linear_gram(chunks, n, n_test, tile=TILE, dtype=np.float32, progr
 
 
 def solve_tf(kernel, x, y, ridge=0.0, block_size=2048, check_subset=1000, allow_large=False):
-    """tf.linalg Cholesky solve in float64 (accelerator path), guarded per REQUIREMENTS.md 23."""
+    """tf.linalg Cholesky solve in float64 (accelerator path), guarded: size limit, NaN check, CPU cross-check."""
     import tensorflow as tf
 
     n = x.shape[0]

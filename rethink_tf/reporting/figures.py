@@ -7,7 +7,8 @@ Figure 2: test accuracy vs steps, with the cumulative best shaded (the potential
 Memorization (not in the paper): training accuracy on the changed vs the intact labels per epoch, for 0 < p < 1.
 Runs are grouped by *protocol* (config.protocol_key: the whole run identity without seeds and corruption: model,
 dataset, subset, epochs, stop rule, lr, decay, batch, regularizers, dtype, ...), so only runs trained the same way
-share a panel or a curve; seeds are averaged. A Table 1 run of 100 epochs and a Figure 1 run stopped at fit are
+share a panel or a curve; Figures 1b and 1c average the seeds of a point (1a, 2 and the memorization figure
+draw each run). A Table 1 run of 100 epochs and a Figure 1 run stopped at fit are
 different protocols even when both have true labels, and never share a point.
 """
 
@@ -20,8 +21,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from rethink_tf.config import protocol_key  # noqa: E402
-from rethink_tf.report import label_setting  # noqa: E402
+from rethink_tf.config import label_setting, protocol_key  # noqa: E402
 from rethink_tf.results import FIT_THRESHOLDS, first_at_accuracy  # noqa: E402
 
 FIG1A_SERIES = ("none", "random_labels", "shuffled_pixels", "random_pixels", "gaussian")

@@ -2,11 +2,11 @@
 
     rows = rethink_tf.randomization_test(build_model, train_ds, test_ds, epochs=30, workdir="runs/mine")
 
-One training run per corruption, each through the package's own loop (`rethink_tf.trainer.run`): the same pipeline
+One training run per corruption, each through the package's own loop (`rethink_tf.training.run.run`): the same pipeline
 (in memory, per-epoch seeded order, the paper's per-image whitening), checkpoints and resume, results.json in the
 schema every script reads, time to fit, memorization metrics for partial corruption. The user's data enter as
 tf.data datasets of (image, label) tuples or dicts, or as the name of a prepared tfds dataset; the examples are keyed on
-their content (rethink_tf.randomization.content_key), so a corruption is a pure function of the example, and the
+their content (randomization/randomize.py's content_key), so a corruption is a pure function of the example, and the
 dataset's identity in the run names is a fingerprint of those keys and labels: rerunning with the same data resumes,
 different data never collide.
 """
@@ -18,7 +18,8 @@ import os
 
 import numpy as np
 
-from rethink_tf import paper, randomization, results
+from rethink_tf import paper, results
+from rethink_tf.randomization import randomize as randomization
 from rethink_tf.config import DataConfig, TrainConfig
 from rethink_tf.data import corruption as corruption_lib
 from rethink_tf.data import sources
@@ -58,10 +59,10 @@ def _arrays(dataset, image, label, what):
     if not isinstance(dataset, tf.data.Dataset):
         raise UserError(f"{what} must be a tf.data.Dataset of (image, label) or a tfds dataset name; received "
                         f"{type(dataset).__name__}")
-    randomization._check_structure(dataset.element_spec, image, label, None)
+    randomization.check_structure(dataset.element_spec, image, label, None)
 
     def parts(*ex):
-        img, lab, _ = randomization._parts(ex, image, label)
+        img, lab, _ = randomization.parts(ex, image, label)
         return img, tf.cast(lab, tf.int64), randomization.content_key(img, lab)
 
     batches = list(dataset.map(parts, num_parallel_calls=tf.data.AUTOTUNE).batch(4096).as_numpy_iterator())
@@ -147,8 +148,8 @@ def randomization_test(build_model, train, test=None, corruptions=FIGURE_1A, epo
     Raises:
       UserError: bad data, model, optimizer, corruption or option, in one line.
     """
-    from rethink_tf import plots
-    from rethink_tf import trainer
+    from rethink_tf.reporting import figures as plots
+    from rethink_tf.training import run as trainer
     from rethink_tf.data import pipeline
 
     parsed = [parse_corruption(c) for c in corruptions]

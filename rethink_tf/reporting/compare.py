@@ -11,18 +11,9 @@ import csv
 import io
 
 from rethink_tf import paper
+from rethink_tf.config import label_setting, resolved_config
 
 PAPER_DATASET = {"table1": "cifar10", "table4": "cifar10", "table2": "imagenet2012"}
-
-
-def resolved_config(config):
-    """A results config with every recipe field explicit (older files left dropout/bn_momentum as None)."""
-    from rethink_tf.config import TrainConfig
-    from rethink_tf.models import MODELS
-
-    if config.get("model") not in MODELS:
-        return dict(config)
-    return {**config, **TrainConfig.from_dict(config).resolved().to_dict()}
 
 
 def paper_setup(paper_row):
@@ -37,20 +28,6 @@ def paper_setup(paper_row):
         smoothing = 0.0
     return {"optimizer": recipe.optimizer, "learning_rate": recipe.learning_rate, "lr_decay": recipe.lr_decay,
             "label_smoothing": smoothing, "dtype_policy": "float32", "per_replica_batch": recipe.batch_size}
-PAPER_TEST_SIZE = {"cifar10": 10_000, "imagenet2012": 50_000, "mnist": 10_000}
-
-
-def label_setting(config):
-    """(corrupt kind as the paper names it, p): labels with p = 1 is random labels, p = 0 is true labels."""
-    kind, p = config.get("corrupt", "none"), config.get("corrupt_prob")
-    if kind == "labels" and p == 1.0:
-        return "random_labels", 1.0
-    if kind == "labels" and p == 0.0:
-        return "none", 0.0
-    if kind == "random_labels":
-        return kind, 1.0
-    return kind, (p if kind == "labels" else 0.0)
-
 
 def _candidates(result):
     """Paper Results of the same experiment as a run (possibly on another dataset: that goes in differences)."""

@@ -1,7 +1,7 @@
-"""`python -m rethink_tf.data_service`: tf.data service servers that decode ImageNet for a run's trainers (issue 9).
+"""`python -m rethink_tf.data.service`: tf.data service servers that decode ImageNet for a run's trainers.
 
-    python -m rethink_tf.data_service --dispatcher --port=5050                      # one, anywhere
-    python -m rethink_tf.data_service --worker --dispatcher_address=HOST:5050 --port=5051 --worker_host=$(hostname)
+    python -m rethink_tf.data.service --dispatcher --port=5050                      # one, anywhere
+    python -m rethink_tf.data.service --worker --dispatcher_address=HOST:5050 --port=5051 --worker_host=$(hostname)
     python -m rethink_tf.train ... --data_service=grpc://HOST:5050                   # the trainers
 
 For clusters whose GPU hosts have too few cores to decode and augment JPEGs at the GPUs' speed (about 3 cores

@@ -3,6 +3,10 @@
 A run directory is named from its config: re-running a finished run returns its results; re-running a killed run
 resumes it from its last checkpoint. This module defines no flags (library code: rethink_tf.randomization_test and
 the sweeps call it); `python -m rethink_tf.train` is the command-line entry point that turns flags into a config.
+
+The order of one run: identity check against an existing config.json, strategy (one device, MirroredStrategy, or
+a multi-host cluster), data (everything that can fail on user input fails before the run directory is touched),
+model and compile under the strategy's scope, restore, the loop (loop.fit_and_evaluate), results.json.
 """
 
 import contextlib
@@ -44,7 +48,7 @@ def model_options(cfg):
 
 
 def run(config, workdir, strategy=None, datasets=None, extra_callbacks=(), verbose=None, build_model=None,
-        optimizer=None):
+        optimizer=None, loop=None):
     """Trains and evaluates one configuration; returns the path of its results.json.
 
     Args:
@@ -58,6 +62,8 @@ def run(config, workdir, strategy=None, datasets=None, extra_callbacks=(), verbo
         builder (rethink_tf.randomization_test; config.model then only names the run).
       optimizer: a function () -> a fresh Keras optimizer used instead of config's recipe (its learning-rate
         fields are then not used; config.optimizer should describe it, since it names the run).
+      loop: "fit" or "strategy_run" (training.loop.LOOPS; default: strategy_run for a multi-host cluster, where
+        Keras' fit fails, else fit). Both keep one contract, so this changes where the steps run, not the result.
 
     Raises:
       UserError: invalid configuration or data; nothing is written to the run directory in that case.
@@ -65,8 +71,10 @@ def run(config, workdir, strategy=None, datasets=None, extra_callbacks=(), verbo
     import keras
     import tensorflow as tf
 
-    from rethink_tf import cluster, distribute, models, training
+    from rethink_tf import models
     from rethink_tf.data import pipeline
+    from rethink_tf.training import checkpoint, cluster, distribute
+    from rethink_tf.training import loop as loop_lib
 
     cfg = config.resolved()
     run_dir = os.path.join(workdir, cfg.name())
@@ -94,6 +102,7 @@ def run(config, workdir, strategy=None, datasets=None, extra_callbacks=(), verbo
     strategy = strategy or distribute.get_strategy(cfg.strategy, cfg.num_gpus, cfg.cross_device_ops)
     replicas = strategy.num_replicas_in_sync
     chief = member is None or member.chief
+    loop = loop or ("strategy_run" if member else "fit")
     if cfg.dtype_policy == "mixed_float16" and replicas > 1:
         raise UserError("--dtype_policy=mixed_float16 needs loss scaling, which fails under MirroredStrategy "
                         "(keras-team/keras#18666); use mixed_bfloat16 or one replica")
@@ -105,13 +114,13 @@ def run(config, workdir, strategy=None, datasets=None, extra_callbacks=(), verbo
     with dtype_policy(cfg.dtype_policy):
         with strategy.scope():
             model = models.build(cfg.model, datasets.input_shape, datasets.num_classes, builder=build_model, **options)
-            jit = training.compile_model(model, cfg, datasets.num_classes, replicas, datasets.steps_per_epoch,
-                                         optimizer=optimizer() if optimizer else None)
+            jit = loop_lib.compile_model(model, cfg, datasets.num_classes, replicas, datasets.steps_per_epoch,
+                                         optimizer=optimizer() if optimizer else None, loop=loop)
 
         # Only the chief writes the run directory; the other workers read its checkpoint and write to scratch.
         out_dir = run_dir if chief else tempfile.mkdtemp(prefix=f"rethink_tf-{member.kind}{member.index}-")
         os.makedirs(out_dir, exist_ok=True)
-        initial_step = training.restore(model, run_dir, strategy)
+        initial_step = checkpoint.restore(model, run_dir, strategy)
         initial_epoch = initial_step // datasets.steps_per_epoch
         if chief:
             results.write_json(config_path, cfg.to_dict())
@@ -130,10 +139,9 @@ def run(config, workdir, strategy=None, datasets=None, extra_callbacks=(), verbo
         if verbose is None:
             verbose = 1 if sys.stdout.isatty() else 2
         try:
-            metrics, history, status = training.fit_and_evaluate(
+            metrics, history, status = loop_lib.fit_and_evaluate(
                 model, cfg, datasets, out_dir, initial_step=initial_step, history=history,
-                extra_callbacks=extra_callbacks, verbose=verbose, replicas=replicas,
-                strategy=strategy if member else None)
+                extra_callbacks=extra_callbacks, verbose=verbose, replicas=replicas, strategy=strategy, loop=loop)
         finally:
             if not chief:
                 shutil.rmtree(out_dir, ignore_errors=True)
@@ -143,9 +151,9 @@ def run(config, workdir, strategy=None, datasets=None, extra_callbacks=(), verbo
                   "config": cfg.to_dict(), "metrics": metrics, "history": history, "corruption": datasets.summary,
                   "resumes": results.read_resumes(run_dir),
                   "env": {**results.environment(), "replicas": replicas, "jit_compile": jit,
-                          "steps_per_execution": (training.steps_per_execution(datasets.steps_per_epoch,
-                                                                               cfg.steps_per_execution)
-                                                  if member else model.steps_per_execution),
+                          "steps_per_execution": loop_lib.steps_per_call(datasets.steps_per_epoch,
+                                                                         cfg.steps_per_execution, replicas, loop),
+                          "loop": loop,
                           "strategy": type(strategy).__name__, "workers": member.workers if member else 1}}
         if status == "diverged":
             if chief:
@@ -189,11 +197,18 @@ def _warn_small_replica_batch(cfg, model, replicas):
     import keras
 
     per_replica = cfg.batch_size // replicas
-    has_bn = any(isinstance(layer, keras.layers.BatchNormalization) for layer in model._flatten_layers())
+    has_bn = any(isinstance(layer, keras.layers.BatchNormalization) for layer in _all_layers(model))
     if has_bn and per_replica < BN_MIN_REPLICA_BATCH and not cfg.sync_batchnorm:
         print(f"warning: {cfg.model} has BatchNormalization and each of the {replicas} replica(s) sees "
               f"{per_replica} images per step (< {BN_MIN_REPLICA_BATCH}); its statistics will be noisy. Raise "
               "--batch_size with the number of GPUs or use --sync_batchnorm", flush=True)
+
+
+def _all_layers(layer):
+    """The layer and every layer nested in it (functional models, nested models and blocks)."""
+    yield layer
+    for child in getattr(layer, "layers", ()):
+        yield from _all_layers(child)
 
 
 def _jsonable(d):

@@ -1,0 +1,89 @@
+"""The types every source returns: a DatasetSpec, and a Split of in-memory arrays or encoded ImageNet records.
+
+An example is `{image: uint8 HxWxC, label: int64, key: int64}`. `key` identifies an example independently of read
+order, sharding and shuffling; corruptions are pure functions of (seed, split, key), so the key is what makes them
+fixed (data/corruption.py).
+"""
+
+import dataclasses
+from typing import Optional
+
+import numpy as np
+
+from rethink_tf.errors import UserError
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetSpec:
+    """What we know about a dataset without reading it (the sizes are the full datasets'; a streamed split's size is
+    the prepared one, from its tfds split info)."""
+
+    name: str
+    image_shape: Optional[tuple]  # stored image shape; None where it varies (ImageNet)
+    num_classes: int
+    train_size: int
+    test_size: int
+    tfds_name: str
+    tfds_test_split: str
+    in_memory: bool
+    archive_help: str  # what to put where, for the "data not found" message
+    archive_format: Optional[str] = None  # "cifar", "idx" or None (tfds only)
+    download_url: Optional[str] = None  # what tfds downloads from (its host is probed first); None: never download
+    image_feature: str = "image"  # tfds feature names (tfds:NAME datasets may name them otherwise)
+    label_feature: str = "label"
+
+
+def string_key(value):
+    """The int64 example key of a string tensor: FarmHash64 into [0, 2**62), stable across runs, platforms and
+    TF versions. Every string-derived key (tfds_id, ImageNet's file_name, a user feature, content bytes) is this."""
+    import tensorflow as tf
+
+    return tf.strings.to_hash_bucket_fast(value, 2**62)
+
+
+def from_arrays(name, split, images, labels, num_classes, keys):
+    """A Split of a user's in-memory data (rethink_tf.randomization_test): uint8 images are kept as they are,
+    others as float32; (N, H, W) images get a channel axis."""
+    images = np.asarray(images)
+    if images.ndim == 3:
+        images = images[..., None]
+    if images.ndim != 4:
+        raise UserError(f"{name}: images must be (H, W) or (H, W, C); received shape {images.shape[1:]}")
+    if images.dtype != np.uint8:
+        images = images.astype(np.float32)
+    labels = np.asarray(labels).astype(np.int64).reshape(-1)
+    if len(labels) != len(images) or not len(labels):
+        raise UserError(f"{name}/{split}: {len(images)} images and {len(labels)} labels")
+    if labels.min() < 0 or labels.max() >= num_classes:
+        raise UserError(f"{name}/{split}: labels must lie in [0, {num_classes}); found {labels.min()}..{labels.max()}")
+    ds_spec = DatasetSpec(name, images.shape[1:], num_classes, len(labels), len(labels), None, split, True,
+                          "a tf.data dataset")
+    arrays = {"image": images, "label": labels, "key": np.asarray(keys, np.int64)}
+    return Split(ds_spec, split, len(labels), f"user data {name}", arrays=arrays)
+
+
+@dataclasses.dataclass(frozen=True)
+class Split:
+    """One split of a dataset: in-memory arrays (small datasets) or a tf.data stream (ImageNet).
+
+    Attributes:
+      spec: the dataset's DatasetSpec.
+      name: "train" or "test".
+      size: number of examples (after any subset).
+      origin: where the examples were read from, for the run record.
+      arrays: dict of numpy arrays image (N,H,W,C) uint8, label (N,) int64, key (N,) int64; or None.
+      records: the encoded records of a streamed split (imagenet.Records); or None.
+    """
+
+    spec: DatasetSpec
+    name: str
+    size: int
+    origin: str
+    arrays: Optional[dict] = None
+    records: Optional[object] = None  # imagenet.Records
+
+    def dataset(self):
+        """The in-memory split as a tf.data.Dataset of {image, label, key} dicts in key order (archives)."""
+        import tensorflow as tf
+
+        return tf.data.Dataset.from_tensor_slices(self.arrays)

@@ -1,0 +1,99 @@
+"""TensorFlow Datasets prepared under a data_dir: the small datasets read into memory, and any tfds:NAME dataset.
+
+The key of an example is a FarmHash fingerprint of its `tfds_id`. ImageNet's prepared records are imagenet.py's.
+"""
+
+import os
+
+import numpy as np
+
+from rethink_tf.data.sources import download as download_lib
+from rethink_tf.data.sources import imagenet
+from rethink_tf.data.sources.split import DatasetSpec, Split, string_key
+from rethink_tf.errors import UserError
+
+TFDS_PREFIX = "tfds:"
+
+
+def spec(tfds_name, data_dir=None, image_feature="image", label_feature="label"):
+    """The DatasetSpec of a tfds image classification dataset prepared under data_dir (a user's own data).
+
+    It is held in memory like CIFAR-10 (so its images must have one fixed shape), its keys are FarmHashes of
+    `tfds_id`, and it is never downloaded here: prepare it with `tfds build` (tfds's own downloader) first.
+    """
+    import tensorflow_datasets as tfds
+
+    data_dir = data_dir or os.path.expanduser("~/tensorflow_datasets")
+    name = TFDS_PREFIX + tfds_name
+    try:
+        builder = tfds.builder(tfds_name, data_dir=data_dir)
+    except (tfds.core.registered.DatasetNotFoundError, ValueError) as e:
+        raise UserError(f"--dataset={name}: tfds knows no such dataset ({str(e).splitlines()[0][:120]})") from None
+    if not builder.is_prepared():
+        raise UserError(f"--dataset={name} is not prepared in {data_dir}: run `tfds build {tfds_name} "
+                        f"--data_dir={data_dir}` (on a machine with internet), then point --data_dir there")
+    features = builder.info.features
+    names = ", ".join(sorted(features.keys()))
+    image = features[image_feature] if image_feature in features else None
+    label = features[label_feature] if label_feature in features else None
+    if not isinstance(image, tfds.features.Image):
+        raise UserError(f"--dataset={name} has no image feature {image_feature!r} (features: {names}); "
+                        "name it with --image_feature")
+    if not isinstance(label, tfds.features.ClassLabel):
+        raise UserError(f"--dataset={name} has no class-label feature {label_feature!r} (features: {names}); "
+                        "name it with --label_feature")
+    if any(d is None for d in image.shape):
+        raise UserError(f"--dataset={name}: its images vary in shape {image.shape}; only fixed-size images are "
+                        "held in memory (resize them in a tfds config, or pass a tf.data dataset to "
+                        "rethink_tf.randomization_test)")
+    splits = builder.info.splits
+    test = next((t for t in ("test", "validation") if t in splits), None)
+    if "train" not in splits or test is None:
+        raise UserError(f"--dataset={name} needs a train split and a test or validation split; it has "
+                        f"{', '.join(splits.keys())}")
+    return DatasetSpec(name, tuple(image.shape), label.num_classes, splits["train"].num_examples,
+                       splits[test].num_examples, tfds_name,
+                       test, True, f"a tfds-prepared {tfds_name}/ folder", image_feature=image_feature,
+                       label_feature=label_feature)
+
+
+def load(ds_spec, split, data_dir, manual_dir, prepare_imagenet, download=False):
+    import tensorflow as tf
+    import tensorflow_datasets as tfds
+
+    tfds_split = "train" if split == "train" else ds_spec.tfds_test_split
+    data_dir = data_dir or os.path.expanduser("~/tensorflow_datasets")
+    missing = (f"{ds_spec.name} not found in {data_dir}: put {ds_spec.archive_help} there, or a tfds-prepared "
+               f"{ds_spec.tfds_name}/ folder (made with `tfds build {ds_spec.tfds_name}` on a machine with internet)")
+    if not ds_spec.archive_format:  # tfds only: the help says it all
+        missing = f"{ds_spec.name} not found in {data_dir}: expected {ds_spec.archive_help}"
+    if ds_spec.download_url and not download:
+        missing += ", or drop --nodownload to download it"
+    if prepare_imagenet and ds_spec.name == "imagenet2012":
+        imagenet.prepare(data_dir, manual_dir)
+    if not ds_spec.in_memory:
+        return imagenet.open_records(ds_spec, tfds_split, split, data_dir, missing)
+    not_found = (AssertionError, FileNotFoundError, tfds.core.registered.DatasetNotFoundError)
+    read = lambda: tfds.load(ds_spec.tfds_name, split=tfds_split, data_dir=data_dir, download=False, try_gcs=False,
+                             shuffle_files=False, read_config=tfds.ReadConfig(add_tfds_id=True))
+    try:
+        ds = read()
+    except not_found as e:
+        if not (download and ds_spec.download_url):
+            raise UserError(missing + f" [tfds: {str(e).splitlines()[0]}]") from None
+        download_lib.download_and_prepare(ds_spec, data_dir)
+        ds = read()
+
+    def to_example(ex):
+        image = ex[ds_spec.image_feature]
+        if image.shape.rank == 2:
+            image = image[..., None]
+        key = string_key(ex["tfds_id"])
+        image = image if image.dtype == tf.uint8 else tf.cast(image, tf.float32)
+        return {"image": image, "label": tf.cast(ex[ds_spec.label_feature], tf.int64), "key": key}
+
+    ds = ds.map(to_example, num_parallel_calls=tf.data.AUTOTUNE)
+    origin = f"tfds:{ds_spec.tfds_name}/{tfds_split} in {data_dir}"
+    batches = list(tfds.as_numpy(ds.batch(10_000)))
+    arrays = {k: np.concatenate([b[k] for b in batches]) for k in ("image", "label", "key")}
+    return Split(ds_spec, split, len(arrays["label"]), origin, arrays=arrays)

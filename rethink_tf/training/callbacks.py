@@ -1,0 +1,175 @@
+"""What a run records while it trains, as Keras callbacks that every loop calls at the same points.
+
+* Per epoch (EpochRecorder): train loss/accuracy (running averages over the epoch, on the labels trained on),
+  test loss/accuracy (clean labels, on the raw weights), the lr used at the epoch's first and last step, train-only
+  images/s (total and per replica, first batch and validation excluded), streamed to history.jsonl; an optional
+  stop once an epoch's training accuracy reaches a target.
+* Divergence (StopOnDivergence): the one NaN policy. A non-finite running loss at a batch end or an epoch end stops
+  training; the run then ends as "diverged" and the checkpoint keeps its last finite weights (checkpoint.py).
+* Memorization (memorization_metrics): accuracy on the changed vs intact labels of a partially corrupted set.
+* "Time to overfit" (Fig. 1b, time_to_fit): the first epoch whose running training accuracy reaches the fit
+  threshold (1.0: every example of that epoch was classified correctly when it was seen).
+"""
+
+import math
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from rethink_tf import results
+
+_HISTORY_NAMES = {"loss": "train_loss", "accuracy": "train_accuracy", "top5_accuracy": "train_top5_accuracy",
+                  "val_loss": "test_loss", "val_accuracy": "test_accuracy", "val_top5_accuracy": "test_top5_accuracy"}
+
+
+class EpochRecorder(keras.callbacks.Callback):
+    """Streams one history row per epoch; stops at the target training accuracy; warns on chance-level accuracy.
+
+    images/s is train-only: it is timed from the end of an epoch's first batch (which carries the tf.function
+    tracing of the first epoch) to the end of its last batch, so neither tracing nor the validation pass counts.
+    `per_replica_images_per_s` divides by the replicas in sync.
+    """
+
+    CHANCE_CHECK_EPOCH = 10
+
+    def __init__(self, run_dir, steps_per_epoch, batch_size, history, schedule, stop_at=None, num_classes=10,
+                 replicas=1, epochs=None, print_lines=False, memorization=None):
+        super().__init__()
+        self.epochs, self.print_lines, self.memorization = epochs, print_lines, memorization
+        self.run_dir, self.steps, self.batch, self.stop_at = run_dir, steps_per_epoch, batch_size, stop_at
+        self.schedule, self.num_classes, self.replicas = schedule, num_classes, replicas
+        self.history = list(history)
+        self.first_step = 0  # > 0 for the partial epoch of a mid-epoch resume
+        self._start = self._first = self._last = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start, self._first, self._last = time.perf_counter(), None, None
+
+    def on_train_batch_end(self, batch, logs=None):
+        now = time.perf_counter()
+        if self._first is None:
+            self._first, self._first_batch = now, batch
+        self._last, self._last_batch = now, batch
+
+    def on_epoch_end(self, epoch, logs=None):
+        ran = self.steps - self.first_step
+        if self._first is not None and self._last_batch > self._first_batch:
+            images_per_s = (self._last_batch - self._first_batch) * self.batch / (self._last - self._first)
+        else:  # one execution per epoch: time it from the epoch's start (still without the validation pass)
+            images_per_s = ran * self.batch / ((self._last or time.perf_counter()) - self._start)
+        if logs is not None:  # the dict later callbacks see: TensorBoard then logs epoch_images_per_s too
+            logs["images_per_s"] = images_per_s
+        begin = epoch * self.steps + self.first_step
+        end = (epoch + 1) * self.steps
+        row = {"epoch": epoch + 1, "step": end, "seconds": round(time.perf_counter() - self._start, 3),
+               "images_per_s": round(images_per_s, 1),
+               "per_replica_images_per_s": round(images_per_s / self.replicas, 1),
+               # the lr used for this epoch's first and last update (not the one after it)
+               "lr": float(self.schedule(begin)), "lr_last": float(self.schedule(end - 1))}
+        if self.first_step:
+            row["resumed_at_step"] = begin  # running metrics of this row cover steps begin..end only
+        for k, v in (logs or {}).items():
+            if k in _HISTORY_NAMES:
+                row[_HISTORY_NAMES[k]] = float(v)
+        if not math.isfinite(row.get("train_loss", 0.0)):
+            # diverged weights: the argmax of NaN logits is backend-dependent (XLA and TF disagree), so a test
+            # accuracy measured now would be an artefact of the loop that ran, not a property of the model
+            row.update({k: math.nan for k in row if k.startswith("test_")})
+        if self.memorization is not None:
+            extra = self.memorization(self.model)
+            row.update(extra)
+            if logs is not None:
+                logs.update(extra)  # TensorBoard: epoch_train_accuracy_changed / _intact
+        self.history.append(row)
+        results.append_history(self.run_dir, row)  # a diverged epoch is recorded too (StopOnDivergence stops it)
+        if self.print_lines:
+            print(epoch_line(row, self.epochs), flush=True)
+        if self.stop_at is not None and row.get("train_accuracy", 0.0) >= self.stop_at:
+            self.model.stop_training = True
+        self._sanity(row)
+
+    def _sanity(self, row):
+        """Accuracy stuck at or below chance usually means a label or learning-rate bug: say so once."""
+        chance = 1.0 / self.num_classes
+        if row["epoch"] == self.CHANCE_CHECK_EPOCH and row.get("train_accuracy", 1.0) < 1.5 * chance:
+            print(f"warning: training accuracy is still {row['train_accuracy']:.3f} after {row['epoch']} epochs "
+                  f"(chance {chance:.3f}); check the labels and the learning rate (random labels can take many "
+                  "epochs to start fitting)", flush=True)
+        if row.get("test_accuracy", 1.0) < 0.5 * chance and row["epoch"] >= 2:
+            print(f"warning: test accuracy {row['test_accuracy']:.3f} is far below chance ({chance:.3f}): "
+                  "check that test labels are clean and in [0, num_classes)", flush=True)
+
+
+def memorization_metrics(train_eval, changed, local=False):
+    """A function model -> {train_accuracy_changed, train_accuracy_intact}: the current model's accuracy on the
+    (corrupted) labels trained on, separately over the examples whose label the corruption changed and those it
+    left intact. One pass over train_eval per epoch; it shows the order in which a network fits clean and noisy
+    examples (Arpit et al. 2017 measure it; none of the paper's figures does). `local`: predict with this worker's copy of the
+    weights (multi-worker runs, where Keras' predict is not usable).
+    """
+    labels = np.concatenate([y for _, y in train_eval.as_numpy_iterator()])
+
+    def measure(model):
+        logits = (np.concatenate([local_predict(model)(x).numpy() for x, _ in train_eval]) if local
+                  else model.predict(train_eval, verbose=0))
+        right = np.argmax(logits, axis=-1) == labels
+        return {"train_accuracy_changed": float(right[changed].mean()),
+                "train_accuracy_intact": float(right[~changed].mean())}
+
+    return measure
+
+
+def epoch_line(row, epochs=None):
+    """One plain line per epoch (logs and pipes; a terminal gets Keras' progress bar instead)."""
+    parts = [f"epoch {row['epoch']}" + (f"/{epochs}" if epochs else "")]
+    if "train_loss" in row:
+        parts.append(f"train loss {row['train_loss']:.4f} acc {100 * row.get('train_accuracy', 0):.2f}%")
+    if "test_loss" in row:
+        parts.append(f"test loss {row['test_loss']:.4f} acc {100 * row.get('test_accuracy', 0):.2f}%")
+    if "train_accuracy_changed" in row:
+        parts.append(f"fit changed {100 * row['train_accuracy_changed']:.1f}% / intact "
+                     f"{100 * row['train_accuracy_intact']:.1f}%")
+    parts += [f"lr {row['lr']:.3g}", f"{row['images_per_s']:,.0f} img/s", f"{row['seconds']:.1f} s"]
+    return " | ".join(parts)
+
+
+class StopOnDivergence(keras.callbacks.Callback):
+    """Stops training at the first non-finite running loss, at a batch end or an epoch end; `diverged` says so.
+
+    It replaces Keras' TerminateOnNaN so that the policy is one object with one outcome whatever loop calls it
+    (Keras' fit or the strategy.run loop): the loop stops at its next batch boundary, still ends the epoch (the
+    recorder writes the diverged row), and the run ends as "diverged". The checkpoint's own guard (checkpoint.py)
+    keeps the last finite weights on disk.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.diverged = False
+
+    def _check(self, logs):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            self.diverged = True
+            self.model.stop_training = True
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._check(logs)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._check(logs)
+
+
+def time_to_fit(history, steps_per_epoch, threshold=1.0):
+    """{"epochs": e, "steps": e × steps} of the first epoch whose training accuracy reached threshold, or Nones."""
+    row = results.first_at_accuracy(history, threshold)
+    return {"epochs": row and row["epoch"], "steps": row and row["epoch"] * steps_per_epoch}
+
+
+def local_predict(model):
+    """A compiled forward pass on this worker's copy of the weights (cross-replica reads: no collectives)."""
+    fn = getattr(model, "_rethink_local_predict", None)
+    if fn is None:
+        fn = model._rethink_local_predict = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+    return fn

@@ -1,0 +1,282 @@
+"""The training loops of a run, under one contract, and the final evaluation.
+
+Two loops train a model: Keras' `fit` (one device, MirroredStrategy) and a strategy.run loop that runs Keras' own
+`model.train_step` (MultiWorkerMirroredStrategy, where Keras 3's fit fails: keras-team/keras#20585). They keep
+ONE contract, so that what a run records and how it stops never depends on which loop ran:
+  * the same callback objects get the same calls with the same logs: train begin, epoch begin, batch begin and
+    end once per compiled call (several steps per call: `steps_per_execution`) with the epoch's running metrics,
+    epoch end with the epoch's train and validation logs, train end;
+  * after a batch end that set `model.stop_training` the epoch stops, still ends (validation, epoch end), and no
+    further epoch starts;
+  * NaN handling is callbacks.StopOnDivergence and checkpoint.save_checkpoint's finite-weights guard, in both.
+A mid-epoch start (a resume from a `checkpoint_every_steps` checkpoint) first runs the rest of that epoch with
+exactly the batches an uninterrupted run sees there, then the following epochs.
+
+At the end a fixed-model evaluation on train_eval (the corrupted labels, no augmentation) and on test, on the
+moving-average weights when `ema_decay` is set (the raw-weight numbers are kept beside them).
+"""
+
+import os
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from rethink_tf import results
+from rethink_tf.errors import UserError
+from rethink_tf.training import callbacks as callbacks_lib
+from rethink_tf.training import checkpoint as checkpoint_lib
+from rethink_tf.training import optim
+
+LOOPS = ("fit", "strategy_run")
+MAX_STEPS_PER_EXECUTION = 32
+
+
+def steps_per_execution(steps, wanted=None):
+    """The steps per compiled call for an epoch of `steps`: a divisor of it (Keras runs whole executions, so a
+    non-divisor would train past the epoch's end), the largest one <= wanted (default MAX_STEPS_PER_EXECUTION)."""
+    cap = min(wanted or MAX_STEPS_PER_EXECUTION, steps)
+    return max(d for d in range(1, cap + 1) if steps % d == 0)
+
+
+def steps_per_call(steps, wanted, replicas, loop):
+    """The steps per compiled call a run uses: steps_per_execution's rule, except one under Keras' fit with several
+    replicas (Keras 3.15's multi-step function fails under MirroredStrategy: "You must feed a value for placeholder
+    tensor .../while/cond/Placeholder", measured on 2 logical CPUs)."""
+    if loop == "fit" and replicas > 1:
+        return 1
+    return steps_per_execution(steps, wanted)
+
+
+def compile_model(model, cfg, num_classes, num_replicas, steps_per_epoch=1, optimizer=None, loop="fit"):
+    """Compiles with cross-entropy on logits; one-hot labels when label smoothing is on; top-5 for ImageNet.
+    `optimizer` (a user's Keras optimizer) replaces the recipe's. Returns whether XLA is on."""
+    if cfg.label_smoothing:
+        loss = keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=cfg.label_smoothing)
+        metrics = [keras.metrics.CategoricalAccuracy(name="accuracy")]
+        if num_classes >= 100:
+            metrics.append(keras.metrics.TopKCategoricalAccuracy(5, name="top5_accuracy"))
+    else:
+        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
+        if num_classes >= 100:
+            metrics.append(keras.metrics.SparseTopKCategoricalAccuracy(5, name="top5_accuracy"))
+    jit = bool(cfg.jit_compile) and num_replicas == 1  # Keras turns XLA off under multi-replica strategies anyway
+    spe = steps_per_call(steps_per_epoch, cfg.steps_per_execution, num_replicas, loop)
+    model.compile(optimizer=optimizer or optim.make_optimizer(cfg), loss=loss, metrics=metrics, jit_compile=jit,
+                  steps_per_execution=spe)
+    return jit
+
+
+def one_hot_labels(ds, num_classes):
+    return ds.map(lambda x, y: (x, tf.one_hot(y, num_classes)), num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def fit_and_evaluate(model, cfg, datasets, run_dir, *, initial_step=0, history=(), extra_callbacks=(), verbose=1,
+                     replicas=1, strategy=None, loop="fit"):
+    """Trains from optimizer step `initial_step` to the end of cfg.epochs, then evaluates the final model.
+
+    Args:
+      loop: "fit" (Keras' fit and evaluate) or "strategy_run" (Keras' train_step under `strategy`.run, and an
+        evaluation on each worker's copy of the weights: evaluate_local).
+
+    Returns:
+      (metrics dict, history list, status) with status "completed", "stopped_at_train_accuracy" or "diverged".
+    """
+    if loop not in LOOPS:
+        raise ValueError(f"loop must be one of {LOOPS}; received {loop!r}")
+    wrap = (lambda ds: one_hot_labels(ds, datasets.num_classes)) if cfg.label_smoothing else (lambda ds: ds)
+    steps = datasets.steps_per_epoch
+    schedule = optim.lr_schedule(model.optimizer)
+    local = loop == "strategy_run"
+    memorization = None
+    if getattr(datasets, "changed", None) is not None and datasets.changed.any() and (~datasets.changed).any():
+        memorization = callbacks_lib.memorization_metrics(datasets.train_eval, datasets.changed, local=local)
+    recorder = callbacks_lib.EpochRecorder(run_dir, steps, cfg.batch_size, history, schedule,
+                                           cfg.stop_at_train_accuracy, datasets.num_classes, replicas,
+                                           epochs=cfg.epochs, print_lines=verbose == 2, memorization=memorization)
+    checkpoint = checkpoint_lib.Checkpoint(run_dir, steps, cfg.checkpoint_every_steps)
+    divergence = callbacks_lib.StopOnDivergence()
+    callbacks = [recorder, checkpoint]
+    if cfg.tensorboard:
+        callbacks.append(keras.callbacks.TensorBoard(os.path.join(run_dir, "tensorboard"), write_graph=False,
+                                                     profile_batch=0))
+    callbacks += [divergence, *extra_callbacks]
+    epoch, offset = divmod(initial_step, steps)
+    partial = (recorder, checkpoint)  # the callbacks that count steps from a partial epoch's first step
+    if local:
+        fit_distributed(model, strategy or tf.distribute.get_strategy(), datasets, wrap, callbacks, epoch, offset,
+                        cfg.epochs, cfg.batch_size, cfg.label_smoothing, partial, cfg.steps_per_execution)
+    else:
+        _fit(model, datasets, wrap, callbacks, epoch, offset, cfg.epochs, partial, verbose)
+    hist = recorder.history
+    status = "completed"
+    if divergence.diverged or (hist and not np.isfinite(hist[-1].get("train_loss", 0.0))):
+        status = "diverged"
+    elif cfg.stop_at_train_accuracy is not None and hist and hist[-1].get("train_accuracy", 0) >= cfg.stop_at_train_accuracy \
+            and hist[-1]["epoch"] < cfg.epochs:
+        status = "stopped_at_train_accuracy"
+
+    def evaluate():
+        out = {}
+        for split, ds in (("train", datasets.train_eval), ("test", datasets.test)):
+            ev = (evaluate_local(model, wrap(ds), cfg.label_smoothing) if local
+                  else model.evaluate(wrap(ds), verbose=0, return_dict=True))
+            out[f"{split}_loss"] = float(ev["loss"])
+            out[f"{split}_accuracy"] = float(ev["accuracy"])
+            if "top5_accuracy" in ev:
+                out[f"{split}_top5_accuracy"] = float(ev["top5_accuracy"])
+        return out
+
+    metrics = evaluate()
+    if cfg.ema_decay:
+        raw = metrics
+        with optim.ema_weights(model):
+            metrics = {**evaluate(), "raw_weights": raw, "evaluated_weights": "ema"}
+    else:
+        metrics["evaluated_weights"] = "raw"
+    fitted = callbacks_lib.time_to_fit(hist, steps, cfg.fit_threshold)
+    metrics["fit_threshold"] = cfg.fit_threshold
+    metrics["epochs_to_fit"], metrics["steps_to_fit"] = fitted["epochs"], fitted["steps"]
+    for t in results.FIT_THRESHOLDS:
+        metrics.setdefault("steps_to_accuracy", {})[f"{t:g}"] = callbacks_lib.time_to_fit(hist, steps, t)["steps"]
+    test_accs = [h["test_accuracy"] for h in hist if np.isfinite(h.get("test_accuracy", np.nan))]
+    metrics["best_test_accuracy"] = max(test_accs) if test_accs else metrics["test_accuracy"]
+    metrics["history_test_weights"] = "raw"  # per-epoch test accuracies are always on the trained weights
+    metrics["epochs_trained"] = hist[-1]["epoch"] if hist else 0
+    metrics["steps_trained"] = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
+    metrics["final_lr"] = float(schedule(max(metrics["steps_trained"] - 1, 0)))  # the lr of the last update
+    return metrics, hist, status
+
+
+def _fit(model, datasets, wrap, callbacks, epoch, offset, epochs, partial, verbose):
+    """Epochs epoch..epochs-1 through Keras' fit: a partly trained epoch first, in a fit call of its own."""
+    steps = datasets.steps_per_epoch
+    fit = dict(validation_data=wrap(datasets.test), callbacks=callbacks, verbose=1 if verbose == 1 else 0,
+               shuffle=False)
+    if offset and epoch < epochs:  # the rest of a partly trained epoch
+        for cb in partial:
+            cb.first_step = offset
+        full_spe = model.steps_per_execution
+        model.steps_per_execution, model.train_function = steps_per_execution(steps - offset, full_spe), None
+        model.fit(wrap(datasets.train(epoch, offset)), epochs=epoch + 1, initial_epoch=epoch,
+                  steps_per_epoch=steps - offset, **fit)
+        model.steps_per_execution, model.train_function = full_spe, None  # retrace for whole epochs
+        for cb in partial:
+            cb.first_step = 0
+        epoch += 1
+    if epoch < epochs and not model.stop_training:
+        model.fit(wrap(datasets.train(epoch)), epochs=epochs, initial_epoch=epoch, steps_per_epoch=steps, **fit)
+
+
+def evaluate_local(model, dataset, label_smoothing=None):
+    """{loss, accuracy[, top5_accuracy]} of `dataset` on this worker's copy of the weights, as Keras' evaluate
+    reports them (mean cross-entropy on logits plus the regularization losses). Under MultiWorkerMirroredStrategy
+    every worker evaluates the whole set itself: no collectives (Keras' distributed evaluate hits keras#20585
+    too), identical numbers on every worker, at the cost of repeating the work per worker."""
+    predict = callbacks_lib.local_predict(model)
+    total = correct = top5 = 0.0
+    count = 0
+    num_classes = None
+    for x, y in dataset:
+        logits = tf.cast(predict(x), tf.float32)
+        num_classes = logits.shape[-1]
+        if y.shape.rank == 2:  # one-hot (label smoothing)
+            loss = keras.losses.categorical_crossentropy(y, logits, from_logits=True,
+                                                         label_smoothing=label_smoothing or 0.0)
+            y = tf.argmax(y, axis=-1)
+        else:
+            loss = keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True)
+        y = tf.cast(y, tf.int64)
+        total += float(tf.reduce_sum(loss))
+        # keras.ops, as Keras' accuracy metrics compute it (also on non-finite logits, where tf.argmax differs)
+        predicted = tf.cast(keras.ops.argmax(logits, axis=-1), tf.int64)
+        correct += float(tf.reduce_sum(tf.cast(tf.equal(predicted, y), tf.float32)))
+        if num_classes >= 100:
+            top5 += float(tf.reduce_sum(tf.cast(keras.ops.in_top_k(y, logits, 5), tf.float32)))
+        count += int(y.shape[0])
+    regularization = float(sum(keras.ops.convert_to_numpy(v) for v in model.losses)) if model.losses else 0.0
+    out = {"loss": total / count + regularization, "accuracy": correct / count}
+    if num_classes and num_classes >= 100:
+        out["top5_accuracy"] = top5 / count
+    return out
+
+
+def _running_logs(model):
+    """The epoch's running metrics, as fit's batch-end logs hold them (under a multi-worker strategy the read is an
+    all-reduce, which every worker makes at the same batch ends)."""
+    return {k: float(v) for k, v in model.get_metrics_result().items()}
+
+
+def _distributed_epoch(model, strategy, datasets, wrap, cbs, train_steps, epoch, start, batch_size, label_smoothing,
+                       partial, steps_per_call_wanted=None):
+    """One epoch of fit_distributed from step `start`; every collective (metric resets and reads, steps) inside."""
+    for cb in partial:
+        cb.first_step = start
+    dist = strategy.distribute_datasets_from_function(
+        lambda ctx: wrap(datasets.train(epoch, start, shard=(
+            ctx.num_input_pipelines, ctx.input_pipeline_id, ctx.get_per_replica_batch_size(batch_size)))))
+    model.reset_metrics()  # metric variables are all-reduced: a collective
+    cbs.on_epoch_begin(epoch)
+    iterator = iter(dist)
+    todo = datasets.steps_per_epoch - start
+    per_call = steps_per_execution(todo, steps_per_call_wanted)
+    for first in range(0, todo, per_call):
+        cbs.on_train_batch_begin(first)
+        train_steps(iterator, tf.constant(per_call))
+        cbs.on_train_batch_end(first + per_call - 1, _running_logs(model))
+        if model.stop_training:
+            break
+    logs = _running_logs(model)
+    logs.update({f"val_{k}": v for k, v in evaluate_local(model, wrap(datasets.test), label_smoothing).items()})
+    cbs.on_epoch_end(epoch, logs)
+
+
+def _replica_step(model):
+    """The per-replica training step: Keras' own `model.train_step`, the one fit runs (loss scaled per replica,
+    gradients all-reduced in apply_gradients, metrics updated); its return value stays on the replica."""
+    def step(batch):
+        model.train_step(batch)
+
+    return step
+
+
+def fit_distributed(model, strategy, datasets, wrap, callbacks, first_epoch, offset, epochs, batch_size,
+                    label_smoothing=None, partial=(), steps_per_call_wanted=None):
+    """Trains epochs first_epoch..epochs-1 with Keras' train_step under `strategy`.run, calling `callbacks` as fit
+    calls them (the module's contract).
+
+    Each worker's input pipeline builds the global batches of the epoch and keeps its share
+    (Datasets.train(..., shard=...)), so the global batch is the one-device batch: the same order, labels and
+    augmentation, and the same trajectory up to all-reduce rounding. Every worker runs the same number of steps;
+    the metric reads are collectives, so every worker makes them. `partial` holds the callbacks with a `first_step`
+    for a resumed partial epoch (the recorder and the checkpoint). Each compiled call runs several steps
+    (steps_per_execution's rule: the largest divisor of the epoch's steps up to `steps_per_call_wanted`, default 32).
+    """
+    cbs = keras.callbacks.CallbackList(list(callbacks), model=model)
+    with strategy.scope():  # build the optimizer's slots eagerly, before the first tf.function (mirrored)
+        if not model.optimizer.built:
+            model.optimizer.build(model.trainable_variables)
+
+    @tf.function
+    def train_steps(iterator, n):  # n steps per call: no per-step Python (the collectives run in the loop)
+        for _ in tf.range(n):
+            strategy.run(_replica_step(model), args=(next(iterator),))
+
+    model.stop_training = False
+    cbs.on_train_begin()
+    epoch = first_epoch
+    try:
+        for epoch in range(first_epoch, epochs):
+            _distributed_epoch(model, strategy, datasets, wrap, cbs, train_steps, epoch,
+                               offset if epoch == first_epoch else 0, batch_size, label_smoothing, partial,
+                               steps_per_call_wanted)
+            if model.stop_training:
+                break
+    except (tf.errors.UnavailableError, tf.errors.AbortedError, tf.errors.CancelledError) as e:
+        reason = next((line.strip() for line in str(e).splitlines() if "aborted" in line.lower()), type(e).__name__)
+        raise UserError(f"a worker of the cluster failed at epoch {epoch + 1} ({reason[:200]}); rerun the same "
+                        "command on every worker to resume from the last checkpoint") from None
+    for cb in partial:
+        cb.first_step = 0
+    cbs.on_train_end()

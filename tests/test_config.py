@@ -1,0 +1,45 @@
+"""Config fields are declared once: every field has its flag (same name, same default) and every flag its field."""
+
+import dataclasses
+
+from absl import flags
+
+from rethink_tf import flags_lib
+from rethink_tf.config import DataConfig, KernelConfig, TrainConfig
+
+
+def _flags(define):
+    fv = flags.FlagValues()
+    define(fv)
+    fv(["prog"])
+    return fv
+
+
+def _fields(*classes):
+    return {f.name: f.default for cls in classes for f in dataclasses.fields(cls)
+            if f.name != "data" and f.name not in flags_lib.DERIVED_FIELDS}
+
+
+def test_train_flags_and_config_fields_match_one_to_one():
+    fv = _flags(flags_lib.define_train_flags)
+    fields = _fields(TrainConfig, DataConfig)
+    assert set(fv) - flags_lib.NON_CONFIG_FLAGS == set(fields)
+    assert {k: fv[k].default for k in fields} == fields  # a flag's default is its field's default
+    assert flags_lib.config_from_flags(fv) == TrainConfig()  # so defaults agree end to end
+
+
+def test_kernel_flags_and_config_fields_match_one_to_one():
+    fv = _flags(flags_lib.define_kernel_flags)
+    fields = _fields(KernelConfig)
+    assert set(fv) - flags_lib.NON_CONFIG_FLAGS == set(fields)
+    assert {k: fv[k].default for k in fields} == fields
+    assert flags_lib.kernel_config_from_flags(fv) == KernelConfig()
+
+
+def test_a_flag_reaches_its_field():
+    fv = flags.FlagValues()
+    flags_lib.define_train_flags(fv)
+    fv(["prog", "--seed=3", "--corrupt=labels", "--corrupt_prob=0.5", "--model=mlp_1x512", "--epochs=2"])
+    cfg = flags_lib.config_from_flags(fv)
+    assert (cfg.seed, cfg.data.shuffle_seed, cfg.data.corrupt, cfg.data.corrupt_prob, cfg.model, cfg.epochs) == (
+        3, 3, "labels", 0.5, "mlp_1x512", 2)
