@@ -20,6 +20,16 @@ NON_IDENTITY_FIELDS = frozenset({
     "tensorboard", "run_name", "strategy", "num_gpus", "cross_device_ops", "data_dir", "source", "manual_dir",
     "prepare_imagenet", "download", "jit_compile", "steps_per_execution", "deterministic", "checkpoint_every_steps",
     "fit_threshold", "worker_hosts", "task_index", "cluster_timeout", "data_service"})
+# The identity fields of run names as first derived (name version 1): their values, defaults included, are hashed as
+# they always were, so that existing run directories keep their names. A field added since joins the hash only when
+# its value differs from its default: adding a field renames no run (killed runs still resume, sweeps still skip
+# finished runs, figures never average an old and a new copy of one run). Never edit this set.
+NAME_V1_FIELDS = frozenset({
+    "augment", "batch_size", "bn_momentum", "corrupt", "corrupt_prob", "corrupt_seed", "corrupt_test_labels",
+    "dataset", "dropout", "dtype_policy", "ema_decay", "epochs", "image_feature", "imagenet_augment",
+    "label_feature", "label_smoothing", "learning_rate", "lr_decay", "lr_decay_examples", "model", "momentum",
+    "optimizer", "random_crop", "seed", "shuffle_seed", "stop_at_train_accuracy", "sync_batchnorm",
+    "test_examples", "train_examples", "weight_decay"})
 # Fields that vary *within* one protocol: the randomization test compares corruptions under one protocol and
 # averages seeds (figures, report).
 WITHIN_PROTOCOL_FIELDS = frozenset({"seed", "shuffle_seed", "corrupt", "corrupt_prob", "corrupt_seed",
@@ -91,6 +101,8 @@ class TrainConfig:
       lr_decay_examples: examples seen per decay period (None: the full training set size × recipe epochs per
         decay, so a subset run keeps the paper's per-step schedule instead of decaying every short epoch).
       momentum: SGD/RMSProp momentum (None: recipe; 0.9).
+      rmsprop_initial_ms: RMSProp's initial mean square (None: 1.0 for rmsprop, TF1's RMSPropOptimizer as the TF
+        inception package runs it; 0.0 is Keras' default). Unused by SGD.
       weight_decay: TF l2_loss-style decay on kernels (0: off, the paper's default for randomization runs).
       label_smoothing, dropout, bn_momentum: model/loss options (None: builder or recipe default).
       seed: seed of initialization, shuffling and augmentation.
@@ -125,6 +137,7 @@ class TrainConfig:
     lr_decay: Optional[float] = None
     lr_decay_examples: Optional[int] = None
     momentum: Optional[float] = None
+    rmsprop_initial_ms: Optional[float] = None
     weight_decay: float = 0.0
     label_smoothing: Optional[float] = None
     dropout: Optional[float] = None
@@ -161,8 +174,10 @@ class TrainConfig:
         # a plug-in model ("package.module:function") gets the paper's CIFAR-10 recipe for AlexNet and the MLPs
         recipe = paper.RECIPES.get(self.model, paper.RECIPES["small_alexnet"])
         d = self.data
-        train_size = (None if self.lr_decay_examples else  # user data (randomization_test) always sets it
-                      sources.spec(d.dataset, d.data_dir, d.image_feature, d.label_feature).train_size)
+        train_size = None
+        if not self.lr_decay_examples:  # user data (randomization_test) always sets it
+            spec = sources.spec(d.dataset, d.data_dir, d.image_feature, d.label_feature)
+            train_size = spec.full_train_size or spec.train_size
         builder = models.option_defaults(self.model) if self.model in models.MODELS else {}  # plug-ins: none
         return dataclasses.replace(
             self,
@@ -172,6 +187,8 @@ class TrainConfig:
             lr_decay=self.lr_decay if self.lr_decay is not None else recipe.lr_decay,
             lr_decay_examples=self.lr_decay_examples or int(round(train_size * recipe.lr_decay_epochs)),
             momentum=self.momentum if self.momentum is not None else recipe.momentum,
+            rmsprop_initial_ms=(None if (self.optimizer or recipe.optimizer) != "rmsprop" else
+                                1.0 if self.rmsprop_initial_ms is None else self.rmsprop_initial_ms),
             label_smoothing=self.label_smoothing if self.label_smoothing is not None else recipe.label_smoothing,
             dropout=self.dropout if self.dropout is not None else builder.get("dropout"),
             bn_momentum=self.bn_momentum if self.bn_momentum is not None else builder.get("bn_momentum"),
@@ -218,7 +235,14 @@ class TrainConfig:
         if d.train_examples:
             parts.append(f"n{d.train_examples}")
         parts.append(f"s{self.seed}")
-        return "-".join(parts + [digest(self.identity())])
+        return "-".join(parts + [digest(self.name_identity())])
+
+    def name_identity(self):
+        """What the run name's digest covers: the identity, with fields added after name version 1 only where they
+        differ from their defaults (NAME_V1_FIELDS)."""
+        defaults = {**{f.name: f.default for f in dataclasses.fields(DataConfig)},
+                    **{f.name: f.default for f in dataclasses.fields(type(self)) if f.name != "data"}}
+        return {k: v for k, v in self.identity().items() if k in NAME_V1_FIELDS or v != defaults.get(k)}
 
 
 def digest(identity):

@@ -92,3 +92,18 @@ def quiet_absl(flag_values):
 
     if not flag_values["verbosity"].present:
         logging.set_verbosity(logging.ERROR)
+
+
+def exit_on_signals():
+    """SIGINT and SIGTERM end the program with one line and exit status 128 + the signal, wherever they arrive
+    (while TensorFlow imports, while data load): the defaults print a traceback or nothing at all. Training installs
+    its own handlers, which checkpoint first (training/callbacks.py StopOnSignal), and restores these after."""
+    import signal
+
+    def handler(signum, frame):
+        print(f"interrupted ({signal.Signals(signum).name}) outside a training step; nothing was lost: the run's last "
+              "checkpoint, if any, is on disk; rerun the same command to resume", file=sys.stderr, flush=True)
+        raise SystemExit(128 + signum)
+
+    for s in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(s, handler)

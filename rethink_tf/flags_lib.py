@@ -7,6 +7,7 @@ new field is its declaration in config.py plus its flag here, and a test checks 
 """
 
 import dataclasses
+import math
 
 from absl import flags
 
@@ -70,13 +71,14 @@ def define_data_flags(fv=flags.FLAGS):
 
     @flags.multi_flags_validator(["corrupt", "corrupt_prob"], flag_values=fv,
                                  message="--corrupt=labels needs --corrupt_prob in [0, 1]; --corrupt=random_labels "
-                                         "means p = 1 (leave --corrupt_prob unset or 1)")
+                                         "means p = 1 (leave --corrupt_prob unset or 1); other --corrupt kinds take "
+                                         "no --corrupt_prob")
     def _prob(f):
         if f["corrupt"] == "labels":
             return f["corrupt_prob"] is not None
         if f["corrupt"] == "random_labels":
             return f["corrupt_prob"] in (None, 1.0)
-        return True
+        return f["corrupt_prob"] is None  # --corrupt_prob without a label corruption would be silently ignored
 
     @flags.multi_flags_validator(["corrupt", "random_crop", "augment", "imagenet_augment"], flag_values=fv,
                                  message="pixel corruptions (shuffled_pixels, random_pixels, gaussian) cannot be "
@@ -86,8 +88,23 @@ def define_data_flags(fv=flags.FLAGS):
                                                                  or f["imagenet_augment"]))
 
 
+def _require_finite_floats(fv, before):
+    """Every float flag defined since `before` (a set of flag names) rejects nan and ±inf: absl's bounds let nan
+    through, and a NaN setting would train garbage or never compare equal to itself on resume."""
+    for name in sorted(set(fv) - before):
+        if fv[name].flag_type() == "float":
+            flags.register_validator(name, lambda v: v is None or math.isfinite(v),
+                                     message=f"--{name} must be a finite number", flag_values=fv)
+
+
 def define_train_flags(fv=flags.FLAGS):
     """Defines all flags of the training entry point on `fv`."""
+    before = set(fv)
+    _define_train_flags(fv)
+    _require_finite_floats(fv, before)
+
+
+def _define_train_flags(fv):
     define_data_flags(fv)
     flags.DEFINE_string("model", "small_inception", f"Architecture (the paper's Appendix A): one of {', '.join(models.MODELS)}, "
                         "or your own as package.module:function, a function (input_shape, num_classes) -> uncompiled "
@@ -113,6 +130,9 @@ def define_train_flags(fv=flags.FLAGS):
                          lower_bound=1, flag_values=fv)
     flags.DEFINE_float("momentum", None, "Momentum (default 0.9).", lower_bound=0.0, upper_bound=0.999999,
                        flag_values=fv)
+    flags.DEFINE_float("rmsprop_initial_ms", None, "--optimizer=rmsprop: the mean square accumulator's initial "
+                       "value (default 1.0, as TF1's RMSPropOptimizer in the TF inception package; Keras' own "
+                       "RMSprop starts at 0.0).", lower_bound=0.0, flag_values=fv)
     flags.DEFINE_float("weight_decay", 0.0, "Weight decay wd on conv/dense kernels with TF l2_loss semantics "
                        "(penalty wd·Σw²/2); 0 = off. The paper does not give its value; 5e-4 in our Table 1 "
                        "flagfiles, 4e-5 for Inception V3.", lower_bound=0.0, flag_values=fv)
@@ -189,6 +209,12 @@ def kernel_config_from_flags(f):
 
 def define_kernel_flags(fv=flags.FLAGS):
     """Defines all flags of `python -m rethink_tf.linear_models` (§5) on `fv`."""
+    before = set(fv)
+    _define_kernel_flags(fv)
+    _require_finite_floats(fv, before)
+
+
+def _define_kernel_flags(fv):
     from rethink_tf.linear.features import FEATURES
     from rethink_tf.linear.kernels import KERNELS
 

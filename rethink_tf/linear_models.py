@@ -11,6 +11,7 @@ if __name__ == "__main__":  # before TensorFlow is imported: no C++ log banners 
     from rethink_tf import console
 
     console.quiet()
+    console.exit_on_signals()
 
 from absl import app, flags  # noqa: E402
 

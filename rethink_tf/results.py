@@ -40,6 +40,18 @@ def _default(o):
     raise TypeError(f"not JSON serializable: {type(o).__name__}")
 
 
+def valid_results(path, kind="train"):
+    """True when path is a complete results.json of a `kind` run (the keys a report reads are there): a torn or
+    garbage file never counts as a finished run."""
+    try:
+        r = read_json(path)
+    except (OSError, ValueError):
+        return False
+    return (isinstance(r, dict) and r.get("kind", "train") == kind and "schema_version" in r
+            and isinstance(r.get("config"), dict) and isinstance(r.get("metrics"), dict)
+            and (kind != "train" or isinstance(r.get("history"), list)))
+
+
 def read_json(path):
     with open(path) as f:
         return json.load(f)
@@ -67,17 +79,32 @@ def _append_line(run_dir, name, row):
 
 
 def _read_lines(run_dir, name):
+    """The JSON rows of a .jsonl file. A row that does not parse (torn by a kill or a full disk during its append)
+    is dropped with a warning naming it: never fatal, never dropped silently."""
     path = os.path.join(run_dir, name)
     if not os.path.exists(path):
         return []
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+    rows = []
+    with open(path, errors="replace") as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except ValueError:
+                row = None
+            if not isinstance(row, dict):
+                print(f"warning: {path}: line {number} is torn or not a JSON object; dropped", flush=True)
+                continue
+            rows.append(row)
+    return rows
 
 
 def read_history(run_dir, max_epochs=None):
     """The per-epoch records of a run (the first max_epochs of them)."""
     rows = _read_lines(run_dir, HISTORY)
-    return rows if max_epochs is None else rows[:max_epochs]
+    return rows if max_epochs is None else [r for r in rows if isinstance(r.get("epoch"), int)
+                                            and r["epoch"] <= max_epochs]
 
 
 def first_at_accuracy(history, threshold=1.0):
@@ -91,13 +118,20 @@ def first_at_accuracy(history, threshold=1.0):
 def truncate_history(run_dir, epochs):
     """Keeps the first `epochs` records (a resumed run drops epochs after its last checkpoint)."""
     rows = read_history(run_dir, epochs)
+    write_history(run_dir, rows)
+    return rows
+
+
+def write_history(run_dir, rows):
+    """Replaces history.jsonl with `rows`, atomically and fsynced."""
     path = os.path.join(run_dir, HISTORY)
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
         for r in rows:
-            f.write(json.dumps(r, sort_keys=True) + "\n")
+            f.write(json.dumps(r, sort_keys=True, default=_default) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
     os.replace(tmp, path)
-    return rows
 
 
 def environment():

@@ -13,11 +13,12 @@ if __name__ == "__main__":  # before TensorFlow is imported (by flags_lib): no C
     from rethink_tf import console
 
     console.quiet()
+    console.exit_on_signals()
 
 from absl import app, flags  # noqa: E402
 
 from rethink_tf import flags_lib  # noqa: E402
-from rethink_tf.errors import UserError  # noqa: E402
+from rethink_tf.errors import Interrupted, UserError  # noqa: E402
 from rethink_tf.training.run import dtype_policy, model_options, run, summary  # noqa: E402  (re-exported)
 
 __all__ = ["main", "run", "dtype_policy", "model_options", "summary"]
@@ -35,6 +36,9 @@ def main(argv):
     console.quiet_absl(FLAGS)
     try:
         run(flags_lib.config_from_flags(FLAGS), FLAGS.workdir)
+    except Interrupted as e:
+        print(e, file=sys.stderr)
+        sys.exit(e.exit_code)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

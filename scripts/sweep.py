@@ -27,6 +27,18 @@ from absl import flags
 from rethink_tf import flags_lib, results
 
 
+def _die_with_parent():
+    """In the child, before it runs: ask Linux to SIGTERM it when this sweep dies, even by kill -9 (no orphaned
+    training holding a run's lock). The child's SIGTERM handling saves a checkpoint and exits."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass  # not Linux: children outlive a killed sweep there
+
+
 def expand(args, extra):
     """The list of argv lists (without the `python -m rethink_tf.train` prefix) a sweep runs."""
     runs = []
@@ -69,7 +81,7 @@ def main():
     for run_argv in expand(args, extra):
         full = [*run_argv, f"--workdir={args.workdir}"]
         run_dir = run_dir_of(full, args.workdir)
-        if os.path.exists(os.path.join(run_dir, results.RESULTS)):
+        if results.valid_results(os.path.join(run_dir, results.RESULTS)):  # a torn file is rewritten by the run
             print(f"done     {run_dir}", flush=True)
             continue
         commands.append(([sys.executable, "-m", "rethink_tf.train", *full], run_dir))
@@ -87,7 +99,8 @@ def main():
             os.makedirs(args.workdir, exist_ok=True)
             log = open(os.path.join(args.workdir, os.path.basename(run_dir) + ".log"), "a")
             print(f"start    {run_dir}", flush=True)
-            running[subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)] = slot
+            running[subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                     preexec_fn=_die_with_parent)] = slot
         for proc in list(running):
             if proc.poll() is not None:
                 del running[proc]

@@ -43,3 +43,28 @@ def test_a_flag_reaches_its_field():
     cfg = flags_lib.config_from_flags(fv)
     assert (cfg.seed, cfg.data.shuffle_seed, cfg.data.corrupt, cfg.data.corrupt_prob, cfg.model, cfg.epochs) == (
         3, 3, "labels", 0.5, "mlp_1x512", 2)
+
+
+def test_run_names_written_by_the_first_named_version_are_kept():
+    # tests/data/run_names_v1.json: config.json contents and run directory names written by the code before the
+    # house change (commit 5819c5d), for six runs of the paper's kinds
+    import json
+    import os
+
+    cases = json.load(open(os.path.join(os.path.dirname(__file__), "data", "run_names_v1.json")))
+    for case in cases:
+        stored = TrainConfig.from_dict(case["config.json"])
+        assert stored.name() == case["name"]  # the stored config still names its directory
+        if stored.optimizer != "rmsprop":  # and today's recipe resolves to the same run
+            assert stored.resolved().name() == case["name"]
+        else:  # the Table 2 recipe changed since (RMSProp's accumulator starts at 1): a new run, by design
+            assert stored.resolved().name() != case["name"]
+
+
+def test_adding_a_field_renames_no_run_unless_it_is_set():
+    newer = dataclasses.make_dataclass("NewerConfig", [("future_knob", int, dataclasses.field(default=0))],
+                                       bases=(TrainConfig,), frozen=True)
+    base = TrainConfig(model="mlp_1x512", data=DataConfig(dataset="cifar10", corrupt="random_labels")).resolved()
+    same = newer(**{f.name: getattr(base, f.name) for f in dataclasses.fields(TrainConfig)})
+    assert same.name() == base.name()
+    assert dataclasses.replace(same, future_knob=1).name() != base.name()

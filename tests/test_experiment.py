@@ -1,6 +1,7 @@
 """rethink_tf.randomization_test on a user's model and tf.data datasets, and --dataset=tfds:NAME plug-in data."""
 
 import os
+import re
 
 import keras
 import numpy as np
@@ -44,7 +45,7 @@ def test_randomization_test_end_to_end(tmp_path):
     for r in rows:
         assert r["generalization_gap"] == pytest.approx(r["train_accuracy"] - r["test_accuracy"])
         rec = results.read_json(r["results"])
-        assert rec["kind"] == "train" and rec["config"]["model"] == "user:tiny_mlp"
+        assert rec["kind"] == "train" and re.fullmatch(r"user:tiny_mlp-[0-9a-f]{8}", rec["config"]["model"])
         assert rec["config"]["optimizer"].startswith("Adam-") and rec["history"][0]["lr"] == pytest.approx(1e-2)
         assert ":" not in os.path.basename(os.path.dirname(r["results"]))
     # steps to fit, from the per-epoch history the loop wrote: the step count at the first epoch at 100%
@@ -196,3 +197,23 @@ print("ROWS", len(rows), "rethink_tf.train" in sys.modules)
 """
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert "ROWS 1 False" in proc.stdout, proc.stderr[-2000:]
+
+
+def test_a_changed_architecture_is_a_new_run_not_the_old_models_results(tmp_path):
+    train, test, _, _ = _data()
+
+    def widths(width):
+        def tiny(input_shape, num_classes):  # the same function name for both widths
+            inputs = keras.Input(input_shape)
+            x = keras.layers.Dense(width, activation="relu")(keras.layers.Flatten()(inputs))
+            return keras.Model(inputs, keras.layers.Dense(num_classes)(x))
+        return tiny
+
+    kw = dict(corruptions=("none",), epochs=1, batch_size=16, workdir=str(tmp_path))
+    wide = rethink_tf.randomization_test(widths(64), train, test, **kw)[0]["results"]
+    narrow = rethink_tf.randomization_test(widths(32), train, test, **kw)[0]["results"]
+    assert narrow != wide
+    assert results.read_json(narrow)["metrics"]["trainable_parameters"] == 36 * 32 + 32 + 32 * 3 + 3
+    assert results.read_json(wide)["metrics"]["trainable_parameters"] == 36 * 64 + 64 + 64 * 3 + 3
+    keras.utils.clear_session()  # other layer names in a new session: still the same architecture, the same run
+    assert rethink_tf.randomization_test(widths(64), train, test, **kw)[0]["results"] == wide

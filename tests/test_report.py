@@ -16,9 +16,10 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def fake_train_result(workdir, model="mlp_1x512", corrupt="none", p=None, fit_epoch=10, test_acc=0.5, seed=0,
-                      dataset="cifar10", train_examples=None, epochs=None, **cfg_kw):
+                      dataset="cifar10", train_examples=None, epochs=None, random_crop=False, **cfg_kw):
     cfg = TrainConfig(model=model, data=DataConfig(dataset=dataset, corrupt=corrupt, corrupt_prob=p,
-                                                   train_examples=train_examples), seed=seed, **cfg_kw).resolved()
+                                                   train_examples=train_examples, random_crop=random_crop),
+                      seed=seed, **cfg_kw).resolved()
     n_epochs = epochs or (fit_epoch or 20)
     history = [{"epoch": e, "step": e * 390, "train_loss": 2.3 / e, "train_accuracy": min(1.0, e / (fit_epoch or 1e9)),
                 "test_accuracy": test_acc * min(1.0, e / 5), "lr": 0.01} for e in range(1, n_epochs + 1)]
@@ -222,3 +223,16 @@ def test_differences_list_the_recipe_fields_that_differ(tmp_path):
                  "label smoothing 0.1 (paper: 0)", "dtype policy mixed_bfloat16 (paper: float32)",
                  "per replica batch 64 (paper: 128)"):
         assert text in d
+
+
+def test_table4_crop_and_augmentation_rows_are_compared_at_their_own_lr_decay(tmp_path):
+    # Table 4's crop and augmentation rows were trained with lr decay 0.999 per epoch (Appendix E), as our
+    # flagfiles are: the comparison must not report that as a difference; a 0.95 run of the same row must.
+    for decay in (0.999, 0.95):
+        fake_train_result(str(tmp_path / str(decay)), model="small_inception", corrupt="random_labels",
+                          random_crop=True, lr_decay=decay)
+    for decay, expected in ((0.999, False), (0.95, True)):
+        rows = [r for r in report.comparison_rows(results.load_all(str(tmp_path / str(decay))))
+                if r["table"] == "table4"]
+        assert rows, decay
+        assert all(("lr decay" in r["differences"]) == expected for r in rows), (decay, rows)

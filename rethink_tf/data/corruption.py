@@ -67,12 +67,25 @@ class Corruption:
         return self.kind in PIXEL_KINDS
 
 
+def check_kind(kind, prob=None):
+    """Raises UserError unless `kind` is known and `prob` fits it (cheap: entry points call it before any data)."""
+    if kind not in KINDS:
+        raise UserError(f"unknown corruption {kind!r}; known: {', '.join(KINDS)}")
+    if prob is not None and not 0.0 <= float(prob) <= 1.0:
+        raise UserError(f"corruption probability must lie in [0, 1]; received {prob}")
+    if kind not in LABEL_KINDS and prob is not None:
+        raise UserError(f"a corruption probability ({prob}) applies to label corruptions only; --corrupt={kind} "
+                        "would ignore it: use --corrupt=labels, or drop --corrupt_prob")
+    if kind == "labels" and prob is None:
+        raise UserError("corruption 'labels' needs a probability p in [0, 1] (--corrupt_prob)")
+
+
 def make(kind, prob=None, seed=0, num_classes=10, mean=None, std=None, corrupt_test_labels=False):
     """Validates and builds a Corruption.
 
     Args:
       kind: one of KINDS.
-      prob: for "labels", the probability p in [0, 1]; must be None or 1 for "random_labels"; ignored otherwise.
+      prob: for "labels", the probability p in [0, 1]; must be None or 1 for "random_labels", None otherwise.
       seed: non-negative integer.
       num_classes: number of classes (>= 2).
       mean, std: per-channel moments, required for "gaussian".
@@ -81,12 +94,7 @@ def make(kind, prob=None, seed=0, num_classes=10, mean=None, std=None, corrupt_t
     Raises:
       UserError: unknown kind, p outside [0, 1], missing moments.
     """
-    if kind not in KINDS:
-        raise UserError(f"unknown corruption {kind!r}; known: {', '.join(KINDS)}")
-    if prob is not None and not 0.0 <= float(prob) <= 1.0:
-        raise UserError(f"corruption probability must lie in [0, 1]; received {prob}")
-    if kind == "labels" and prob is None:
-        raise UserError("corruption 'labels' needs a probability p in [0, 1] (--corrupt_prob)")
+    check_kind(kind, prob)
     if kind == "random_labels":
         if prob not in (None, 1.0, 1):
             raise UserError(f"random_labels means p = 1; received p = {prob} (use --corrupt=labels for p < 1)")

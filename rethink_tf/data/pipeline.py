@@ -77,6 +77,7 @@ def model_input_shape(spec):
 
 def check_combination(cfg):
     """Rejects corruption/augmentation combinations that the paper does not define, with one line each."""
+    corruption_lib.check_kind(cfg.corrupt, cfg.corrupt_prob)
     if cfg.data_service and cfg.dataset != "imagenet2012":
         raise UserError("--data_service decodes the streamed ImageNet input; the in-memory datasets need none")
     if cfg.data_service and not re.fullmatch(r"grpc://[^:/]+:\d+", cfg.data_service):
@@ -137,7 +138,7 @@ def build(cfg, batch_size, epochs, num_replicas=1, deterministic=False, splits=N
                                cfg.corrupt_test_labels)
     steps = train.size // batch_size
     summary = {"train_origin": train.origin, "test_origin": test.origin, "train_size": train.size,
-               "test_size": test.size}
+               "test_size": test.size, "data_fingerprint": sources.fingerprint(train, test)}
     if spec.in_memory:
         summary["train_labels"] = corruption_lib.label_summary(corr, train.arrays["label"], train.arrays["key"], "train")
         summary["test_labels"] = corruption_lib.label_summary(corr, test.arrays["label"], test.arrays["key"], "test")

@@ -44,7 +44,7 @@ import time
 import numpy as np
 import scipy.linalg
 
-from rethink_tf.config import PRECISIONS, SOLVERS
+from rethink_tf.config import KERNEL_NON_IDENTITY_FIELDS, PRECISIONS, SOLVERS
 from rethink_tf.errors import UserError
 from rethink_tf.linear import solve as kernel_solve
 from rethink_tf.linear.features import FEATURES, feature_map, random_conv_chunks
@@ -241,6 +241,15 @@ def run(cfg, workdir, log=print):
     Kernel(cfg.kernel, cfg.gamma, cfg.degree, cfg.coef0)  # validate before any work
     if cfg.features not in FEATURES:
         raise UserError(f"unknown features {cfg.features!r}; known: {', '.join(FEATURES)}")
+    run_dir = os.path.join(workdir, cfg.name())
+    path = os.path.join(run_dir, results.RESULTS)
+    if os.path.exists(path) and results.valid_results(path, kind="kernel"):
+        stored = results.read_json(path)["config"]
+        if any(stored.get(k) != v for k, v in cfg.to_dict().items() if k not in KERNEL_NON_IDENTITY_FIELDS):
+            raise UserError(f"{run_dir} holds a kernel run with another config; choose another --run_name or "
+                            "--workdir")
+        log(f"{run_dir}: already complete")  # a rerun of a sweep does not solve the system again
+        return path
     corr = corruption.make(cfg.corrupt, cfg.corrupt_prob, cfg.corrupt_seed)
     if corr.touches_pixels:
         raise UserError("kernel runs support label corruptions only (none, labels, random_labels)")
@@ -251,6 +260,11 @@ def run(cfg, workdir, log=print):
     labels = np.asarray(corruption.corrupt_labels(corr, train.arrays["label"], train.arrays["key"], "train"))
     log(f"features={cfg.features} on {train.size} train / {test.size} test {cfg.dataset} images")
     d = features.dimension(cfg.features, train.arrays["image"].shape[1:], cfg.num_filters)
+    if cfg.features == "random_conv":  # the filter bank is drawn whole (float64, then float32): refuse up front
+        bank = features.bank_bytes(train.arrays["image"].shape[-1], cfg.num_filters)
+        if bank > 0.8 * available_memory():
+            raise UserError(f"--num_filters={cfg.num_filters:,} needs a {bank / 2**30:,.1f} GiB filter bank; this "
+                            f"process may allocate {available_memory() / 2**30:,.1f} GiB: use fewer filters")
     if cfg.features == "random_conv" and (train.size + test.size) * d * 8 > WHOLE_FEATURES_MAX_BYTES:
         log(f"{d:,} features x {train.size + test.size:,} images would be "
             f"{(train.size + test.size) * d * 8 / 2**30:.0f} GiB: accumulating the linear kernel over filter chunks")
@@ -263,14 +277,12 @@ def run(cfg, workdir, log=print):
         x_test = feature_map(test.arrays["image"], cfg.features, cfg.num_filters, cfg.seed)
         metrics, info = fit_and_evaluate(cfg, x_train, labels, x_test, test.arrays["label"],
                                          train.spec.num_classes, log)
-    run_dir = os.path.join(workdir, cfg.name())
     record = {"schema_version": results.SCHEMA_VERSION, "kind": "kernel", "status": "completed",
               "config": cfg.to_dict(), "metrics": metrics, "solver": info, "env": results.environment(),
               "warnings": info.get("warnings", []),
               "corruption": {"train_labels": corruption.label_summary(corr, train.arrays["label"],
                                                                       train.arrays["key"])}}
     results.write_json(os.path.join(run_dir, results.CONFIG), cfg.to_dict())
-    path = os.path.join(run_dir, results.RESULTS)
     results.write_json(path, record)
     log(f"train error {metrics['train_error']:.4f}, test error {metrics['test_error']:.4f}, residual "
         f"{metrics['residual']:.2e}, norm {metrics['norm']:.1f}, {metrics['seconds']:.1f} s -> {path}")

@@ -48,6 +48,11 @@ def random_filters(num_filters, channels, seed=0):
     return filters / np.sqrt(np.sum(filters ** 2, axis=(0, 1, 2), keepdims=True))
 
 
+def bank_bytes(channels, num_filters):
+    """Peak bytes of drawing random_filters: the float64 draw and its float32 copy."""
+    return 5 * 5 * channels * num_filters * (8 + 4)
+
+
 def _pool(tensor, cells, filter_major=False):
     """Average-pools an NHWC tensor onto cells × cells regions and flattens (filter-major: the cells of filter 0,
     then of filter 1, ..., so that chunks of filters concatenate into the whole map)."""

@@ -203,9 +203,10 @@ def memory_needed(n, d, n_test, precision, tiles_held=None):
 
 
 def available_memory():
-    import psutil
+    """Bytes this process may allocate, cgroup limits (containers, Slurm, Kubernetes) included."""
+    from rethink_tf import memory
 
-    return psutil.virtual_memory().available
+    return memory.available()
 
 
 def choose_precision(precision, n, d, n_test, available):

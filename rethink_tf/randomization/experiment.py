@@ -148,6 +148,7 @@ def randomization_test(build_model, train, test=None, corruptions=FIGURE_1A, epo
     Raises:
       UserError: bad data, model, optimizer, corruption or option, in one line.
     """
+    from rethink_tf import models
     from rethink_tf.reporting import figures as plots
     from rethink_tf.training import run as trainer
     from rethink_tf.data import pipeline
@@ -169,6 +170,9 @@ def randomization_test(build_model, train, test=None, corruptions=FIGURE_1A, epo
     run_opts = {k: v for k, v in train_options.items() if k in train_fields}
     run_opts.setdefault("lr_decay_examples", int(round(train_split.size * RECIPE.lr_decay_epochs)))
     model_name = f"user:{name or getattr(build_model, '__name__', 'model')}"
+    probe = models.build(model_name, pipeline.model_input_shape(train_split.spec), train_split.spec.num_classes,
+                         builder=build_model)  # checked as the run checks it: a keras.Model that takes the input
+    model_name += f"-{model_fingerprint(probe)}"
     opt_name = _optimizer_name(optimizer) if optimizer is not None else None
     paths = []
     for kind, prob in parsed:
@@ -188,6 +192,35 @@ def randomization_test(build_model, train, test=None, corruptions=FIGURE_1A, epo
     if figures_dir:
         plots.all_figures([dict(r, run_dir=os.path.dirname(p)) for r, p in zip(records, paths)], figures_dir)
     return rows
+
+
+def model_fingerprint(model):
+    """8 hex digits of a built Keras model's architecture: every layer's class and config (names left out: Keras
+    numbers them per session) and weight shapes. Part of the run name, so that a changed width or layer is a new
+    run, never the previous model's results or a resume into another architecture."""
+    import keras
+
+    def strip(value):
+        if isinstance(value, dict):
+            return {k: strip(v) for k, v in sorted(value.items()) if k != "name"}
+        if isinstance(value, (list, tuple)):
+            return [strip(v) for v in value]
+        return value
+
+    def layers(layer):
+        yield layer
+        for child in getattr(layer, "layers", ()):
+            yield from layers(child)
+
+    described = []
+    for layer in layers(model):
+        try:
+            config = layer.get_config() if not isinstance(layer, keras.Model) else {}
+        except NotImplementedError:  # a custom layer without get_config: its class and weights still count
+            config = {}
+        described.append([type(layer).__name__, strip(config), [list(w.shape) for w in layer.weights]])
+    return hashlib.sha256(json.dumps(described, sort_keys=True, default=lambda o: type(o).__name__)
+                          .encode()).hexdigest()[:8]  # an object in a config counts by its type, not its address
 
 
 def _row(kind, prob, record, path):

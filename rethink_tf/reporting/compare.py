@@ -26,7 +26,8 @@ def paper_setup(paper_row):
     smoothing = recipe.label_smoothing
     if paper_row.table == "table2" and not (paper_row.augment or paper_row.dropout or paper_row.weight_decay):
         smoothing = 0.0
-    return {"optimizer": recipe.optimizer, "learning_rate": recipe.learning_rate, "lr_decay": recipe.lr_decay,
+    return {"optimizer": recipe.optimizer, "learning_rate": recipe.learning_rate,
+            "lr_decay": paper_row.lr_decay or recipe.lr_decay,
             "label_smoothing": smoothing, "dtype_policy": "float32", "per_replica_batch": recipe.batch_size}
 
 def _candidates(result):

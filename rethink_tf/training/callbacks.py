@@ -6,12 +6,17 @@
   stop once an epoch's training accuracy reaches a target.
 * Divergence (StopOnDivergence): the one NaN policy. A non-finite running loss at a batch end or an epoch end stops
   training; the run then ends as "diverged" and the checkpoint keeps its last finite weights (checkpoint.py).
+* Signals (StopOnSignal): SIGINT/SIGTERM end the run at the next batch end with a checkpoint and one line.
 * Memorization (memorization_metrics): accuracy on the changed vs intact labels of a partially corrupted set.
 * "Time to overfit" (Fig. 1b, time_to_fit): the first epoch whose running training accuracy reaches the fit
   threshold (1.0: every example of that epoch was classified correctly when it was seen).
 """
 
 import math
+import os
+import signal
+import sys
+import threading
 import time
 
 import keras
@@ -19,6 +24,7 @@ import numpy as np
 import tensorflow as tf
 
 from rethink_tf import results
+from rethink_tf.errors import Interrupted
 
 _HISTORY_NAMES = {"loss": "train_loss", "accuracy": "train_accuracy", "top5_accuracy": "train_top5_accuracy",
                   "val_loss": "test_loss", "val_accuracy": "test_accuracy", "val_top5_accuracy": "test_top5_accuracy"}
@@ -35,8 +41,9 @@ class EpochRecorder(keras.callbacks.Callback):
     CHANCE_CHECK_EPOCH = 10
 
     def __init__(self, run_dir, steps_per_epoch, batch_size, history, schedule, stop_at=None, num_classes=10,
-                 replicas=1, epochs=None, print_lines=False, memorization=None):
+                 replicas=1, epochs=None, print_lines=False, memorization=None, totals_restored=None):
         super().__init__()
+        self.totals_restored = totals_restored  # () -> whether this epoch started from recorded running totals
         self.epochs, self.print_lines, self.memorization = epochs, print_lines, memorization
         self.run_dir, self.steps, self.batch, self.stop_at = run_dir, steps_per_epoch, batch_size, stop_at
         self.schedule, self.num_classes, self.replicas = schedule, num_classes, replicas
@@ -69,7 +76,10 @@ class EpochRecorder(keras.callbacks.Callback):
                # the lr used for this epoch's first and last update (not the one after it)
                "lr": float(self.schedule(begin)), "lr_last": float(self.schedule(end - 1))}
         if self.first_step:
-            row["resumed_at_step"] = begin  # running metrics of this row cover steps begin..end only
+            row["resumed_at_step"] = begin
+            # with the checkpoint's running totals the row's train metrics cover the whole epoch; without them
+            # (a checkpoint of an older version) only steps begin..end
+            row["running_totals_restored"] = bool(self.totals_restored and self.totals_restored())
         for k, v in (logs or {}).items():
             if k in _HISTORY_NAMES:
                 row[_HISTORY_NAMES[k]] = float(v)
@@ -159,6 +169,67 @@ class StopOnDivergence(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         self._check(logs)
+
+
+class StopOnSignal(keras.callbacks.Callback):
+    """SIGINT (Ctrl-C) and SIGTERM (what Slurm and Kubernetes send before preemption) end the run at the next batch
+    end with a checkpoint of that step, under either loop; the entry point then prints one line and exits 128 + the
+    signal. A second signal while the first is pending exits at once, without a checkpoint.
+
+    Use as a context manager around training: the handlers are installed in the main thread only (elsewhere Python
+    cannot) and the previous ones restored on exit.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self, checkpoint, steps_per_epoch, enabled=True):
+        super().__init__()
+        self.checkpoint, self.steps = checkpoint, steps_per_epoch  # the run's checkpoint.Checkpoint callback
+        self.enabled = enabled  # off for a multi-host cluster: its workers would stop at different steps
+        self.requested = None
+        self._previous = {}
+
+    def __enter__(self):
+        if self.enabled and threading.current_thread() is threading.main_thread():
+            for s in self.SIGNALS:
+                self._previous[s] = signal.signal(s, self._handle)
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+        self._previous = {}
+        if self.requested is not None and exc_type is None:  # arrived after the last step (final validation)
+            raise Interrupted(f"interrupted ({signal.Signals(self.requested).name}) after the last training step; "
+                              "the final checkpoint is saved; rerun the same command to write the results",
+                              self.requested)
+
+    def _handle(self, signum, frame):
+        if self.requested is not None:
+            print(f"{signal.Signals(signum).name} again: exiting now, without a checkpoint", file=sys.stderr,
+                  flush=True)
+            os._exit(128 + signum)
+        self.requested = signum
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.requested is None:
+            return
+        step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
+        if step % self.steps == 0:
+            return  # the epoch's last step: its row and checkpoint come at its end (on_epoch_end, below)
+        self._stop(self.checkpoint.save(step), f"epoch {step // self.steps + 1}, step {step % self.steps} of "
+                                               f"{self.steps}")
+
+    def on_epoch_end(self, epoch, logs=None):  # after the recorder and the checkpoint of this epoch
+        if self.requested is not None:
+            self._stop(self.checkpoint.last_saved, f"the end of epoch {epoch + 1}")
+
+    def _stop(self, saved, where):
+        signum, self.requested = self.requested, None
+        raise Interrupted(f"interrupted ({signal.Signals(signum).name}) at {where}; "
+                          + ("checkpoint saved; rerun the same command to resume" if saved else
+                             "the weights were not finite, so the last good checkpoint stays; rerun the same command "
+                             "to resume from it"), signum)
 
 
 def time_to_fit(history, steps_per_epoch, threshold=1.0):

@@ -31,13 +31,17 @@ def tf_config_from_hosts(worker_hosts, task_index):
     if len(hosts) < 2:
         raise UserError(f"--worker_hosts needs at least two host:port entries; received {worker_hosts!r}")
     for h in hosts:
-        host, _, port = h.rpartition(":")
-        if not host or not port.isdigit():
-            raise UserError(f"--worker_hosts entry {h!r} is not host:port")
+        if not _valid_address(h):
+            raise UserError(f"--worker_hosts entry {h!r} is not host:port (a port in 1..65535)")
     if task_index is None or not 0 <= task_index < len(hosts):
         raise UserError(f"--task_index must be in [0, {len(hosts)}) for {len(hosts)} --worker_hosts; "
                         f"received {task_index}")
     return json.dumps({"cluster": {"worker": hosts}, "task": {"type": "worker", "index": task_index}})
+
+
+def _valid_address(address):
+    host, _, port = address.rpartition(":")
+    return bool(host) and port.isdigit() and 0 < int(port) < 65536
 
 
 def parse_tf_config(text):
@@ -58,8 +62,9 @@ def parse_tf_config(text):
         raise UserError(f"TF_CONFIG cluster has task type(s) {', '.join(unknown)}; MultiWorkerMirroredStrategy "
                         "takes only chief and worker")
     for kind, hosts in cluster.items():
-        if not isinstance(hosts, list) or not all(isinstance(h, str) and ":" in h for h in hosts):
-            raise UserError(f'TF_CONFIG cluster["{kind}"] must be a list of "host:port" strings; received {hosts!r}')
+        if not isinstance(hosts, list) or not all(isinstance(h, str) and _valid_address(h) for h in hosts):
+            raise UserError(f'TF_CONFIG cluster["{kind}"] must be a list of "host:port" strings with a numeric port '
+                            f'in 1..65535; received {hosts!r}')
     if len(cluster.get("chief", [])) > 1:
         raise UserError("TF_CONFIG has more than one chief")
     kind, index = task.get("type"), task.get("index", 0)
@@ -93,7 +98,8 @@ def connect(worker_hosts=None, task_index=None, timeout_s=300.0):
 
     Raises:
       UserError: no cluster, a malformed TF_CONFIG. A peer that does not answer within timeout_s ends the
-        process with exit status 2 and one line on stderr (a hung collective cannot be interrupted).
+        process (SIGKILL: exit status 137, or -9 as Python's subprocess reports it) after one line on stderr
+        (a hung collective cannot be interrupted, so no cleaner exit status is possible).
     """
     if worker_hosts:
         os.environ["TF_CONFIG"] = tf_config_from_hosts(worker_hosts, task_index)

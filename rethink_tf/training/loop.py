@@ -73,12 +73,17 @@ def one_hot_labels(ds, num_classes):
 
 
 def fit_and_evaluate(model, cfg, datasets, run_dir, *, initial_step=0, history=(), extra_callbacks=(), verbose=1,
-                     replicas=1, strategy=None, loop="fit"):
+                     replicas=1, strategy=None, loop="fit", resume_totals=None, checkpoint_on_signal=True):
     """Trains from optimizer step `initial_step` to the end of cfg.epochs, then evaluates the final model.
 
     Args:
       loop: "fit" (Keras' fit and evaluate) or "strategy_run" (Keras' train_step under `strategy`.run, and an
         evaluation on each worker's copy of the weights: evaluate_local).
+      resume_totals: the running metric totals recorded with a mid-epoch checkpoint at initial_step
+        (checkpoint.saved_state), which the partial epoch starts from; every worker of a cluster passes them.
+      checkpoint_on_signal: SIGINT/SIGTERM checkpoint at the next step boundary (callbacks.StopOnSignal). Off for
+        a multi-host cluster, whose workers would stop at different steps and wait in unmatched collectives: there
+        a signal ends the worker at once and the others stop with one line.
 
     Returns:
       (metrics dict, history list, status) with status "completed", "stopped_at_train_accuracy" or "diverged".
@@ -94,27 +99,36 @@ def fit_and_evaluate(model, cfg, datasets, run_dir, *, initial_step=0, history=(
         memorization = callbacks_lib.memorization_metrics(datasets.train_eval, datasets.changed, local=local)
     recorder = callbacks_lib.EpochRecorder(run_dir, steps, cfg.batch_size, history, schedule,
                                            cfg.stop_at_train_accuracy, datasets.num_classes, replicas,
-                                           epochs=cfg.epochs, print_lines=verbose == 2, memorization=memorization)
-    checkpoint = checkpoint_lib.Checkpoint(run_dir, steps, cfg.checkpoint_every_steps)
+                                           epochs=cfg.epochs, print_lines=verbose == 2, memorization=memorization,
+                                           totals_restored=lambda: checkpoint.totals_restored)
+    checkpoint = checkpoint_lib.Checkpoint(
+        run_dir, steps, cfg.checkpoint_every_steps, history=recorder.history,
+        resume_totals=resume_totals)
     divergence = callbacks_lib.StopOnDivergence()
-    callbacks = [recorder, checkpoint]
+    callbacks = [recorder, checkpoint]  # at an epoch's end the history row is written before the checkpoint
     if cfg.tensorboard:
         callbacks.append(keras.callbacks.TensorBoard(os.path.join(run_dir, "tensorboard"), write_graph=False,
                                                      profile_batch=0))
-    callbacks += [divergence, *extra_callbacks]
+    interrupt = callbacks_lib.StopOnSignal(checkpoint, steps, enabled=checkpoint_on_signal)
+    callbacks += [divergence, interrupt, *extra_callbacks]
     epoch, offset = divmod(initial_step, steps)
     partial = (recorder, checkpoint)  # the callbacks that count steps from a partial epoch's first step
-    if local:
-        fit_distributed(model, strategy or tf.distribute.get_strategy(), datasets, wrap, callbacks, epoch, offset,
-                        cfg.epochs, cfg.batch_size, cfg.label_smoothing, partial, cfg.steps_per_execution)
+    if epoch >= cfg.epochs or _met_stop_rule(history, cfg.stop_at_train_accuracy):
+        # nothing left to train: killed after the last (or the fitted) epoch's checkpoint but before results.json;
+        # training on would add an epoch that an uninterrupted run never trains
+        pass
+    elif local:
+        with interrupt:
+            fit_distributed(model, strategy or tf.distribute.get_strategy(), datasets, wrap, callbacks, epoch,
+                            offset, cfg.epochs, cfg.batch_size, cfg.label_smoothing, partial, cfg.steps_per_execution)
     else:
-        _fit(model, datasets, wrap, callbacks, epoch, offset, cfg.epochs, partial, verbose)
+        with interrupt:
+            _fit(model, datasets, wrap, callbacks, epoch, offset, cfg.epochs, partial, verbose)
     hist = recorder.history
     status = "completed"
     if divergence.diverged or (hist and not np.isfinite(hist[-1].get("train_loss", 0.0))):
         status = "diverged"
-    elif cfg.stop_at_train_accuracy is not None and hist and hist[-1].get("train_accuracy", 0) >= cfg.stop_at_train_accuracy \
-            and hist[-1]["epoch"] < cfg.epochs:
+    elif _met_stop_rule(hist, cfg.stop_at_train_accuracy) and hist[-1]["epoch"] < cfg.epochs:
         status = "stopped_at_train_accuracy"
 
     def evaluate():
@@ -140,13 +154,20 @@ def fit_and_evaluate(model, cfg, datasets, run_dir, *, initial_step=0, history=(
     metrics["epochs_to_fit"], metrics["steps_to_fit"] = fitted["epochs"], fitted["steps"]
     for t in results.FIT_THRESHOLDS:
         metrics.setdefault("steps_to_accuracy", {})[f"{t:g}"] = callbacks_lib.time_to_fit(hist, steps, t)["steps"]
-    test_accs = [h["test_accuracy"] for h in hist if np.isfinite(h.get("test_accuracy", np.nan))]
-    metrics["best_test_accuracy"] = max(test_accs) if test_accs else metrics["test_accuracy"]
+    for key in ("test_accuracy", "test_top5_accuracy"):  # Figure 2's / Table 2's best during training
+        seen = [h[key] for h in hist if np.isfinite(h.get(key, np.nan))]
+        if key in metrics or seen:
+            metrics[f"best_{key}"] = max(seen) if seen else metrics[key]
     metrics["history_test_weights"] = "raw"  # per-epoch test accuracies are always on the trained weights
     metrics["epochs_trained"] = hist[-1]["epoch"] if hist else 0
     metrics["steps_trained"] = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
     metrics["final_lr"] = float(schedule(max(metrics["steps_trained"] - 1, 0)))  # the lr of the last update
     return metrics, hist, status
+
+
+def _met_stop_rule(history, stop_at):
+    """Whether the last recorded epoch reached --stop_at_train_accuracy (the recorder stops training there)."""
+    return stop_at is not None and bool(history) and history[-1].get("train_accuracy", 0.0) >= stop_at
 
 
 def _fit(model, datasets, wrap, callbacks, epoch, offset, epochs, partial, verbose):

@@ -37,7 +37,8 @@ def make_optimizer(cfg):
     if cfg.optimizer == "sgd":
         opt = keras.optimizers.SGD(make_schedule(cfg), momentum=cfg.momentum, **ema)
     elif cfg.optimizer == "rmsprop":  # the TF inception package: decay 0.9, momentum 0.9, epsilon 1.0
-        opt = keras.optimizers.RMSprop(make_schedule(cfg), rho=0.9, momentum=cfg.momentum, epsilon=1.0, **ema)
+        opt = ReferenceRMSprop(make_schedule(cfg), rho=0.9, momentum=cfg.momentum, epsilon=1.0,
+                               initial_ms=cfg.rmsprop_initial_ms, **ema)
     else:
         raise UserError(f"unknown optimizer {cfg.optimizer!r}; use sgd or rmsprop")
     if cfg.ema_decay:
@@ -46,6 +47,22 @@ def make_optimizer(cfg):
         # for evaluation instead (ema_weights).
         opt.finalize_variable_values = lambda var_list: None
     return opt
+
+
+class ReferenceRMSprop(keras.optimizers.RMSprop):
+    """RMSProp as TF1's `tf.train.RMSPropOptimizer` (the TF inception package's optimizer, Table 2) runs it: the mean
+    square accumulator starts at `initial_ms` = 1 (--rmsprop_initial_ms), not at Keras' 0. The update is otherwise the same, ms ← ρ·ms + (1 − ρ)·g²,
+    mom ← μ·mom + lr·g / sqrt(ms + ε), w ← w − mom; starting at 0 makes the first updates lr·g/sqrt((1 − ρ)·g² + ε),
+    up to 3× larger with the reference's ε = 1."""
+
+    def __init__(self, *args, initial_ms=1.0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.initial_ms = 1.0 if initial_ms is None else float(initial_ms)
+
+    def add_optimizer_variables(self, trainable_variables, name, initializer="zeros"):
+        if name == "velocity":  # RMSprop's mean square accumulator
+            initializer = keras.initializers.Constant(self.initial_ms)
+        return super().add_optimizer_variables(trainable_variables, name, initializer=initializer)
 
 
 def lr_schedule(optimizer):

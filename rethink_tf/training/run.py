@@ -74,25 +74,25 @@ def run(config, workdir, strategy=None, datasets=None, extra_callbacks=(), verbo
     from rethink_tf import models
     from rethink_tf.data import pipeline
     from rethink_tf.training import checkpoint, cluster, distribute
+    from rethink_tf.training import lock as lock_lib
     from rethink_tf.training import loop as loop_lib
 
     cfg = config.resolved()
-    run_dir = os.path.join(workdir, cfg.name())
+    run_dir = os.path.join(workdir, _run_dir_name(cfg))
+    _check_writable(run_dir)  # before any expensive work: one line, nothing created
     final = os.path.join(run_dir, results.RESULTS)
-    if os.path.exists(final):
-        print(f"{run_dir}: already complete", flush=True)
-        return final
     config_path = os.path.join(run_dir, results.CONFIG)
     changed = {}
-    if os.path.exists(config_path):
-        old = _jsonable(TrainConfig.from_dict(results.read_json(config_path)).to_dict())
-        new = _jsonable(cfg.to_dict())
+    stored = _stored_config(config_path) or _stored_config(final, key="config")
+    if stored is not None:  # compared first: an explicit run name may point at another run's directory
+        old, new = _jsonable(TrainConfig.from_dict(stored).to_dict()), _jsonable(cfg.to_dict())
         differ = sorted(k for k in new if old.get(k) != new[k])
         clash = [k for k in differ if k not in NON_IDENTITY_FIELDS]
         if clash:
             raise UserError(f"{run_dir} holds a run with a different config ({', '.join(clash)} differ); choose "
                             "another --run_name or --workdir")
         changed = {k: [old[k], new[k]] for k in differ}
+
     if cfg.deterministic:
         tf.config.experimental.enable_op_determinism()
     member = None  # this process's place in a multi-host cluster
@@ -109,6 +109,14 @@ def run(config, workdir, strategy=None, datasets=None, extra_callbacks=(), verbo
     # Everything that can fail on user input happens before the run directory is touched.
     datasets = datasets or pipeline.build(cfg.data, cfg.batch_size, cfg.epochs, num_replicas=replicas,
                                           deterministic=cfg.deterministic)
+    fingerprint = datasets.summary.get("data_fingerprint")
+    _check_same_data(run_dir, fingerprint)
+    if os.path.exists(final):
+        if results.valid_results(final):
+            print(f"{run_dir}: already complete", flush=True)
+            return final
+        print(f"warning: {final} is unreadable or incomplete; evaluating the run's last checkpoint again to "
+              "rewrite it", flush=True)
     options = model_options(cfg)
     keras.utils.set_random_seed(cfg.seed)
     with dtype_policy(cfg.dtype_policy):
@@ -118,54 +126,68 @@ def run(config, workdir, strategy=None, datasets=None, extra_callbacks=(), verbo
                                          optimizer=optimizer() if optimizer else None, loop=loop)
 
         # Only the chief writes the run directory; the other workers read its checkpoint and write to scratch.
-        out_dir = run_dir if chief else tempfile.mkdtemp(prefix=f"rethink_tf-{member.kind}{member.index}-")
+        out_dir = run_dir if chief else _scratch_dir(member)
         os.makedirs(out_dir, exist_ok=True)
-        initial_step = checkpoint.restore(model, run_dir, strategy)
-        initial_epoch = initial_step // datasets.steps_per_epoch
-        if chief:
-            results.write_json(config_path, cfg.to_dict())
-            history = results.truncate_history(run_dir, initial_epoch)
-        else:
-            history = results.read_history(run_dir, initial_epoch)
-        if initial_step:
+        with (lock_lib.RunLock(run_dir) if chief else contextlib.nullcontext()):  # one process per run
+            if chief and results.valid_results(final):  # finished while this process waited for the lock
+                print(f"{run_dir}: already complete", flush=True)
+                return final
+            initial_step = checkpoint.restore(model, run_dir, strategy)
+            initial_epoch = initial_step // datasets.steps_per_epoch
+            state = checkpoint.saved_state(run_dir, initial_step)  # the record written with that checkpoint
             if chief:
-                results.append_resume(run_dir, {"step": initial_step, "replicas": replicas, "changed": changed})
-            print(f"{run_dir}: resuming at step {initial_step} (epoch {initial_epoch + 1}, step "
-                  f"{initial_step % datasets.steps_per_epoch} of {datasets.steps_per_epoch})", flush=True)
-        print(f"{cfg.model} on {cfg.data.dataset} ({datasets.train_size} train / {datasets.test_size} test), "
-              f"corrupt={cfg.data.corrupt}, {models.trainable_count(model):,} trainable parameters, "
-              f"{datasets.steps_per_epoch} steps/epoch, {replicas} replica(s) -> {run_dir}", flush=True)
-        _warn_small_replica_batch(cfg, model, replicas)
-        if verbose is None:
-            verbose = 1 if sys.stdout.isatty() else 2
-        try:
-            metrics, history, status = loop_lib.fit_and_evaluate(
-                model, cfg, datasets, out_dir, initial_step=initial_step, history=history,
-                extra_callbacks=extra_callbacks, verbose=verbose, replicas=replicas, strategy=strategy, loop=loop)
-        finally:
+                results.write_json(config_path, {**cfg.to_dict(), DATA_FINGERPRINT: fingerprint})
+                history = results.truncate_history(run_dir, initial_epoch)
+            else:
+                history = results.read_history(run_dir, initial_epoch)
+            history = _rebuilt_history(run_dir, history, state.get("history") or [], initial_epoch, chief)
+            missing = sorted(set(range(1, initial_epoch + 1)) - {row.get("epoch") for row in history})
+            if missing:
+                print(f"warning: {run_dir}/{results.HISTORY} has lost the rows of epoch(s) {_ranges(missing)} (the "
+                      "checkpoint has trained them); results.json lists them under history_missing_epochs", flush=True)
+            if initial_step:
+                if chief:
+                    results.append_resume(run_dir, {"step": initial_step, "replicas": replicas, "changed": changed})
+                print(f"{run_dir}: resuming at step {initial_step} (epoch {initial_epoch + 1}, step "
+                      f"{initial_step % datasets.steps_per_epoch} of {datasets.steps_per_epoch})", flush=True)
+            print(f"{cfg.model} on {cfg.data.dataset} ({datasets.train_size} train / {datasets.test_size} test), "
+                  f"corrupt={cfg.data.corrupt}, {models.trainable_count(model):,} trainable parameters, "
+                  f"{datasets.steps_per_epoch} steps/epoch, {replicas} replica(s) -> {run_dir}", flush=True)
+            _warn_small_replica_batch(cfg, model, replicas)
+            if verbose is None:
+                verbose = 1 if sys.stdout.isatty() else 2
+            try:
+                metrics, history, status = loop_lib.fit_and_evaluate(
+                    model, cfg, datasets, out_dir, initial_step=initial_step, history=history,
+                    extra_callbacks=extra_callbacks, verbose=verbose, replicas=replicas, strategy=strategy, loop=loop,
+                    resume_totals=state.get("totals"), checkpoint_on_signal=member is None)
+            finally:
+                if not chief:
+                    shutil.rmtree(out_dir, ignore_errors=True)
+            metrics["trainable_parameters"] = models.trainable_count(model)
+            metrics["steps_per_epoch"] = datasets.steps_per_epoch
+            record = {"schema_version": results.SCHEMA_VERSION, "kind": "train", "status": status,
+                      "config": cfg.to_dict(), "metrics": metrics, "history": history, "corruption": datasets.summary,
+                      "resumes": results.read_resumes(run_dir), "history_missing_epochs": missing,
+                      "env": {**results.environment(), "replicas": replicas, "jit_compile": jit,
+                              "steps_per_execution": loop_lib.steps_per_call(datasets.steps_per_epoch,
+                                                                             cfg.steps_per_execution, replicas, loop),
+                              "loop": loop,
+                              "strategy": type(strategy).__name__, "workers": member.workers if member else 1}}
+            if status == "diverged":
+                if chief:
+                    results.write_json(os.path.join(run_dir, "diverged.json"), record)
+                raise UserError(f"training diverged (loss is NaN/inf) at epoch {history[-1]['epoch']}; "
+                                f"see {run_dir}/history.jsonl. Try a lower --learning_rate")
             if not chief:
-                shutil.rmtree(out_dir, ignore_errors=True)
-        metrics["trainable_parameters"] = models.trainable_count(model)
-        metrics["steps_per_epoch"] = datasets.steps_per_epoch
-        record = {"schema_version": results.SCHEMA_VERSION, "kind": "train", "status": status,
-                  "config": cfg.to_dict(), "metrics": metrics, "history": history, "corruption": datasets.summary,
-                  "resumes": results.read_resumes(run_dir),
-                  "env": {**results.environment(), "replicas": replicas, "jit_compile": jit,
-                          "steps_per_execution": loop_lib.steps_per_call(datasets.steps_per_epoch,
-                                                                         cfg.steps_per_execution, replicas, loop),
-                          "loop": loop,
-                          "strategy": type(strategy).__name__, "workers": member.workers if member else 1}}
-        if status == "diverged":
-            if chief:
-                results.write_json(os.path.join(run_dir, "diverged.json"), record)
-            raise UserError(f"training diverged (loss is NaN/inf) at epoch {history[-1]['epoch']}; "
-                            f"see {run_dir}/history.jsonl. Try a lower --learning_rate")
-        if not chief:
-            print(f"{member.kind} {member.index}: done; the chief writes {final}", flush=True)
+                print(f"{member.kind} {member.index}: done; the chief writes {final}", flush=True)
+                return final
+            results.write_json(final, record)
+            print(summary(cfg, datasets, metrics, status, final, workdir), flush=True)
             return final
-        results.write_json(final, record)
-        print(summary(cfg, datasets, metrics, status, final, workdir), flush=True)
-        return final
+
+
+STALLED_LR_FRACTION = 0.01  # an unfitted run whose lr fell below this fraction of its start has stalled, not failed
 
 
 def summary(cfg, datasets, metrics, status, path, workdir):
@@ -177,6 +199,10 @@ def summary(cfg, datasets, metrics, status, path, workdir):
     fit = (f"fitted (an epoch at >= {thr} training accuracy) at epoch {metrics['epochs_to_fit']}, step "
            f"{metrics['steps_to_fit']:,}" if metrics["epochs_to_fit"] else
            f"did not reach {thr} training accuracy in {metrics['epochs_trained']} epochs")
+    if not metrics["epochs_to_fit"] and metrics.get("final_lr", 1.0) < STALLED_LR_FRACTION * cfg.learning_rate:
+        fit += (f"; the learning rate had decayed to {metrics['final_lr']:.2g}, below "
+                f"{100 * STALLED_LR_FRACTION:g}% of its start {cfg.learning_rate:g}, so training stalled: raise "
+                "--lr_decay_examples (examples per decay period); more --epochs will not help")
     weights = " (moving-average weights)" if metrics.get("evaluated_weights") == "ema" else ""
     return "\n".join([
         f"done: {cfg.model} on {d.dataset} ({datasets.train_size:,} train / {datasets.test_size:,} test images), "
@@ -202,6 +228,117 @@ def _warn_small_replica_batch(cfg, model, replicas):
         print(f"warning: {cfg.model} has BatchNormalization and each of the {replicas} replica(s) sees "
               f"{per_replica} images per step (< {BN_MIN_REPLICA_BATCH}); its statistics will be noisy. Raise "
               "--batch_size with the number of GPUs or use --sync_batchnorm", flush=True)
+
+
+SCRATCH_PREFIX = "rethink_tf-scratch-"
+
+
+def _scratch_dir(member):
+    """A non-chief worker's private output folder, named after its PID. Folders of workers that died without
+    removing theirs (kill -9, a lost node) are removed here first, by any later worker of this host."""
+    import glob
+
+    from rethink_tf.training import lock
+
+    for old in glob.glob(os.path.join(tempfile.gettempdir(), SCRATCH_PREFIX + "*")):
+        pid = os.path.basename(old)[len(SCRATCH_PREFIX):].split("-")[0]
+        if pid.isdigit() and not lock.pid_alive(int(pid)):
+            shutil.rmtree(old, ignore_errors=True)
+    return tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-{member.kind}{member.index}-")
+
+
+def _rebuilt_history(run_dir, rows, saved_rows, epochs, chief):
+    """history.jsonl's rows up to `epochs`, with rows it lost (torn, emptied) taken from the record the checkpoint
+    was saved with; the chief rewrites the file when it rebuilt any."""
+    have = {row.get("epoch") for row in rows}
+    extra = [row for row in saved_rows if isinstance(row, dict) and row.get("epoch") not in have
+             and isinstance(row.get("epoch"), int) and row["epoch"] <= epochs]
+    if not extra:
+        return rows
+    rows = sorted(rows + extra, key=lambda row: row["epoch"])
+    print(f"warning: {run_dir}/{results.HISTORY} had lost the rows of epoch(s) "
+          f"{_ranges([row['epoch'] for row in extra])}; rebuilt them from the checkpoint's record", flush=True)
+    if chief:
+        results.write_history(run_dir, rows)
+    return rows
+
+
+def _ranges(numbers):
+    """[1, 2, 3, 7] -> "1-3, 7"."""
+    parts, start = [], None
+    for i, n in enumerate(numbers):
+        start = n if start is None else start
+        if i + 1 == len(numbers) or numbers[i + 1] != n + 1:
+            parts.append(f"{start}-{n}" if n > start else f"{n}")
+            start = None
+    return ", ".join(parts)
+
+
+def _run_dir_name(cfg):
+    """The run directory's name: one path component, so that a run never writes outside --workdir."""
+    name = cfg.name()
+    if cfg.run_name is not None:
+        bad = not name or name in (".", "..") or os.sep in name or (os.altsep and os.altsep in name) or "\0" in name
+    else:  # derived: a tfds:NAME/CONFIG dataset nests a folder, which stays inside --workdir
+        bad = os.path.isabs(name) or ".." in name.split("/")
+    if bad:
+        raise UserError(f"--run_name must be a plain directory name inside --workdir; received {name!r}")
+    return name
+
+
+def _check_writable(run_dir):
+    """One line, before any data is loaded or directory made, when run_dir cannot be created or written."""
+    import errno
+
+    for part in os.path.normpath(os.path.abspath(run_dir)).split(os.sep):
+        if len(part.encode()) > 255:
+            raise UserError(f"cannot write runs under {run_dir}: the name {part[:40]}... is longer than 255 bytes "
+                            f"({os.strerror(errno.ENAMETOOLONG)}); choose a shorter --workdir or --run_name")
+    existing = run_dir
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing) or "."
+    if not os.path.isdir(existing):
+        raise UserError(f"cannot write runs under {run_dir}: {existing} is a file, not a folder; choose another "
+                        "--workdir")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"cannot write runs under {run_dir}: {existing} is not writable by this user; choose "
+                        "another --workdir")
+
+
+DATA_FINGERPRINT = "data_fingerprint"  # config.json's record of the data (sources.fingerprint), beside the fields
+
+
+def _check_same_data(run_dir, fingerprint):
+    """One line when the run directory's run was trained on other data than this invocation reads (other files
+    behind --data_dir, labels replaced in place, another source): resuming or reporting it would mix two."""
+    stored = (_stored_config(os.path.join(run_dir, results.CONFIG)) or {}).get(DATA_FINGERPRINT)
+    final = os.path.join(run_dir, results.RESULTS)
+    if stored is None and results.valid_results(final):  # a finished run whose config.json went missing
+        stored = (results.read_json(final).get("corruption") or {}).get(DATA_FINGERPRINT)
+    if stored and fingerprint and stored != fingerprint:
+        raise UserError(f"{run_dir} was trained on other data (fingerprint {stored}) than these settings read now "
+                        f"(fingerprint {fingerprint}): --data_dir holds other files, or they changed; point "
+                        "--data_dir at the run's data, or use another --workdir or --run_name")
+
+
+def _stored_config(path, key=None):
+    """The config dict a run directory's config.json (or results.json[key]) holds; None when the file is absent.
+    An unreadable config.json is one line: it is the only record of what the run's checkpoint belongs to."""
+    if not os.path.exists(path):
+        return None
+    try:
+        data = results.read_json(path)
+        data = data.get(key) if key and isinstance(data, dict) else data
+    except (OSError, ValueError) as e:
+        if key:
+            return None  # an unreadable results.json is rewritten from the checkpoint (valid_results says so)
+        raise UserError(f"{path} is unreadable ({type(e).__name__}: {str(e)[:80]}): it records which run the "
+                        "checkpoint beside it belongs to; restore it, or delete its folder to start the run again")
+    if not isinstance(data, dict) or (not key and "model" not in data):
+        if key:
+            return None
+        raise UserError(f"{path} holds no run config; restore it, or delete its folder to start the run again")
+    return data
 
 
 def _all_layers(layer):

@@ -29,7 +29,8 @@ import os
 
 from rethink_tf.data.sources import archives, tfds_source
 from rethink_tf.data.sources.download import NO_NETWORK_ENV  # noqa: F401  (the switch tests and users set)
-from rethink_tf.data.sources.split import DatasetSpec, Split, from_arrays, string_key  # noqa: F401  (re-exported)
+from rethink_tf.data.sources.split import (  # noqa: F401  (re-exported)
+    DatasetSpec, Split, fingerprint, from_arrays, string_key)
 from rethink_tf.data.sources.tfds_source import TFDS_PREFIX
 from rethink_tf.errors import UserError
 
@@ -50,7 +51,8 @@ DATASETS = {
         "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"),
     "fashion_mnist_5k": DatasetSpec(
         "fashion_mnist_5k", (28, 28, 1), 10, 5_000, 1_000, None, "test", True,
-        "the package's own rethink_tf/data/builtin/fashion_mnist_5k/ (reinstall the package)", "idx"),
+        "the package's own rethink_tf/data/builtin/fashion_mnist_5k/ (reinstall the package)", "idx",
+        full_train_size=60_000),  # the recipe's decay period is the full set's, as with --train_examples=5000
     "imagenet2012": DatasetSpec(
         "imagenet2012", None, 1000, 1_281_167, 50_000, "imagenet2012", "validation", False,
         "a tfds-prepared imagenet2012/ folder there, or ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar in "
@@ -121,7 +123,11 @@ def load(name, split, data_dir=None, source="auto", num_examples=None, manual_di
 
 
 def _subset(split, num_examples):
-    if num_examples is None or num_examples >= split.size:
+    if num_examples is not None and num_examples > split.size:
+        flag = "--train_examples" if split.name == "train" else "--test_examples"
+        raise UserError(f"{flag}={num_examples} is more than the {split.size:,} examples of {split.spec.name}'s "
+                        f"{split.name} split ({split.origin})")
+    if num_examples is None or num_examples == split.size:
         return split
     if split.arrays is not None:
         arrays = {k: v[:num_examples] for k, v in split.arrays.items()}

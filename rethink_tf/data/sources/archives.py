@@ -12,6 +12,7 @@ import io
 import os
 import pickle
 import tarfile
+import zlib
 
 import numpy as np
 
@@ -50,7 +51,7 @@ def read(ds_spec, path, split):
                 return _read_cifar_python(path, split)
             return _read_cifar_binary(path, split)
         return _read_idx_pair(path, split)
-    except (tarfile.TarError, EOFError, OSError, pickle.UnpicklingError, gzip.BadGzipFile) as e:
+    except (tarfile.TarError, EOFError, OSError, pickle.UnpicklingError, gzip.BadGzipFile, zlib.error) as e:
         raise UserError(f"cannot read {ds_spec.name} {split} split from {path}: {type(e).__name__}: {e}") from None
 
 
@@ -80,6 +81,7 @@ def _read_members(path, folder, names):
                 raise UserError(f"{path} has no member {folder}/{n}; is it the original CIFAR-10 archive?") from None
             if not member.isfile():
                 raise UserError(f"{path}: {folder}/{n} is not a regular file")
+            _check_fits(path, member.size, f"{folder}/{n} declares")
             yield n, tar.extractfile(member).read()
 
 
@@ -113,7 +115,12 @@ def _read_cifar_python(path, split):
     """CIFAR-10 python version: pickled dicts with b'data' (N, 3072) uint8 and b'labels'."""
     images, labels = [], []
     for n, raw in _read_members(path, _CIFAR_PY[0], _cifar_members(split, "py")):
-        batch = _NumpyOnlyUnpickler(io.BytesIO(raw), encoding="bytes").load()
+        try:
+            batch = _NumpyOnlyUnpickler(io.BytesIO(raw), encoding="bytes").load()
+        except pickle.UnpicklingError:
+            raise  # a refused class: read() names it
+        except Exception as e:  # a malformed pickle raises almost any exception type while it is parsed
+            raise UserError(f"{path}: {n} is not a readable CIFAR-10 batch ({type(e).__name__}: {e})") from None
         if not isinstance(batch, dict) or b"data" not in batch or b"labels" not in batch:
             raise UserError(f"{path}: {n} is not a CIFAR-10 batch (no b'data'/b'labels' entries)")
         data = np.asarray(batch[b"data"], np.uint8)
@@ -125,18 +132,40 @@ def _read_cifar_python(path, split):
 
 
 def read_idx(path):
-    """An MNIST-style idx file (optionally gzipped): magic 0x0000 08 <ndim>, big-endian int32 dims, uint8 data."""
+    """An MNIST-style idx file (optionally gzipped): magic 0x0000 08 <ndim>, big-endian int32 dims, uint8 data.
+
+    The header's declared size is checked against the memory this process may allocate before the data are read,
+    and the data are read up to that size only: a damaged or hostile file (a small gzip that expands to gigabytes)
+    is one line, not an out-of-memory kill."""
     opener = gzip.open if path.endswith(".gz") else open
     with opener(path, "rb") as f:
-        raw = f.read()
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
-        raise UserError(f"{path} is not an idx file of unsigned bytes (bad magic number)")
-    ndim = raw[3]
-    dims = np.frombuffer(raw[4:4 + 4 * ndim], ">i4").astype(np.int64)
-    expected = 4 + 4 * ndim + int(np.prod(dims))
-    if len(dims) != ndim or len(raw) != expected:
-        raise UserError(f"{path} is truncated or corrupt: {len(raw)} bytes, header says {expected}")
-    return np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim).reshape(dims)
+        head = f.read(4)
+        if len(head) < 4 or head[0] != 0 or head[1] != 0 or head[2] != 0x08:
+            raise UserError(f"{path} is not an idx file of unsigned bytes (bad magic number)")
+        ndim = head[3]
+        raw_dims = f.read(4 * ndim)
+        if len(raw_dims) != 4 * ndim:
+            raise UserError(f"{path} is truncated or corrupt: its header ends early")
+        dims = np.frombuffer(raw_dims, ">i4").astype(np.int64)
+        if (dims < 0).any():
+            raise UserError(f"{path} is corrupt: its header declares negative dimensions {dims.tolist()}")
+        expected = int(np.prod(dims))
+        _check_fits(path, expected, "its header declares")
+        data = f.read(expected + 1)
+    if len(data) != expected:
+        raise UserError(f"{path} is truncated or corrupt: {4 + 4 * ndim + len(data)} bytes or more, header says "
+                        f"{4 + 4 * ndim + expected}")
+    return np.frombuffer(data, np.uint8).reshape(dims)
+
+
+def _check_fits(path, size, what):
+    """UserError when `size` bytes would not fit in the memory this process may allocate."""
+    from rethink_tf import memory
+
+    left = memory.available()
+    if size > 0.8 * left:
+        raise UserError(f"{path}: {what} {size / 2**30:,.1f} GiB of data, more than this process may allocate "
+                        f"({left / 2**30:,.1f} GiB): the file is damaged, or not the dataset it is named after")
 
 
 def _read_idx_pair(folder, split):

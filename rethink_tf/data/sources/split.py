@@ -6,6 +6,9 @@ fixed (data/corruption.py).
 """
 
 import dataclasses
+import hashlib
+import json
+import os
 from typing import Optional
 
 import numpy as np
@@ -31,6 +34,7 @@ class DatasetSpec:
     download_url: Optional[str] = None  # what tfds downloads from (its host is probed first); None: never download
     image_feature: str = "image"  # tfds feature names (tfds:NAME datasets may name them otherwise)
     label_feature: str = "label"
+    full_train_size: Optional[int] = None  # a subset shipped as its own dataset: the size of the set it was cut from
 
 
 def string_key(value):
@@ -87,3 +91,21 @@ class Split:
         import tensorflow as tf
 
         return tf.data.Dataset.from_tensor_slices(self.arrays)
+
+
+def fingerprint(*splits):
+    """16 hex digits that change when any example of the splits changes: SHA-256 over the in-memory images, labels
+    and keys (in order), or over a streamed split's shard file names and counts (ImageNet: the records are not
+    read). A run records it and refuses to resume, or to report itself complete, on data with another one."""
+    h = hashlib.sha256()
+    for split in splits:
+        h.update(f"{split.name}:{split.size}".encode())
+        if split.arrays is not None:
+            for k in ("image", "label", "key"):
+                a = split.arrays[k]
+                h.update(f"{k}{a.dtype.str}{a.shape}".encode())
+                h.update(memoryview(a if a.flags.c_contiguous else a.copy()).cast("B"))
+        else:
+            h.update(json.dumps([[os.path.basename(f) for f in split.records.files],
+                                 list(split.records.counts)]).encode())
+    return h.hexdigest()[:16]
