@@ -135,3 +135,17 @@ def mini_imagenet(tmp_path_factory):
     manual.mkdir()
     write_imagenet_tars(str(manual))
     return prepare_imagenet(str(manual), str(root / "data"), num_shards=3), str(manual)
+
+
+def run_result_script(script, *args):
+    """Runs a Python script in a fresh process (logical devices are configured before TensorFlow starts) and
+    returns the JSON it prints on its line starting "RESULT"; its stderr when it printed none."""
+    import json
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", script, *map(str, args), os.path.dirname(os.path.abspath(__file__))],
+                          capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    line = [l for l in proc.stdout.splitlines() if l.startswith("RESULT")]
+    assert line, proc.stderr[-3000:]
+    return json.loads(line[0][len("RESULT"):])

@@ -8,7 +8,7 @@ import shutil
 import keras
 import pytest
 
-from conftest import write_cifar_binary
+from conftest import run_result_script, write_cifar_binary
 from rethink_tf import results
 from rethink_tf.config import DataConfig, TrainConfig
 from rethink_tf.errors import UserError
@@ -356,15 +356,7 @@ print("RESULT" + json.dumps(out))
 
 
 def test_a_mid_epoch_resume_under_mirrored_replicas_restores_the_epochs_totals(cifar_dir, tmp_path):
-    import json
-    import subprocess
-    import sys
-
-    proc = subprocess.run([sys.executable, "-c", MIRRORED_RESUME, cifar_dir, str(tmp_path), os.path.dirname(__file__)],
-                          capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
-    line = [l for l in proc.stdout.splitlines() if l.startswith("RESULT")]
-    assert line, proc.stderr[-3000:]
-    out = json.loads(line[0][len("RESULT"):])
+    out = run_result_script(MIRRORED_RESUME, cifar_dir, tmp_path)
     assert len(out["straight"]) == len(out["killed"]) == 3
     assert out["killed"][1]["resumed_at_step"] == 6 and out["killed"][1]["running_totals_restored"]
     for a, b in zip(out["straight"], out["killed"]):  # 2 replicas: each held half of the recorded sums

@@ -2,7 +2,6 @@
 
 import dataclasses
 import glob
-import json
 import os
 import subprocess
 import sys
@@ -11,7 +10,7 @@ import numpy as np
 import pytest
 from absl import flags
 
-from conftest import write_cifar_binary
+from conftest import run_result_script, write_cifar_binary
 from rethink_tf import flags_lib, results
 from rethink_tf.training import callbacks, checkpoint, loop, optim
 from rethink_tf.config import DataConfig, TrainConfig
@@ -424,11 +423,7 @@ print("RESULT" + json.dumps(out))
 
 
 def test_mirrored_on_two_logical_cpus_matches_one_device(cifar_dir, tmp_path):
-    proc = subprocess.run([sys.executable, "-c", MIRRORED, cifar_dir, str(tmp_path), os.path.dirname(__file__)],
-                          capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
-    line = [l for l in proc.stdout.splitlines() if l.startswith("RESULT")]
-    assert line, proc.stderr[-3000:]
-    out = json.loads(line[0][len("RESULT"):])
+    out = run_result_script(MIRRORED, cifar_dir, tmp_path)
     assert out["one"]["replicas"] == 1 and out["two"]["replicas"] == 2
     # Same global batch (8 = 2 × 4), same seed, no BN: same losses (L2 counted once) and same weights.
     for key in ("train_loss", "test_loss", "train_accuracy", "test_accuracy"):

@@ -120,6 +120,13 @@ def _build_plugin(spec, input_shape, num_classes, options, builder=None):
     return model
 
 
+def all_layers(layer):
+    """The layer and every layer nested in it (functional models, nested models and blocks), depth first."""
+    yield layer
+    for child in getattr(layer, "layers", ()):
+        yield from all_layers(child)
+
+
 def trainable_count(model):
     """Trainable parameters, the count Table 1 reports (BN moving statistics excluded)."""
     return int(sum(int(v.numpy().size) for v in model.trainable_weights))

@@ -200,6 +200,8 @@ def model_fingerprint(model):
     run, never the previous model's results or a resume into another architecture."""
     import keras
 
+    from rethink_tf import models
+
     def strip(value):
         if isinstance(value, dict):
             return {k: strip(v) for k, v in sorted(value.items()) if k != "name"}
@@ -207,13 +209,8 @@ def model_fingerprint(model):
             return [strip(v) for v in value]
         return value
 
-    def layers(layer):
-        yield layer
-        for child in getattr(layer, "layers", ()):
-            yield from layers(child)
-
     described = []
-    for layer in layers(model):
+    for layer in models.all_layers(model):
         try:
             config = layer.get_config() if not isinstance(layer, keras.Model) else {}
         except NotImplementedError:  # a custom layer without get_config: its class and weights still count

@@ -222,8 +222,10 @@ def _warn_small_replica_batch(cfg, model, replicas):
     """BatchNorm normalizes over each replica's batch: a handful of images gives noisy statistics."""
     import keras
 
+    from rethink_tf import models
+
     per_replica = cfg.batch_size // replicas
-    has_bn = any(isinstance(layer, keras.layers.BatchNormalization) for layer in _all_layers(model))
+    has_bn = any(isinstance(layer, keras.layers.BatchNormalization) for layer in models.all_layers(model))
     if has_bn and per_replica < BN_MIN_REPLICA_BATCH and not cfg.sync_batchnorm:
         print(f"warning: {cfg.model} has BatchNormalization and each of the {replicas} replica(s) sees "
               f"{per_replica} images per step (< {BN_MIN_REPLICA_BATCH}); its statistics will be noisy. Raise "
@@ -339,13 +341,6 @@ def _stored_config(path, key=None):
             return None
         raise UserError(f"{path} holds no run config; restore it, or delete its folder to start the run again")
     return data
-
-
-def _all_layers(layer):
-    """The layer and every layer nested in it (functional models, nested models and blocks)."""
-    yield layer
-    for child in getattr(layer, "layers", ()):
-        yield from _all_layers(child)
 
 
 def _jsonable(d):
