@@ -1,10 +1,10 @@
-"""Writes rethink_tf/data/builtin/fashion_mnist_5k/: the first 5,000 training and 1,000 test images of Fashion-MNIST.
+"""Writes rethink_tf/data/builtin/fashion_mnist_5k/: 5,000 training and 1,000 test images of Fashion-MNIST.
 
     python scripts/make_builtin_dataset.py [--source=/usr/share/datasets/fashion-mnist]
 
-The files are the original idx format, gzipped, cut to the first N examples in file order, so the built-in dataset
-`fashion_mnist_5k` goes through the same reader, keys and corruptions as `--dataset=fashion_mnist
---train_examples=5000 --test_examples=1000` (identical labels and corruptions). Fashion-MNIST is (c) 2017 Zalando
+The files are the original idx format, gzipped, holding the first N examples in key order (the order every source
+gives the in-memory datasets: sources.in_key_order), so the built-in dataset `fashion_mnist_5k` has the same
+examples, keys and corruptions as `--dataset=fashion_mnist --train_examples=5000 --test_examples=1000`. Fashion-MNIST is (c) 2017 Zalando
 SE, MIT licence; the licence travels with the files (LICENSE.txt).
 """
 
@@ -16,11 +16,10 @@ import sys
 import numpy as np
 
 from rethink_tf.data import sources
-from rethink_tf.data.sources import archives
 
 OUT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "rethink_tf", "data", "builtin",
                    "fashion_mnist_5k")
-SIZES = {"train": 5_000, "t10k": 1_000}
+SIZES = {"train": ("train", 5_000), "t10k": ("test", 1_000)}
 
 
 def idx_bytes(array):
@@ -33,14 +32,14 @@ def main():
     ap.add_argument("--source", default=sources.DEFAULT_DIRS["fashion_mnist"])
     args = ap.parse_args()
     os.makedirs(OUT, exist_ok=True)
-    for prefix, n in SIZES.items():
-        for kind in ("images-idx3", "labels-idx1"):
+    for prefix, (split, n) in SIZES.items():
+        try:
+            arrays = sources.load("fashion_mnist", split, data_dir=args.source, source="archive", num_examples=n).arrays
+        except sources.UserError as e:
+            print(f"error: {e} (apt-get install dataset-fashion-mnist)", file=sys.stderr)
+            return 2
+        for kind, arr in (("images-idx3", arrays["image"][..., 0]), ("labels-idx1", arrays["label"])):
             name = f"{prefix}-{kind}-ubyte.gz"
-            src = os.path.join(args.source, name)
-            if not os.path.exists(src):
-                print(f"error: {src} not found (apt-get install dataset-fashion-mnist)", file=sys.stderr)
-                return 2
-            arr = archives.read_idx(src)[:n]
             # mtime=0: the same input gives byte-identical files
             with open(os.path.join(OUT, name), "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0,
                                                                            compresslevel=9) as f:

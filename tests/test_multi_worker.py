@@ -194,3 +194,16 @@ def test_keras_fit_still_fails_under_multi_worker(tmp_path):
     training.fit_distributed can give way to it."""
     outs = harness("fit", str(tmp_path), TrainConfig(), REPO, workers=2)
     assert all("FIT_FAILED" in out for _, out in outs), [o[-1500:] for _, o in outs]
+
+
+def test_workers_agree_on_a_token_new_at_each_start(tmp_path):
+    """The token naming a run's tf.data service job: the same in both processes of a start, another next start."""
+    script = ("import sys; from rethink_tf.training import cluster; "
+              "m = cluster.connect(sys.argv[1], int(sys.argv[2]), 120); print('TOKEN', m.token)")
+    tokens = []
+    for _ in range(2):
+        hosts = ",".join(f"localhost:{p}" for p in free_ports(2))
+        outs = launch([[sys.executable, "-c", script, hosts, str(i)] for i in (0, 1)], REPO)
+        assert all(rc == 0 for rc, _ in outs), outs
+        tokens.append([int(next(l for l in out.splitlines() if l.startswith("TOKEN")).split()[1]) for _, out in outs])
+    assert tokens[0][0] == tokens[0][1] and tokens[1][0] == tokens[1][1] and tokens[0] != tokens[1]

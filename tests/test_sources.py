@@ -17,24 +17,27 @@ def _expected(batches, split):
     return np.concatenate([batches[n][0] for n in names]), np.concatenate([batches[n][1] for n in names])
 
 
+def _assert_same_examples(arrays, images, labels):
+    """The split holds exactly these (image, label) examples, in whatever order (sources keep key order)."""
+    got = sorted((x.tobytes(), int(y)) for x, y in zip(arrays["image"], arrays["label"]))
+    assert got == sorted((x.reshape(arrays["image"].shape[1:]).tobytes(), int(y)) for x, y in zip(images, labels))
+
+
 @pytest.mark.parametrize("as_tar", [True, False])
 def test_cifar_binary_round_trip(tmp_path, as_tar):
     _, batches = write_cifar_binary(str(tmp_path), as_tar=as_tar)
     for split in ("train", "test"):
         s = sources.load("cifar10", split, data_dir=str(tmp_path), source="archive")
         x, y = _expected(batches, split)
-        np.testing.assert_array_equal(s.arrays["image"], x)
-        np.testing.assert_array_equal(s.arrays["label"], y)
-        np.testing.assert_array_equal(s.arrays["key"], np.arange(len(y)))
+        _assert_same_examples(s.arrays, x, y)
+        assert np.all(np.diff(s.arrays["key"]) > 0)  # key order, distinct keys
         assert s.size == len(y) == (20 if split == "train" else 6)
 
 
 def test_cifar_python_round_trip(tmp_path):
     _, batches = write_cifar_python(str(tmp_path))
     s = sources.load("cifar10", "train", data_dir=str(tmp_path))
-    x, y = _expected(batches, "train")
-    np.testing.assert_array_equal(s.arrays["image"], x)
-    np.testing.assert_array_equal(s.arrays["label"], y)
+    _assert_same_examples(s.arrays, *_expected(batches, "train"))
 
 
 def test_cifar_python_refuses_code(tmp_path):
@@ -75,11 +78,12 @@ def test_tar_member_missing(tmp_path):
 def test_idx_round_trip_and_subset(tmp_path):
     written = write_idx(str(tmp_path))
     s = sources.load("mnist", "train", data_dir=str(tmp_path))
-    np.testing.assert_array_equal(s.arrays["image"][..., 0], written["train"][0])
-    np.testing.assert_array_equal(s.arrays["label"], written["train"][1])
+    _assert_same_examples(s.arrays, *written["train"])
     sub = sources.load("mnist", "test", data_dir=str(tmp_path), num_examples=3)
     assert sub.size == 3 and sub.arrays["image"].shape == (3, 28, 28, 1)
-    np.testing.assert_array_equal(sub.arrays["label"], written["t10k"][1][:3])
+    full = sources.load("mnist", "test", data_dir=str(tmp_path))
+    for k in ("image", "label", "key"):  # the first 3 in key order
+        np.testing.assert_array_equal(sub.arrays[k], full.arrays[k][:3])
 
 
 def test_idx_truncated_and_bad_magic(tmp_path):
@@ -118,7 +122,7 @@ def test_tfds_mock_data():
     with tfds.testing.mock_data(num_examples=12, policy=tfds.testing.MockPolicy.USE_CODE):
         s = sources.load("cifar10", "train", source="tfds", data_dir="/nonexistent-tfds")
         assert s.arrays["image"].shape == (12, 32, 32, 3) and s.arrays["image"].dtype == np.uint8
-        assert len(set(s.arrays["key"].tolist())) == 12  # keys from tfds_id: distinct and stable
+        assert len(set(s.arrays["key"].tolist())) == 12  # content keys: distinct and stable
         again = sources.load("cifar10", "train", source="tfds", data_dir="/nonexistent-tfds")
         np.testing.assert_array_equal(s.arrays["key"], again.arrays["key"])
 
@@ -130,3 +134,59 @@ def test_real_fashion_mnist():
     assert train.size == 60_000 and test.size == 10_000
     assert train.arrays["image"].shape == (60_000, 28, 28, 1)
     assert np.bincount(train.arrays["label"]).tolist() == [6000] * 10  # Fashion-MNIST is balanced
+
+
+def _tfds_copy(name, served, data_dir, monkeypatch):
+    """Prepares tfds's own `name` builder into data_dir from local files: what its download manager would have
+    fetched and extracted (`served`), so tfds writes its prepared copy exactly as it does from the internet."""
+    import tensorflow_datasets as tfds
+    from tensorflow_datasets.image_classification import mnist
+
+    monkeypatch.setattr(tfds.download.DownloadManager, "download_and_extract", lambda self, url: served)
+    monkeypatch.setattr(mnist, "_TRAIN_EXAMPLES", 12)  # tfds reads a fixed count from MNIST's files
+    monkeypatch.setattr(mnist, "_TEST_EXAMPLES", 5)
+    tfds.builder(name, data_dir=str(data_dir)).download_and_prepare(
+        download_config=tfds.download.DownloadConfig(try_download_gcs=False))
+
+
+def test_keys_subsets_and_corruptions_do_not_depend_on_the_source(tmp_path, monkeypatch):
+    """The same CIFAR-10 and MNIST examples read from the original archive and from a copy prepared by tfds's own
+    builder (which stores them in another order) get the same keys, arrays, corrupted labels and first-N subset."""
+    import tensorflow_datasets as tfds
+
+    from rethink_tf.data import corruption
+
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    write_cifar_binary(str(archive), per_batch=6, test=6, as_tar=False)
+    (archive / "cifar-10-batches-bin" / "batches.meta.txt").write_text(
+        "\n".join(["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]) + "\n")
+    written = write_idx(str(archive), n_train=12, n_test=5)
+    extracted = {}
+    for prefix, key in (("train", "train"), ("t10k", "test")):
+        for kind, field in (("images-idx3", "data"), ("labels-idx1", "labels")):
+            path = archive / f"{prefix}-{kind}-ubyte"
+            path.write_bytes(gzip.decompress((archive / f"{prefix}-{kind}-ubyte.gz").read_bytes()))
+            extracted[f"{key}_{field}"] = str(path)
+    _tfds_copy("cifar10", str(archive), tmp_path / "tfds", monkeypatch)
+    _tfds_copy("mnist", extracted, tmp_path / "tfds", monkeypatch)
+    stored = [int(y) for y in tfds.as_numpy(tfds.load("mnist", split="train", data_dir=str(tmp_path / "tfds"))
+                                            .map(lambda ex: ex["label"]))]
+    assert stored != written["train"][1].tolist()  # tfds keeps its own order: the keys must not come from it
+    for name in ("cifar10", "mnist"):
+        for split in ("train", "test"):
+            a = sources.load(name, split, data_dir=str(archive), source="archive")
+            t = sources.load(name, split, data_dir=str(tmp_path / "tfds"), source="tfds")
+            assert t.origin.startswith("tfds:") and not a.origin.startswith("tfds:")
+            for k in ("image", "label", "key"):
+                np.testing.assert_array_equal(a.arrays[k], t.arrays[k], err_msg=f"{name}/{split} {k}")
+            assert sources.fingerprint(a) == sources.fingerprint(t)
+            for kind, p in (("random_labels", 1.0), ("labels", 0.5)):
+                c = corruption.make(kind, p, 3, 10)
+                np.testing.assert_array_equal(
+                    corruption.corrupt_labels(c, a.arrays["label"], a.arrays["key"], split),
+                    corruption.corrupt_labels(c, t.arrays["label"], t.arrays["key"], split))
+        sub_a = sources.load(name, "train", data_dir=str(archive), source="archive", num_examples=7)
+        sub_t = sources.load(name, "train", data_dir=str(tmp_path / "tfds"), source="tfds", num_examples=7)
+        np.testing.assert_array_equal(sub_a.arrays["key"], sub_t.arrays["key"])
+        np.testing.assert_array_equal(sub_a.arrays["image"], sub_t.arrays["image"])

@@ -1,5 +1,6 @@
 """A run reports only its own numbers, and bad input or a half-written file ends in one line, not a traceback."""
 
+import glob
 import gzip
 import io
 import json
@@ -307,6 +308,24 @@ def test_a_resume_on_data_changed_in_place_is_refused(tmp_path):
     _relabel_first_example(batches)
     with pytest.raises(UserError, match=r"was trained on other data \(fingerprint [0-9a-f]{16}\) than these "
                                         r"settings read now \(fingerprint [0-9a-f]{16}\)"):
+        run(cfg, str(tmp_path / "w"), verbose=0)
+
+
+def test_an_unfinished_run_keyed_by_an_older_version_is_not_resumed_with_other_labels(tmp_path):
+    """A run started before content keys (its config.json has no example_keys) drew its random labels from file
+    indices: continuing it with today's keys would train half the run on other labels."""
+    data = tmp_path / "data"
+    _extracted_cifar(data)
+    cfg = tiny(str(data), epochs=3)
+    with pytest.raises(_StopAfterEpoch.Killed):
+        run(cfg, str(tmp_path / "w"), verbose=0, extra_callbacks=[_StopAfterEpoch()])
+    [config_path] = glob.glob(str(tmp_path / "w" / "*" / "config.json"))
+    old = json.load(open(config_path))
+    assert old.pop("example_keys") == "content-v1"
+    old.pop("data_fingerprint")  # the version before also recorded no fingerprint
+    json.dump(old, open(config_path, "w"))
+    with pytest.raises(UserError, match="was started with file-index keys .* cannot be resumed; rerun it under "
+                                        "another --workdir"):
         run(cfg, str(tmp_path / "w"), verbose=0)
 
 

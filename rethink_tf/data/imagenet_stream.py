@@ -28,7 +28,30 @@ def _shuffle(ds, buffer_size, seed):
         graph.seed = saved
 
 
-def build(cfg, corr, train, test, shape, batch_size, epochs, steps, summary, deterministic):
+def service_stream(cfg, records, decode, first_epoch, first_step, last_epoch, local, job):
+    """The stream decoded by tf.data service workers (python -m rethink_tf.data.service): the source is the list of
+    (epoch, shard file) pairs, dynamically sharded, so each example is delivered once per epoch, to one trainer.
+
+    A dispatcher matches jobs by name, so `job` names the run (two runs on one dispatcher never read each other's
+    examples) and where it starts (a resume is a new job from its first epoch, never the rest of an earlier
+    attempt's). The trainers of one run share the job, stepping in lock-step, and each skips its own share of the
+    resumed epoch's first steps (first_step x its local batch).
+    """
+    orders = [records.ordered(kr.seed_pair(cfg.shuffle_seed, kr.EPOCH_ORDER, e)) for e in range(first_epoch, last_epoch)]
+    epoch_of = tf.repeat(tf.range(first_epoch, last_epoch, dtype=tf.int64), len(records.files))
+    source = tf.data.Dataset.from_tensor_slices((epoch_of, tf.concat([f for f, _ in orders], 0),
+                                                 tf.concat([c for _, c in orders], 0)))
+    ds = source.interleave(
+        lambda e, f, c: tf.data.TFRecordDataset(f, buffer_size=8 << 20).take(c).map(lambda r: (r, e)),
+        cycle_length=min(16, len(records.files)), num_parallel_calls=AUTOTUNE, deterministic=False)
+    ds = ds.shuffle(IMAGENET_SHUFFLE_BUFFER).map(decode, num_parallel_calls=AUTOTUNE, deterministic=False)
+    service = tf.data.experimental.service
+    ds = ds.apply(service.distribute(processing_mode=service.ShardingPolicy.DYNAMIC, service=cfg.data_service,
+                                     job_name=job, compression=None))
+    return ds.skip(first_step * local)
+
+
+def build(cfg, corr, train, test, shape, batch_size, epochs, steps, summary, deterministic, service_job=None):
     """ImageNet, as TF Model Garden reads it: encoded records, shards in a per-epoch order and interleaved, a
     shuffle of the *encoded* records, then one parallel map that parses, corrupts the label (pure in the key, so
     fixed across epochs) and decodes only the crop window (Inception preprocessing).
@@ -40,7 +63,13 @@ def build(cfg, corr, train, test, shape, batch_size, epochs, steps, summary, det
     replays the same batches. Without it (the default: faster) the records arrive as the shards are read, so which
     images share a batch varies between runs; each epoch still holds each example at most once, and the labels and
     augmentation of an example do not change (they are keyed on the example, not its position).
+
+    `service_job` names the run for a tf.data service dispatcher (see service_stream); None: a name unique to
+    this build.
     """
+    import uuid
+
+    service_job = service_job or uuid.uuid4().hex
     summary["train_labels"] = {"kind": corr.kind, "prob": corr.prob, "seed": corr.seed,
                                "note": "streamed dataset: fingerprint not computed"}
     size = shape[0]
@@ -54,6 +83,16 @@ def build(cfg, corr, train, test, shape, batch_size, epochs, steps, summary, det
             image = preprocessing.inception_eval(ex["jpeg"], size)
         return image, label
 
+    def local_epoch(records, epoch, first_epoch, first_step, local, repeat):
+        ds = records.read(kr.seed_pair(cfg.shuffle_seed, kr.EPOCH_ORDER, epoch), deterministic)
+        seed = tf.bitcast(kr.hash_words(cfg.shuffle_seed, kr.AUGMENT, epoch), tf.int64)
+        ds = _shuffle(ds, IMAGENET_SHUFFLE_BUFFER, seed)
+        if repeat:  # after the shuffle: a second pass never mixes into the first
+            ds = ds.repeat()
+        ds = ds.take(steps * local)
+        skip = tf.where(epoch == first_epoch, tf.constant(first_step * local, tf.int64), 0)
+        return ds.skip(skip).map(lambda r: (r, tf.cast(epoch, tf.int64)))  # skipped records are never decoded
+
     def train_stream(first_epoch=0, first_step=0, shard=None):
         # A worker of a multi-worker run reads every num-th shard file (Records.shard) and makes local batches of
         # batch/num. Each example of its files comes at most once per epoch; only a worker whose files hold fewer
@@ -62,41 +101,20 @@ def build(cfg, corr, train, test, shape, batch_size, epochs, steps, summary, det
         records, local = train.records, batch_size
         if shard is not None:
             local = pipeline.worker_batch(batch_size, shard)
-            if not cfg.data_service:  # the service's job is shared by the trainers: no file sharding
-                records = records.shard(shard[0], shard[1])
         if cfg.data_service:
-            ds = _service_stream(records, first_epoch, epochs, first_step * batch_size)
+            ds = service_stream(cfg, records, decode_train, first_epoch, first_step, epochs, local,
+                                f"rethink_tf-{service_job}-{first_epoch}-{first_step}")
+            # The trainers share the job first come, first served; one that prefetched less than the others
+            # would run dry in the run's last steps. It finishes them on its own decode of the last epoch.
+            slack = local_epoch(records, epochs - 1, -1, 0, local, True).repeat()
+            ds = ds.concatenate(slack.map(decode_train, num_parallel_calls=AUTOTUNE))
         else:
-            def epoch_records(epoch):
-                ds = records.read(kr.seed_pair(cfg.shuffle_seed, kr.EPOCH_ORDER, epoch), deterministic)
-                seed = tf.bitcast(kr.hash_words(cfg.shuffle_seed, kr.AUGMENT, epoch), tf.int64)
-                ds = _shuffle(ds, IMAGENET_SHUFFLE_BUFFER, seed)
-                if shard is not None:  # after the shuffle: a second pass never mixes into the first
-                    ds = ds.repeat()
-                ds = ds.take(steps * local)
-                skip = tf.where(epoch == first_epoch, tf.constant(first_step * local, tf.int64), 0)
-                return ds.skip(skip).map(lambda r: (r, epoch))  # skipped records are never decoded
-
-            ds = tf.data.Dataset.range(first_epoch, epochs).flat_map(epoch_records)
+            if shard is not None:
+                records = records.shard(shard[0], shard[1])
+            ds = tf.data.Dataset.range(first_epoch, epochs).flat_map(
+                lambda e: local_epoch(records, e, first_epoch, first_step, local, shard is not None))
             ds = ds.map(decode_train, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
         return pipeline.per_replica(ds.batch(local, drop_remainder=True), local, shard).prefetch(AUTOTUNE)
-
-    def _service_stream(records, first_epoch, last_epoch, skip):
-        """The stream decoded by tf.data service workers (python -m rethink_tf.data.service): the source is the list of
-        (epoch, shard file) pairs, dynamically sharded, so each example is delivered once per epoch."""
-        orders = [records.ordered(kr.seed_pair(cfg.shuffle_seed, kr.EPOCH_ORDER, e)) for e in range(first_epoch, last_epoch)]
-        epoch_of = tf.repeat(tf.range(first_epoch, last_epoch, dtype=tf.int64), len(records.files))
-        source = tf.data.Dataset.from_tensor_slices((epoch_of, tf.concat([f for f, _ in orders], 0),
-                                                     tf.concat([c for _, c in orders], 0)))
-        ds = source.interleave(
-            lambda e, f, c: tf.data.TFRecordDataset(f, buffer_size=8 << 20).take(c).map(lambda r: (r, e)),
-            cycle_length=min(16, len(records.files)), num_parallel_calls=AUTOTUNE, deterministic=False)
-        ds = ds.shuffle(IMAGENET_SHUFFLE_BUFFER).map(decode_train, num_parallel_calls=AUTOTUNE, deterministic=False)
-        service = tf.data.experimental.service
-        job = f"rethink_tf-{int(kr.hash_words(cfg.shuffle_seed, kr.SERVICE_JOB, cfg.corrupt_seed, first_epoch, skip))}"
-        ds = ds.apply(service.distribute(processing_mode=service.ShardingPolicy.DYNAMIC, service=cfg.data_service,
-                                         job_name=job, compression=None))
-        return ds.skip(skip)
 
     def evaluation(split, split_name):  # every example once, in shard order
         def example(record):

@@ -23,12 +23,11 @@ STREAMS = {
     "epoch_order": 7,  # the examples' (in-memory) or the shard files' (ImageNet) order in an epoch
     "augment": 11,  # in-memory batch crop/flip/rotation, and the ImageNet shuffle buffer's seed (other word count)
     "imagenet_distort": 13,  # the Inception train-time distortions of an ImageNet example
-    "service_job": 17,  # the tf.data service job name of a run
+    # 17 was the tf.data service job name (now the run's name): retired, never reused
 }
 LABEL_MASK, LABEL_VALUE = STREAMS["label_mask"], STREAMS["label_value"]
 SHUFFLED_PIXELS, RANDOM_PIXELS, GAUSSIAN = STREAMS["shuffled_pixels"], STREAMS["random_pixels"], STREAMS["gaussian"]
 EPOCH_ORDER, AUGMENT, IMAGENET_DISTORT = STREAMS["epoch_order"], STREAMS["augment"], STREAMS["imagenet_distort"]
-SERVICE_JOB = STREAMS["service_job"]
 
 _GOLDEN = 0x9E3779B97F4A7C15
 _M1, _M2 = 0xBF58476D1CE4E5B9, 0x94D049BB133111EB

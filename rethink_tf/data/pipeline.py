@@ -101,7 +101,7 @@ def _materialize(ds, size):
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
-def build(cfg, batch_size, epochs, num_replicas=1, deterministic=False, splits=None):
+def build(cfg, batch_size, epochs, num_replicas=1, deterministic=False, splits=None, service_job=None):
     """Builds the train / train_eval / test datasets of a run.
 
     Args:
@@ -113,6 +113,9 @@ def build(cfg, batch_size, epochs, num_replicas=1, deterministic=False, splits=N
         pipelines are deterministic whatever this says.
       splits: (train, test) sources.Splits already loaded (a user's data, sources.from_arrays) instead of cfg's
         dataset.
+      service_job: with cfg.data_service, the name this run's trainers share on the dispatcher, the same in each of
+        them and unique to the run and attempt (training.run passes the run's name and a token the trainers agree
+        on); None: unique to this call.
 
     Raises:
       UserError: bad combinations, missing data, a batch larger than the training set.
@@ -138,7 +141,8 @@ def build(cfg, batch_size, epochs, num_replicas=1, deterministic=False, splits=N
                                cfg.corrupt_test_labels)
     steps = train.size // batch_size
     summary = {"train_origin": train.origin, "test_origin": test.origin, "train_size": train.size,
-               "test_size": test.size, "data_fingerprint": sources.fingerprint(train, test)}
+               "test_size": test.size, "data_fingerprint": sources.fingerprint(train, test),
+               "example_keys": sources.KEY_SCHEME if spec.in_memory else "file_name"}
     if spec.in_memory:
         summary["train_labels"] = corruption_lib.label_summary(corr, train.arrays["label"], train.arrays["key"], "train")
         summary["test_labels"] = corruption_lib.label_summary(corr, test.arrays["label"], test.arrays["key"], "test")
@@ -147,7 +151,8 @@ def build(cfg, batch_size, epochs, num_replicas=1, deterministic=False, splits=N
         return _build_in_memory(cfg, corr, train, test, shape, batch_size, epochs, steps, summary)
     from rethink_tf.data import imagenet_stream  # it builds on this module's Datasets and batch sharding
 
-    return imagenet_stream.build(cfg, corr, train, test, shape, batch_size, epochs, steps, summary, deterministic)
+    return imagenet_stream.build(cfg, corr, train, test, shape, batch_size, epochs, steps, summary, deterministic,
+                                 service_job)
 
 
 def _prepared(corr, split, shape, crop):
@@ -244,7 +249,7 @@ def _build_in_memory(cfg, corr, train, test, shape, batch_size, epochs, steps, s
         return _shard(ds, batch_size, shard).prefetch(AUTOTUNE)
 
     changed = None
-    if corr.kind == "labels" and 0.0 < corr.prob < 1.0:  # train_eval is in file order, like train.arrays
+    if corr.kind == "labels" and 0.0 < corr.prob < 1.0:  # train_eval is in key order, like train.arrays
         changed = train_eval["label"] != train.arrays["label"]
     return Datasets(train_stream, _eval_dataset(train_eval, batch_size), _eval_dataset(test_arr, batch_size),
                     steps, train.size, test.size, shape, train.spec.num_classes, corr, summary, changed)

@@ -47,7 +47,7 @@ def serve(dispatcher, worker, port, dispatcher_address=None, worker_host="localh
     if not dispatcher_address:
         raise ValueError("--worker needs --dispatcher_address=HOST:PORT")
     return service.WorkerServer(service.WorkerConfig(dispatcher_address=dispatcher_address, port=port,
-                                                     worker_address=f"{worker_host}:{port}"))
+                                                     worker_address=f"{worker_host}:%port%"))  # TF substitutes the bound port (--port=0: any free one)
 
 
 def main(argv):

@@ -82,10 +82,13 @@ def is_chief(kind, index, cluster):
 
 
 class Cluster:
-    """This process's place in the cluster, and its MultiWorkerMirroredStrategy."""
+    """This process's place in the cluster, and its MultiWorkerMirroredStrategy.
 
-    def __init__(self, strategy, cluster, kind, index):
-        self.strategy, self.cluster, self.kind, self.index = strategy, cluster, kind, index
+    `token` is a random number the same in every process of this start of the cluster (a new one each start): it
+    names what the processes must share and never reuse, such as the run's tf.data service job."""
+
+    def __init__(self, strategy, cluster, kind, index, token=0):
+        self.strategy, self.cluster, self.kind, self.index, self.token = strategy, cluster, kind, index, token
         self.chief = is_chief(kind, index, cluster)
         self.workers = sum(len(v) for v in cluster.values())
 
@@ -115,11 +118,13 @@ def connect(worker_hosts=None, task_index=None, timeout_s=300.0):
     import tensorflow as tf
 
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
-    # the first collective: it returns only once every worker has joined
-    strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(lambda: tf.constant(1.0)), axis=None)
+    # The first collective: it returns only once every worker has joined. Each adds a random number below 2**16
+    # per replica; the float32 sum stays exact up to 256 replicas and is the same in every process.
+    mine = float(int.from_bytes(os.urandom(2), "big"))
+    token = strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(lambda: tf.constant(mine)), axis=None)
     watchdog.stdin.close()  # "assembled": the watchdog exits
     watchdog.wait()
-    return Cluster(strategy, cluster, kind, index)
+    return Cluster(strategy, cluster, kind, index, token=int(token))
 
 
 # The watchdog process: waits for its stdin to close (the worker assembled, or died); on timeout it reports and

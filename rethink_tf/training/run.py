@@ -11,6 +11,7 @@ model and compile under the strategy's scope, restore, the loop (loop.fit_and_ev
 
 import contextlib
 import os
+import secrets
 import shutil
 import sys
 import tempfile
@@ -107,10 +108,13 @@ def run(config, workdir, strategy=None, datasets=None, extra_callbacks=(), verbo
         raise UserError("--dtype_policy=mixed_float16 needs loss scaling, which fails under MirroredStrategy "
                         "(keras-team/keras#18666); use mixed_bfloat16 or one replica")
     # Everything that can fail on user input happens before the run directory is touched.
+    # A tf.data service job is named after the run and this start of it (the trainers agree on the token).
+    service_job = f"{os.path.basename(run_dir)}-{member.token if member else secrets.randbits(32)}"
     datasets = datasets or pipeline.build(cfg.data, cfg.batch_size, cfg.epochs, num_replicas=replicas,
-                                          deterministic=cfg.deterministic)
+                                          deterministic=cfg.deterministic, service_job=service_job)
     fingerprint = datasets.summary.get("data_fingerprint")
-    _check_same_data(run_dir, fingerprint)
+    keys = datasets.summary.get(EXAMPLE_KEYS)
+    _check_same_data(run_dir, fingerprint, keys)
     if os.path.exists(final):
         if results.valid_results(final):
             print(f"{run_dir}: already complete", flush=True)
@@ -136,7 +140,7 @@ def run(config, workdir, strategy=None, datasets=None, extra_callbacks=(), verbo
             initial_epoch = initial_step // datasets.steps_per_epoch
             state = checkpoint.saved_state(run_dir, initial_step)  # the record written with that checkpoint
             if chief:
-                results.write_json(config_path, {**cfg.to_dict(), DATA_FINGERPRINT: fingerprint})
+                results.write_json(config_path, {**cfg.to_dict(), DATA_FINGERPRINT: fingerprint, EXAMPLE_KEYS: keys})
                 history = results.truncate_history(run_dir, initial_epoch)
             else:
                 history = results.read_history(run_dir, initial_epoch)
@@ -308,13 +312,23 @@ def _check_writable(run_dir):
 
 
 DATA_FINGERPRINT = "data_fingerprint"  # config.json's record of the data (sources.fingerprint), beside the fields
+EXAMPLE_KEYS = "example_keys"  # config.json's record of how examples were keyed (sources.KEY_SCHEME)
 
 
-def _check_same_data(run_dir, fingerprint):
+def _check_same_data(run_dir, fingerprint, keys=None):
     """One line when the run directory's run was trained on other data than this invocation reads (other files
-    behind --data_dir, labels replaced in place, another source): resuming or reporting it would mix two."""
-    stored = (_stored_config(os.path.join(run_dir, results.CONFIG)) or {}).get(DATA_FINGERPRINT)
+    behind --data_dir, labels replaced in place, another source): resuming or reporting it would mix two.
+
+    An unfinished run started by a version of the package that keyed in-memory examples by file index (before
+    sources.KEY_SCHEME) drew other random labels and subsets: it cannot be continued with today's."""
+    config = _stored_config(os.path.join(run_dir, results.CONFIG)) or {}
+    stored = config.get(DATA_FINGERPRINT)
     final = os.path.join(run_dir, results.RESULTS)
+    if config and keys and config.get(EXAMPLE_KEYS) != keys and not results.valid_results(final):
+        was = config.get(EXAMPLE_KEYS) or "file-index keys (rethink_tf before content keys)"
+        raise UserError(f"{run_dir} was started with {was}, this version keys examples by {keys}: its corrupted "
+                        "labels and subsets differ, so it cannot be resumed; rerun it under another --workdir (or "
+                        "finish it with the version that started it)")
     if stored is None and results.valid_results(final):  # a finished run whose config.json went missing
         stored = (results.read_json(final).get("corruption") or {}).get(DATA_FINGERPRINT)
     if stored and fingerprint and stored != fingerprint:

@@ -11,14 +11,15 @@ Three kinds of source (the paper's §1 datasets), one module each:
     5-second reachability check of the dataset's host, so a machine without network gets one clear line instead
     of a hang. ImageNet is never downloaded (its licence): it is prepared from the two ILSVRC2012 tars in
     `manual_dir` only when asked to;
-  * the built-in `fashion_mnist_5k`: the first 5,000 training and 1,000 test images of Fashion-MNIST, shipped with
+  * the built-in `fashion_mnist_5k`: the first 5,000 training and 1,000 test images of Fashion-MNIST in key order, shipped with
     the package in idx format (MIT licence, rethink_tf/data/builtin/fashion_mnist_5k/LICENSE.txt), so a first run
     needs nothing at all.
 
-`key` identifies an example independently of read order, sharding and shuffling: the index in the original
-file order for archives, a FarmHash fingerprint of `tfds_id` for the small tfds datasets and of `file_name` for
-ImageNet (stable when ImageNet is prepared again with another shard layout). Corruptions are pure functions of
-(seed, split, key), so this key is what makes them fixed (see corruption.py).
+`key` identifies an example independently of read order, sharding and shuffling, and of the source that read it:
+for the in-memory datasets a FarmHash of the example's content (image bytes and label; split.content_key), and
+their arrays are kept in key order, so the archive and a tfds-prepared copy give the same keys, subsets and batches;
+for ImageNet a FarmHash of `file_name` (stable when ImageNet is prepared again with another shard layout).
+Corruptions are pure functions of (seed, split, key), so this key is what makes them fixed (see corruption.py).
 
 The small datasets (CIFAR-10, MNIST, Fashion-MNIST) are held in memory as uint8 arrays (150 MB for CIFAR-10);
 ImageNet is streamed as encoded records (`Records`) and decoded by the preprocessing.
@@ -30,7 +31,7 @@ import os
 from rethink_tf.data.sources import archives, tfds_source
 from rethink_tf.data.sources.download import NO_NETWORK_ENV  # noqa: F401  (the switch tests and users set)
 from rethink_tf.data.sources.split import (  # noqa: F401  (re-exported)
-    DatasetSpec, Split, fingerprint, from_arrays, string_key)
+    KEY_SCHEME, DatasetSpec, Split, content_key, fingerprint, from_arrays, in_key_order, string_key)
 from rethink_tf.data.sources.tfds_source import TFDS_PREFIX
 from rethink_tf.errors import UserError
 
@@ -87,7 +88,8 @@ def load(name, split, data_dir=None, source="auto", num_examples=None, manual_di
       data_dir: folder holding the archives or the tfds-prepared data. Defaults to Debian's folder for
         Fashion-MNIST/MNIST, else ~/tensorflow_datasets.
       source: "archive", "tfds", or "auto" (archives if present, else tfds).
-      num_examples: keep only the first N examples (in file order for archives), for quick runs.
+      num_examples: keep only the first N examples in key order (a pseudo-random subset, the same whichever
+        source reads the data; ImageNet: the first N records of the prepared shards), for quick runs.
       manual_dir: ImageNet's ILSVRC2012 tars, for tfds preparation.
       prepare_imagenet: allow the (hours-long) tfds preparation of ImageNet from manual_dir.
       download: when neither archives nor tfds data are found, download and prepare CIFAR-10/MNIST/Fashion-MNIST
@@ -115,11 +117,14 @@ def load(name, split, data_dir=None, source="auto", num_examples=None, manual_di
     archive = archives.find(ds_spec, data_dir) if search else None
     if archive is not None:
         arrays = archives.read(ds_spec, archive, split)
+        arrays = in_key_order(arrays["image"], arrays["label"])
         return _subset(Split(ds_spec, split, len(arrays["label"]), archive, arrays=arrays), num_examples)
     if source == "archive" or ds_spec.tfds_name is None:
         raise UserError(f"no {name} archive found in {data_dir or '(no --data_dir given)'}; expected {ds_spec.archive_help}")
-    return _subset(tfds_source.load(ds_spec, split, data_dir, manual_dir, prepare_imagenet, download),
-                   num_examples)
+    loaded = tfds_source.load(ds_spec, split, data_dir, manual_dir, prepare_imagenet, download)
+    if loaded.arrays is not None:
+        loaded = dataclasses.replace(loaded, arrays=in_key_order(loaded.arrays["image"], loaded.arrays["label"]))
+    return _subset(loaded, num_examples)
 
 
 def _subset(split, num_examples):

@@ -3,8 +3,8 @@
 CIFAR-10 binary (`cifar-10-binary.tar.gz` or `cifar-10-batches-bin/`) and python (`cifar-10-python.tar.gz` or
 `cifar-10-batches-py/`), MNIST-style `{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]` (MNIST, Fashion-MNIST).
 Tarballs are read in place (nothing is extracted), and the python pickles go through an unpickler that only builds
-numpy arrays, so a hostile archive can neither write files nor run code. The key of an example is its index in
-the original file order.
+numpy arrays, so a hostile archive can neither write files nor run code. The readers return images and labels
+in file order; sources.load keys them by content (split.in_key_order).
 """
 
 import gzip
@@ -184,5 +184,4 @@ def _read_idx_pair(folder, split):
 def _arrays(images, labels, origin, num_classes):
     if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
         raise UserError(f"{origin}: labels must lie in [0, {num_classes - 1}], found {labels.min()}..{labels.max()}")
-    return {"image": np.ascontiguousarray(images), "label": labels,
-            "key": np.arange(len(labels), dtype=np.int64)}
+    return {"image": images, "label": labels}

@@ -3,6 +3,11 @@
 An example is `{image: uint8 HxWxC, label: int64, key: int64}`. `key` identifies an example independently of read
 order, sharding and shuffling; corruptions are pure functions of (seed, split, key), so the key is what makes them
 fixed (data/corruption.py).
+
+The key of an in-memory example is a property of the example itself, its content (`content_key`), and a split's
+arrays are kept in key order (`in_key_order`): the original archive and a tfds-prepared copy of the same data (tfds
+reorders the examples when it prepares them) give the same keys, hence the same corrupted labels, the same
+`--train_examples` subset and the same batches, so a run can be resumed, or a sweep finished, on either.
 """
 
 import dataclasses
@@ -39,10 +44,38 @@ class DatasetSpec:
 
 def string_key(value):
     """The int64 example key of a string tensor: FarmHash64 into [0, 2**62), stable across runs, platforms and
-    TF versions. Every string-derived key (tfds_id, ImageNet's file_name, a user feature, content bytes) is this."""
+    TF versions. Every string-derived key (ImageNet's file_name, a user feature, content bytes) is this."""
     import tensorflow as tf
 
     return tf.strings.to_hash_bucket_fast(value, 2**62)
+
+
+KEY_SCHEME = "content-v1"  # how in-memory examples are keyed; recorded by every run (a change cannot go unnoticed)
+
+
+def content_key(image, label):
+    """The int64 key of one example from its content: FarmHash64 of its serialized image and (int64) label tensors.
+
+    Exact duplicates (the same image bytes and label) share a key, hence a corrupted label: they are one example
+    shown twice. The same image under two labels gets two keys. rethink_tf.randomize keys a user's data with it.
+    """
+    import tensorflow as tf
+
+    blob = tf.strings.join([tf.io.serialize_tensor(image), tf.io.serialize_tensor(tf.cast(label, tf.int64))])
+    return string_key(blob)
+
+
+def in_key_order(images, labels):
+    """The arrays {image, label, key} of a split with content keys, sorted by key (stable), whatever order the
+    source read them in."""
+    import tensorflow as tf
+
+    ds = tf.data.Dataset.from_tensor_slices((images, labels))
+    ds = ds.map(content_key, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).batch(16384)
+    keys = np.concatenate([np.zeros(0, np.int64)] + list(ds.as_numpy_iterator()))
+    order = np.argsort(keys, kind="stable")
+    return {"image": np.ascontiguousarray(images[order]), "label": np.asarray(labels, np.int64)[order],
+            "key": keys[order]}
 
 
 def from_arrays(name, split, images, labels, num_classes, keys):

@@ -1,6 +1,7 @@
 """TensorFlow Datasets prepared under a data_dir: the small datasets read into memory, and any tfds:NAME dataset.
 
-The key of an example is a FarmHash fingerprint of its `tfds_id`. ImageNet's prepared records are imagenet.py's.
+The readers return images and labels in tfds's prepared order; sources.load keys them by content (split.in_key_order),
+so the keys do not depend on how tfds laid the examples out. ImageNet's prepared records are imagenet.py's.
 """
 
 import os
@@ -9,7 +10,7 @@ import numpy as np
 
 from rethink_tf.data.sources import download as download_lib
 from rethink_tf.data.sources import imagenet
-from rethink_tf.data.sources.split import DatasetSpec, Split, string_key
+from rethink_tf.data.sources.split import DatasetSpec, Split
 from rethink_tf.errors import UserError
 
 TFDS_PREFIX = "tfds:"
@@ -18,8 +19,8 @@ TFDS_PREFIX = "tfds:"
 def spec(tfds_name, data_dir=None, image_feature="image", label_feature="label"):
     """The DatasetSpec of a tfds image classification dataset prepared under data_dir (a user's own data).
 
-    It is held in memory like CIFAR-10 (so its images must have one fixed shape), its keys are FarmHashes of
-    `tfds_id`, and it is never downloaded here: prepare it with `tfds build` (tfds's own downloader) first.
+    It is held in memory like CIFAR-10 (so its images must have one fixed shape), its keys are content keys,
+    and it is never downloaded here: prepare it with `tfds build` (tfds's own downloader) first.
     """
     import tensorflow_datasets as tfds
 
@@ -75,7 +76,7 @@ def load(ds_spec, split, data_dir, manual_dir, prepare_imagenet, download=False)
         return imagenet.open_records(ds_spec, tfds_split, split, data_dir, missing)
     not_found = (AssertionError, FileNotFoundError, tfds.core.registered.DatasetNotFoundError)
     read = lambda: tfds.load(ds_spec.tfds_name, split=tfds_split, data_dir=data_dir, download=False, try_gcs=False,
-                             shuffle_files=False, read_config=tfds.ReadConfig(add_tfds_id=True))
+                             shuffle_files=False)
     try:
         ds = read()
     except not_found as e:
@@ -88,12 +89,11 @@ def load(ds_spec, split, data_dir, manual_dir, prepare_imagenet, download=False)
         image = ex[ds_spec.image_feature]
         if image.shape.rank == 2:
             image = image[..., None]
-        key = string_key(ex["tfds_id"])
         image = image if image.dtype == tf.uint8 else tf.cast(image, tf.float32)
-        return {"image": image, "label": tf.cast(ex[ds_spec.label_feature], tf.int64), "key": key}
+        return {"image": image, "label": tf.cast(ex[ds_spec.label_feature], tf.int64)}
 
     ds = ds.map(to_example, num_parallel_calls=tf.data.AUTOTUNE)
     origin = f"tfds:{ds_spec.tfds_name}/{tfds_split} in {data_dir}"
     batches = list(tfds.as_numpy(ds.batch(10_000)))
-    arrays = {k: np.concatenate([b[k] for b in batches]) for k in ("image", "label", "key")}
+    arrays = {k: np.concatenate([b[k] for b in batches]) for k in ("image", "label")}
     return Split(ds_spec, split, len(arrays["label"]), origin, arrays=arrays)
