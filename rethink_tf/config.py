@@ -220,8 +220,9 @@ class TrainConfig:
         own = {f.name for f in dataclasses.fields(cls)} - {"data"}
         return cls(data=data, **{k: v for k, v in d.items() if k in own})
 
-    def name(self):
-        """The run directory name: readable settings plus a hash of everything that changes the result."""
+    def name(self, replicas=1):
+        """The run directory name: readable settings plus a hash of everything that changes the result (on
+        `replicas` replicas: see bn_replica_batch)."""
         if self.run_name:
             return self.run_name
         d = self.data
@@ -235,14 +236,33 @@ class TrainConfig:
         if d.train_examples:
             parts.append(f"n{d.train_examples}")
         parts.append(f"s{self.seed}")
-        return "-".join(parts + [digest(self.name_identity())])
+        return "-".join(parts + [digest(self.name_identity(replicas))])
 
-    def name_identity(self):
+    def name_identity(self, replicas=1):
         """What the run name's digest covers: the identity, with fields added after name version 1 only where they
-        differ from their defaults (NAME_V1_FIELDS)."""
+        differ from their defaults (NAME_V1_FIELDS), and BatchNorm's per-replica batch where it is not the global
+        batch (bn_replica_batch)."""
         defaults = {**{f.name: f.default for f in dataclasses.fields(DataConfig)},
                     **{f.name: f.default for f in dataclasses.fields(type(self)) if f.name != "data"}}
-        return {k: v for k, v in self.identity().items() if k in NAME_V1_FIELDS or v != defaults.get(k)}
+        named = {k: v for k, v in self.identity().items() if k in NAME_V1_FIELDS or v != defaults.get(k)}
+        bn_batch = self.bn_replica_batch(replicas)
+        if bn_batch is not None:
+            named["bn_replica_batch"] = bn_batch
+        return named
+
+    def bn_replica_batch(self, replicas):
+        """The batch BatchNorm normalizes over when it is not the global batch, else None.
+
+        With per-replica BatchNorm (Keras' default; --sync_batchnorm off) each replica normalizes over its own
+        batch_size / replicas images, so a model with BatchNorm trains differently on 1 and on 8 GPUs: the
+        replica count is then part of what the run is, and names it. Without BatchNorm, with synchronized
+        BatchNorm, or on one replica, where the steps run does not change what is trained (None).
+        """
+        from rethink_tf import models
+
+        if replicas <= 1 or self.sync_batchnorm or not models.has_batchnorm(self.model):
+            return None
+        return self.batch_size // replicas
 
 
 def digest(identity):

@@ -49,9 +49,11 @@ def define_data_flags(fv=flags.FLAGS):
     flags.DEFINE_string("manual_dir", None, "ImageNet: folder with ILSVRC2012_img_{train,val}.tar.", flag_values=fv)
     flags.DEFINE_bool("prepare_imagenet", False, "ImageNet: build the tfds TFRecords from --manual_dir first "
                       "(hours, ~150 GB).", flag_values=fv)
-    flags.DEFINE_integer("train_examples", None, "Use only the first N training examples.", lower_bound=1,
+    flags.DEFINE_integer("train_examples", None, "Use only the first N training examples in key order (a "
+                         "pseudo-random subset, the same whichever source reads the data).", lower_bound=1,
                          flag_values=fv)
-    flags.DEFINE_integer("test_examples", None, "Use only the first N test examples.", lower_bound=1, flag_values=fv)
+    flags.DEFINE_integer("test_examples", None, "Use only the first N test examples in key order.", lower_bound=1,
+                         flag_values=fv)
     flags.DEFINE_enum("corrupt", "none", list(corruption.KINDS), "Randomization test of §2.1: labels (with "
                       "probability --corrupt_prob), random_labels (p = 1), shuffled_pixels, random_pixels, gaussian.",
                       flag_values=fv)

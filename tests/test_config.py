@@ -68,3 +68,17 @@ def test_adding_a_field_renames_no_run_unless_it_is_set():
     same = newer(**{f.name: getattr(base, f.name) for f in dataclasses.fields(TrainConfig)})
     assert same.name() == base.name()
     assert dataclasses.replace(same, future_knob=1).name() != base.name()
+
+
+def test_what_trains_differently_names_a_different_run():
+    """Per-replica BatchNorm normalizes over batch / replicas images: a BN model on 8 replicas is another run than
+    on one; a model without BN, synchronized BN, or one replica change only where the steps run."""
+    bn = TrainConfig(model="small_inception", batch_size=128).resolved()
+    assert bn.bn_replica_batch(1) is None and bn.bn_replica_batch(8) == 16
+    assert bn.name(8) != bn.name(1) == bn.name() and bn.name(8) != bn.name(4)
+    synced = dataclasses.replace(bn, sync_batchnorm=True)
+    assert synced.name(8) == synced.name(1) and synced.bn_replica_batch(8) is None
+    for model in ("small_inception_nobn", "mlp_1x512", "small_alexnet"):
+        cfg = TrainConfig(model=model).resolved()
+        assert cfg.name(8) == cfg.name(1)
+    assert TrainConfig(model="inception_v3").resolved().bn_replica_batch(2) is not None

@@ -1,5 +1,6 @@
 """A run reports only its own numbers, and bad input or a half-written file ends in one line, not a traceback."""
 
+import dataclasses
 import glob
 import gzip
 import io
@@ -350,3 +351,15 @@ def test_a_signal_before_training_is_one_line_too(cifar_dir, tmp_path):
     assert proc.returncode == 130 and "Traceback" not in err, err[-2000:]
     assert [line for line in err.splitlines() if line.strip()][-1].startswith("interrupted (SIGINT) outside a "
                                                                               "training step")
+
+
+def test_an_explicit_run_name_with_another_bn_replica_batch_is_refused(cifar_dir, tmp_path):
+    """A run named by hand that trained small Inception on 4 replicas (BN over 2 images each) is not the
+    one-device run of the same flags (BN over 8)."""
+    cfg = tiny(cifar_dir, run_name="mine")
+    cfg = dataclasses.replace(cfg, model="small_inception")
+    folder = tmp_path / "w" / "mine"
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps({**cfg.resolved().to_dict(), "bn_replica_batch": 2}))
+    with pytest.raises(UserError, match=r"BatchNorm's per-replica batch \(2 then, None on 1 replica\(s\) now\)"):
+        run(cfg, str(tmp_path / "w"), verbose=0)

@@ -61,6 +61,16 @@ def options_of(name):
     return sorted(p for p in params if p not in ("input_shape", "num_classes", "name") and p not in fixed)
 
 
+def has_batchnorm(name):
+    """Whether a registered model normalizes with BatchNorm (a plug-in's layers are unknown until it is built:
+    False)."""
+    if is_plugin(name) or name not in MODELS:
+        return False
+    builder, _ = MODELS[name]
+    fixed = builder.keywords if isinstance(builder, functools.partial) else {}
+    return "bn_synchronized" in options_of(name) and fixed.get("batchnorm", True)
+
+
 def option_defaults(name):
     """{option: the builder's default} for the options a model takes (what a None option resolves to)."""
     if is_plugin(name):

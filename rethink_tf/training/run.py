@@ -79,21 +79,6 @@ def run(config, workdir, strategy=None, datasets=None, extra_callbacks=(), verbo
     from rethink_tf.training import loop as loop_lib
 
     cfg = config.resolved()
-    run_dir = os.path.join(workdir, _run_dir_name(cfg))
-    _check_writable(run_dir)  # before any expensive work: one line, nothing created
-    final = os.path.join(run_dir, results.RESULTS)
-    config_path = os.path.join(run_dir, results.CONFIG)
-    changed = {}
-    stored = _stored_config(config_path) or _stored_config(final, key="config")
-    if stored is not None:  # compared first: an explicit run name may point at another run's directory
-        old, new = _jsonable(TrainConfig.from_dict(stored).to_dict()), _jsonable(cfg.to_dict())
-        differ = sorted(k for k in new if old.get(k) != new[k])
-        clash = [k for k in differ if k not in NON_IDENTITY_FIELDS]
-        if clash:
-            raise UserError(f"{run_dir} holds a run with a different config ({', '.join(clash)} differ); choose "
-                            "another --run_name or --workdir")
-        changed = {k: [old[k], new[k]] for k in differ}
-
     if cfg.deterministic:
         tf.config.experimental.enable_op_determinism()
     member = None  # this process's place in a multi-host cluster
@@ -104,6 +89,26 @@ def run(config, workdir, strategy=None, datasets=None, extra_callbacks=(), verbo
     replicas = strategy.num_replicas_in_sync
     chief = member is None or member.chief
     loop = loop or ("strategy_run" if member else "fit")
+    # The replica count names the run where it changes what is trained (per-replica BatchNorm's batch).
+    bn_batch = cfg.bn_replica_batch(replicas)
+    run_dir = os.path.join(workdir, _run_dir_name(cfg, replicas))
+    _check_writable(run_dir)  # before any expensive work: one line, nothing created
+    final = os.path.join(run_dir, results.RESULTS)
+    config_path = os.path.join(run_dir, results.CONFIG)
+    changed = {}
+    stored = _stored_config(config_path) or _stored_config(final, key="config")
+    if stored is not None:  # compared first: an explicit run name may point at another run's directory
+        old, new = _jsonable(TrainConfig.from_dict(stored).to_dict()), _jsonable(cfg.to_dict())
+        differ = sorted(k for k in new if old.get(k) != new[k])
+        clash = [k for k in differ if k not in NON_IDENTITY_FIELDS]
+        stored_bn = (_stored_config(config_path) or {}).get(BN_REPLICA_BATCH)
+        if stored_bn != bn_batch and os.path.exists(config_path):
+            clash.append(f"BatchNorm's per-replica batch ({stored_bn} then, {bn_batch} on {replicas} replica(s) now)")
+        if clash:
+            raise UserError(f"{run_dir} holds a run with a different config ({', '.join(clash)} differ); choose "
+                            "another --run_name or --workdir")
+        changed = {k: [old[k], new[k]] for k in differ}
+
     if cfg.dtype_policy == "mixed_float16" and replicas > 1:
         raise UserError("--dtype_policy=mixed_float16 needs loss scaling, which fails under MirroredStrategy "
                         "(keras-team/keras#18666); use mixed_bfloat16 or one replica")
@@ -140,7 +145,8 @@ def run(config, workdir, strategy=None, datasets=None, extra_callbacks=(), verbo
             initial_epoch = initial_step // datasets.steps_per_epoch
             state = checkpoint.saved_state(run_dir, initial_step)  # the record written with that checkpoint
             if chief:
-                results.write_json(config_path, {**cfg.to_dict(), DATA_FINGERPRINT: fingerprint, EXAMPLE_KEYS: keys})
+                results.write_json(config_path, {**cfg.to_dict(), DATA_FINGERPRINT: fingerprint, EXAMPLE_KEYS: keys,
+                                                  BN_REPLICA_BATCH: bn_batch})
                 history = results.truncate_history(run_dir, initial_epoch)
             else:
                 history = results.read_history(run_dir, initial_epoch)
@@ -280,9 +286,9 @@ def _ranges(numbers):
     return ", ".join(parts)
 
 
-def _run_dir_name(cfg):
+def _run_dir_name(cfg, replicas=1):
     """The run directory's name: one path component, so that a run never writes outside --workdir."""
-    name = cfg.name()
+    name = cfg.name(replicas)
     if cfg.run_name is not None:
         bad = not name or name in (".", "..") or os.sep in name or (os.altsep and os.altsep in name) or "\0" in name
     else:  # derived: a tfds:NAME/CONFIG dataset nests a folder, which stays inside --workdir
@@ -312,6 +318,7 @@ def _check_writable(run_dir):
 
 
 DATA_FINGERPRINT = "data_fingerprint"  # config.json's record of the data (sources.fingerprint), beside the fields
+BN_REPLICA_BATCH = "bn_replica_batch"  # config.json: TrainConfig.bn_replica_batch of the run (None: the global batch)
 EXAMPLE_KEYS = "example_keys"  # config.json's record of how examples were keyed (sources.KEY_SCHEME)
 
 
