@@ -248,6 +248,8 @@ class TrainConfig:
         bn_batch = self.bn_replica_batch(replicas)
         if bn_batch is not None:
             named["bn_replica_batch"] = bn_batch
+        if self.ema_decay:  # the reference's average (warm-up, BN statistics) replaced Keras' in version 2 of names
+            named["ema"] = "tf1_warmup_with_bn_statistics"
         return named
 
     def bn_replica_batch(self, replicas):

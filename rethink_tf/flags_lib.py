@@ -171,9 +171,10 @@ def _define_train_flags(fv):
                       "and is single-replica only (keras#18666).", flag_values=fv)
     flags.DEFINE_float("stop_at_train_accuracy", None, "End the run once an epoch's training accuracy reaches "
                        "this (e.g. 1.0 for fitting runs).", lower_bound=0.0, upper_bound=1.0, flag_values=fv)
-    flags.DEFINE_float("ema_decay", None, "Keep an exponential moving average of the trainable weights with this "
-                       "decay and report the final accuracies on it (the TF inception package evaluates a 0.9999 "
-                       "average; per-epoch test accuracies stay on the trained weights). Default: off.",
+    flags.DEFINE_float("ema_decay", None, "Keep the TF inception package's exponential moving average (decay "
+                       "min(this, (1 + t) / (10 + t)) at step t) of the trainable weights and BatchNorm statistics "
+                       "and report the final accuracies on it (the reference evaluates a 0.9999 average; per-epoch "
+                       "test accuracies stay on the trained weights). Default: off.",
                        lower_bound=0.0, upper_bound=0.999999, flag_values=fv)
     flags.DEFINE_float("fit_threshold", 1.0, "Training accuracy that counts as fitted for epochs_to_fit/steps_to_fit "
                        "(Figure 1b). results.json records 0.99, 0.999 and 1.0 in any case.", lower_bound=0.0,

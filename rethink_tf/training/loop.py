@@ -63,7 +63,7 @@ def compile_model(model, cfg, num_classes, num_replicas, steps_per_epoch=1, opti
             metrics.append(keras.metrics.SparseTopKCategoricalAccuracy(5, name="top5_accuracy"))
     jit = bool(cfg.jit_compile) and num_replicas == 1  # Keras turns XLA off under multi-replica strategies anyway
     spe = steps_per_call(steps_per_epoch, cfg.steps_per_execution, num_replicas, loop)
-    model.compile(optimizer=optimizer or optim.make_optimizer(cfg), loss=loss, metrics=metrics, jit_compile=jit,
+    model.compile(optimizer=optimizer or optim.make_optimizer(cfg, model), loss=loss, metrics=metrics, jit_compile=jit,
                   steps_per_execution=spe)
     return jit
 
