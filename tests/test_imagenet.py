@@ -304,3 +304,27 @@ def test_trainers_resuming_mid_epoch_on_the_service_skip_their_own_share(mini_im
                 live.remove(j)
     counts = collections.Counter(round(f, 1) for f in delivered)
     assert len(delivered) == 20 and max(counts.values()) <= 2 and len(counts) == 12
+
+
+def test_a_class_subset_takes_its_sizes_and_classes_from_the_prepared_split(mini_imagenet):
+    """3 of ImageNet's 1,000 classes prepared: the recipe decays every 2 prepared epochs (2 x 12 examples, not
+    2 x 1,281,167), and random labels are drawn from the 3 classes the tars held (synsets n01440764.. -> 0, 1, 2)."""
+    import json
+    import os
+
+    from rethink_tf.config import TrainConfig
+    from rethink_tf.data.sources import imagenet
+
+    data_dir, _ = mini_imagenet
+    spec = sources.spec("imagenet2012", data_dir)
+    assert (spec.train_size, spec.test_size, spec.classes, spec.num_classes) == (12, 6, (0, 1, 2), 1000)
+    [cache] = [os.path.join(r, f) for r, _, fs in os.walk(data_dir) for f in fs if f == imagenet.CLASSES_FILE]
+    assert json.load(open(cache))["classes"] == [0, 1, 2]
+    assert sources.spec("imagenet2012", data_dir).classes == (0, 1, 2)  # from the cache
+    cfg = TrainConfig(model="inception_v3", data=_config(data_dir)).resolved()
+    assert cfg.lr_decay_examples == 2 * 12
+    d = pipeline.build(_config(data_dir, corrupt="random_labels"), batch_size=4, epochs=1, deterministic=True)
+    labels = [int(v) for _, y in d.train_eval for v in y.numpy()]
+    assert set(labels) <= {0, 1, 2} and len(set(labels)) > 1
+    assert d.summary["train_labels"]["kind"] == "random_labels" and d.corruption.drawn_from == 3
+    assert sources.spec("imagenet2012", "/nonexistent-imagenet").train_size == 1_281_167  # unprepared: the paper's

@@ -48,6 +48,8 @@ class Corruption:
       num_classes: number of classes labels are drawn from.
       mean, std: per-channel dataset moments in [0, 1] units (gaussian only).
       corrupt_test_labels: also corrupt test labels (off by default: the paper's test error is on true labels).
+      classes: the label ids a random label is drawn from when the data hold only some of the num_classes (an
+        ImageNet prepared from a subset of its classes); None: all of 0 .. num_classes - 1.
     """
 
     kind: str = "none"
@@ -57,6 +59,12 @@ class Corruption:
     mean: Optional[tuple] = None
     std: Optional[tuple] = None
     corrupt_test_labels: bool = False
+    classes: Optional[tuple] = None
+
+    @property
+    def drawn_from(self):
+        """How many classes a random label is drawn from."""
+        return len(self.classes) if self.classes else self.num_classes
 
     @property
     def touches_labels(self):
@@ -80,7 +88,7 @@ def check_kind(kind, prob=None):
         raise UserError("corruption 'labels' needs a probability p in [0, 1] (--corrupt_prob)")
 
 
-def make(kind, prob=None, seed=0, num_classes=10, mean=None, std=None, corrupt_test_labels=False):
+def make(kind, prob=None, seed=0, num_classes=10, mean=None, std=None, corrupt_test_labels=False, classes=None):
     """Validates and builds a Corruption.
 
     Args:
@@ -90,6 +98,7 @@ def make(kind, prob=None, seed=0, num_classes=10, mean=None, std=None, corrupt_t
       num_classes: number of classes (>= 2).
       mean, std: per-channel moments, required for "gaussian".
       corrupt_test_labels: corrupt the test labels too.
+      classes: the label ids present (a class subset), or None for all num_classes.
 
     Raises:
       UserError: unknown kind, p outside [0, 1], missing moments.
@@ -105,7 +114,8 @@ def make(kind, prob=None, seed=0, num_classes=10, mean=None, std=None, corrupt_t
         raise UserError("gaussian corruption needs the dataset's per-channel mean and std")
     return Corruption(kind, float(prob) if kind in LABEL_KINDS else 0.0, int(seed), int(num_classes),
                       None if mean is None else tuple(float(m) for m in mean),
-                      None if std is None else tuple(float(s) for s in std), bool(corrupt_test_labels))
+                      None if std is None else tuple(float(s) for s in std), bool(corrupt_test_labels),
+                      None if classes is None else tuple(int(k) for k in classes))
 
 
 # ------------------------------------------------------------------------------------------- the maps
@@ -122,7 +132,9 @@ def corrupt_labels(c, labels, keys, split="train"):
         return labels
     s = _SPLIT_ID[split]
     mask = uniform(c.seed, kr.LABEL_MASK, s, keys) < c.prob
-    new = tf.cast(tf.floor(uniform(c.seed, kr.LABEL_VALUE, s, keys) * c.num_classes), tf.int64)
+    new = tf.cast(tf.floor(uniform(c.seed, kr.LABEL_VALUE, s, keys) * c.drawn_from), tf.int64)
+    if c.classes:
+        new = tf.gather(tf.constant(c.classes, tf.int64), new)
     return tf.where(mask, new, labels)
 
 
@@ -179,7 +191,7 @@ def label_summary(c, labels, keys, split="train"):
     order = np.argsort(keys, kind="stable")
     clean = np.asarray(labels, np.int64)[order]
     corrupted = np.asarray(corrupt_labels(c, clean, np.asarray(keys, np.int64)[order], split))
-    expected = c.prob * (1.0 - 1.0 / c.num_classes) if c.touches_labels else 0.0
+    expected = c.prob * (1.0 - 1.0 / c.drawn_from) if c.touches_labels else 0.0
     return {
         "kind": c.kind, "prob": c.prob, "seed": c.seed, "split": split, "num_examples": int(len(clean)),
         "changed_fraction": float(np.mean(corrupted != clean)) if len(clean) else 0.0,

@@ -138,7 +138,7 @@ def build(cfg, batch_size, epochs, num_replicas=1, deterministic=False, splits=N
     if cfg.corrupt == "gaussian":
         mean, std = corruption_lib.dataset_moments(preprocessing.center_crop(train.arrays["image"], shape[0]))
     corr = corruption_lib.make(cfg.corrupt, cfg.corrupt_prob, cfg.corrupt_seed, spec.num_classes, mean, std,
-                               cfg.corrupt_test_labels)
+                               cfg.corrupt_test_labels, classes=spec.classes)
     steps = train.size // batch_size
     summary = {"train_origin": train.origin, "test_origin": test.origin, "train_size": train.size,
                "test_size": test.size, "data_fingerprint": sources.fingerprint(train, test),

@@ -78,6 +78,11 @@ def run(config, workdir, strategy=None, datasets=None, extra_callbacks=(), verbo
     from rethink_tf.training import lock as lock_lib
     from rethink_tf.training import loop as loop_lib
 
+    d = config.data
+    if d.prepare_imagenet and d.dataset == "imagenet2012":  # first: the recipe's decay period is the prepared epoch's
+        from rethink_tf.data.sources import imagenet
+
+        imagenet.prepare(d.data_dir or os.path.expanduser("~/tensorflow_datasets"), d.manual_dir)
     cfg = config.resolved()
     if cfg.deterministic:
         tf.config.experimental.enable_op_determinism()

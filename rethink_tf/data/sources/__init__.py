@@ -28,7 +28,7 @@ ImageNet is streamed as encoded records (`Records`) and decoded by the preproces
 import dataclasses
 import os
 
-from rethink_tf.data.sources import archives, tfds_source
+from rethink_tf.data.sources import archives, imagenet, tfds_source
 from rethink_tf.data.sources.download import NO_NETWORK_ENV  # noqa: F401  (the switch tests and users set)
 from rethink_tf.data.sources.split import (  # noqa: F401  (re-exported)
     KEY_SCHEME, DatasetSpec, Split, content_key, fingerprint, from_arrays, in_key_order, string_key)
@@ -75,6 +75,8 @@ def spec(name, data_dir=None, image_feature="image", label_feature="label"):
         return tfds_source.spec(name[len(TFDS_PREFIX):], data_dir, image_feature, label_feature)
     if name not in DATASETS:
         raise UserError(f"unknown dataset {name!r}; known: {', '.join(sorted(DATASETS))}, or tfds:NAME")
+    if name == "imagenet2012":  # sizes and classes of what was prepared (a subset of the classes works too)
+        return imagenet.prepared_spec(DATASETS[name], data_dir)
     return DATASETS[name]
 
 

@@ -102,9 +102,61 @@ def open_records(ds_spec, tfds_split, split, data_dir, missing):
     return Split(ds_spec, split, records.size, origin, records=records)
 
 
-def prepare(data_dir, manual_dir):
+FULL_TRAIN_SIZE = 1_281_167
+CLASSES_FILE = "rethink_tf_classes.json"  # beside a prepared ImageNet: the label ids its training split holds
+
+
+def prepared_spec(ds_spec, data_dir):
+    """ImageNet's DatasetSpec with the sizes of the split prepared under data_dir, and, when only some classes were
+    prepared, the label ids present (a random label is drawn from those). The decay period of the recipe (2 epochs)
+    then follows the prepared epoch, not 2 x 1,281,167. Unprepared: ds_spec unchanged (loading reports it).
+
+    The classes of a partial preparation are found once by reading the training labels and kept in
+    rethink_tf_classes.json beside the records (recomputed when the records change or the folder is read-only)."""
+    import dataclasses
+    import json
+
     import tensorflow_datasets as tfds
 
+    builder = tfds.builder(ds_spec.tfds_name, data_dir=data_dir or os.path.expanduser("~/tensorflow_datasets"))
+    splits = builder.info.splits if builder.is_prepared() else {}
+    if "train" not in splits or ds_spec.tfds_test_split not in splits:
+        return ds_spec
+    train = splits["train"]
+    spec = dataclasses.replace(ds_spec, train_size=int(train.num_examples),
+                               test_size=int(splits[ds_spec.tfds_test_split].num_examples))
+    if spec.train_size >= FULL_TRAIN_SIZE:
+        return spec
+    layout = [[os.path.basename(os.fspath(f)) for f in train.filepaths], [int(n) for n in train.shard_lengths]]
+    cache = os.path.join(os.fspath(builder.data_dir), CLASSES_FILE)
+    try:
+        with open(cache) as f:
+            stored = json.load(f)
+        if stored.get("layout") == layout:
+            return dataclasses.replace(spec, classes=tuple(stored["classes"]))
+    except (OSError, ValueError, AttributeError):
+        pass
+    records = Records(tuple(os.fspath(f) for f in train.filepaths), tuple(layout[1]), builder.info.features)
+    labels = set()
+    for batch in records.read().map(lambda r: records.parse(r)["label"]).batch(4096):
+        labels.update(int(v) for v in batch.numpy())
+    classes = sorted(labels)
+    try:
+        with open(cache + ".tmp", "w") as f:
+            json.dump({"layout": layout, "classes": classes}, f)
+        os.replace(cache + ".tmp", cache)
+    except OSError:
+        pass  # a read-only copy: recomputed next time
+    return dataclasses.replace(spec, classes=tuple(classes) if len(classes) < spec.num_classes else None)
+
+
+def prepare(data_dir, manual_dir):
+    """tfds's own imagenet2012 preparation from the ILSVRC2012 tars in manual_dir; nothing when already prepared."""
+    import tensorflow_datasets as tfds
+
+    builder = tfds.builder("imagenet2012", data_dir=data_dir)
+    if builder.is_prepared():
+        return
     manual_dir = manual_dir or os.path.join(data_dir, "downloads", "manual")
     needed = ("ILSVRC2012_img_train.tar", "ILSVRC2012_img_val.tar")
     absent = [n for n in needed if not os.path.exists(os.path.join(manual_dir, n))]
@@ -112,6 +164,5 @@ def prepare(data_dir, manual_dir):
         raise UserError(f"ImageNet preparation needs {' and '.join(absent)} in {manual_dir} (--manual_dir)")
     print(f"preparing imagenet2012 in {data_dir} from {manual_dir}: this writes ~150 GB of TFRecords and takes hours",
           flush=True)
-    builder = tfds.builder("imagenet2012", data_dir=data_dir)
     builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual_dir,
                                                                               try_download_gcs=False))

@@ -40,6 +40,7 @@ class DatasetSpec:
     image_feature: str = "image"  # tfds feature names (tfds:NAME datasets may name them otherwise)
     label_feature: str = "label"
     full_train_size: Optional[int] = None  # a subset shipped as its own dataset: the size of the set it was cut from
+    classes: Optional[tuple] = None  # the label ids present when only some of num_classes are (ImageNet subset)
 
 
 def string_key(value):
