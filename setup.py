@@ -29,5 +29,5 @@ setup(
         "psutil>=5.9",
         "tensorboard>=2.16",  # TF 2.21 no longer depends on it; we write per-epoch scalars
     ],
-    extras_require={"test": ["pytest>=8"]},
+    extras_require={"test": ["pytest>=8", "pytest-xdist>=3.5"]},
 )

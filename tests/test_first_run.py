@@ -7,6 +7,7 @@ import sys
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from conftest import FASHION_DIR, needs_fashion, write_cifar_binary
 from rethink_tf import console, results
@@ -100,7 +101,12 @@ def test_builtin_dataset_needs_no_data_dir():
     test = sources.load("fashion_mnist_5k", "test", data_dir="/ignored-for-builtin-data")
     assert (train.size, test.size) == (5_000, 1_000)
     assert train.arrays["image"].shape == (5_000, 28, 28, 1) and train.arrays["image"].dtype == np.uint8
-    np.testing.assert_array_equal(train.arrays["key"], np.arange(5_000))
+    keys = train.arrays["key"]  # content keys (FarmHash64 of the serialized image and int64 label), in key order
+    assert (np.diff(keys) > 0).all() and keys.min() >= 0 and keys.max() < 2**62
+    for i in (0, 1234, 4999):  # the reference formula, example by example
+        blob = (tf.io.serialize_tensor(tf.constant(train.arrays["image"][i])).numpy()
+                + tf.io.serialize_tensor(tf.constant(train.arrays["label"][i], tf.int64)).numpy())
+        assert keys[i] == tf.strings.to_hash_bucket_fast(blob, 2**62).numpy()
     assert sorted(set(train.arrays["label"].tolist())) == list(range(10))
     assert os.path.exists(os.path.join(sources.DEFAULT_DIRS["fashion_mnist_5k"], "LICENSE.txt"))
 

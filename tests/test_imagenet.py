@@ -278,7 +278,9 @@ def test_two_runs_on_one_dispatcher_each_read_only_their_own_stream(mini_imagene
 def test_trainers_resuming_mid_epoch_on_the_service_skip_their_own_share(mini_imagenet, in_process_service):
     """Two trainers of one run resume at step 1 of epoch 1 (3 steps of 4 per epoch, 2 epochs): in lock-step they
     run the 5 remaining steps; the job they share, drained, delivered 24 - 4 examples (each skipped 2, its share
-    of one global batch), every example at most twice (once per epoch)."""
+    of one global batch, not 4), every example at most twice (once per epoch). The job's shuffle window spans the
+    epoch boundary (as Model Garden's repeated stream does), and here it spans the whole job: the 4 skipped may be
+    any 4 of the 24, so at least 10 of the 12 examples are delivered."""
     from rethink_tf.data import imagenet_stream
 
     data_dir, _ = mini_imagenet
@@ -303,7 +305,7 @@ def test_trainers_resuming_mid_epoch_on_the_service_skip_their_own_share(mini_im
             except StopIteration:
                 live.remove(j)
     counts = collections.Counter(round(f, 1) for f in delivered)
-    assert len(delivered) == 20 and max(counts.values()) <= 2 and len(counts) == 12
+    assert len(delivered) == 20 and max(counts.values()) <= 2 and len(counts) >= 10
 
 
 def test_a_class_subset_takes_its_sizes_and_classes_from_the_prepared_split(mini_imagenet):

@@ -84,9 +84,10 @@ class EpochRecorder(keras.callbacks.Callback):
             if k in _HISTORY_NAMES:
                 row[_HISTORY_NAMES[k]] = float(v)
         if not math.isfinite(row.get("train_loss", 0.0)):
-            # diverged weights: the argmax of NaN logits is backend-dependent (XLA and TF disagree), so a test
-            # accuracy measured now would be an artefact of the loop that ran, not a property of the model
-            row.update({k: math.nan for k in row if k.startswith("test_")})
+            # diverged weights: the argmax of NaN logits is backend-dependent (XLA and TF disagree, and the loops
+            # stop after different numbers of NaN batches), so an accuracy measured now, test or the epoch's
+            # running train accuracy, would be an artefact of the loop that ran, not a property of the model
+            row.update({k: math.nan for k in row if k.startswith("test_") or k.endswith("accuracy")})
         if self.memorization is not None:
             extra = self.memorization(self.model)
             row.update(extra)
