@@ -140,7 +140,9 @@ def _define_train_flags(fv):
                        "flagfiles, 4e-5 for Inception V3.", lower_bound=0.0, flag_values=fv)
     flags.DEFINE_float("label_smoothing", None, "Label smoothing (default 0; 0.1 for Inception V3).",
                        lower_bound=0.0, upper_bound=1.0, flag_values=fv)
-    flags.DEFINE_float("dropout", None, "Inception V3 dropout rate on pooled features (default 0.2).",
+    flags.DEFINE_float("dropout", None, "Dropout rate: Inception V3 on the pooled features (default 0.2, the TF "
+                       "package's keep 0.8); MLPs after each hidden layer (default none: beyond the paper). Masks are "
+                       "keyed per example, so 1 device and N replicas or workers drop the same units.",
                        lower_bound=0.0, upper_bound=0.99, flag_values=fv)
     flags.DEFINE_float("bn_momentum", None, "BatchNorm moving-average momentum (default 0.999 small Inception, "
                        "0.9997 Inception V3).", lower_bound=0.0, upper_bound=1.0, flag_values=fv)

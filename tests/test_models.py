@@ -134,3 +134,25 @@ def test_logits_stay_float32_under_mixed_precision(name):
     assert keras.backend.standardize_dtype(out.dtype) == "float32"
     assert all(l.compute_dtype == "bfloat16" for l in hidden)
     assert keras.config.dtype_policy().name == "float32"  # restored
+
+
+def test_keyed_dropout_mask_is_the_keyed_hash_of_step_row_and_unit():
+    """NumPy twin (test_corruption.np_uniform, an independent SplitMix64): unit u of row r at the layer's i-th
+    training call is kept iff uniform(seed, i, DROPOUT, r, u) >= rate, kept units scaled by 1 / (1 - rate); the
+    mask changes with the call, and inference is the identity. A model without dropout option gets no layer."""
+    from test_corruption import np_uniform
+
+    from rethink_tf.data import keyed_random
+
+    x = np.arange(1, 4 * 3 * 5 + 1, dtype=np.float32).reshape(4, 3, 5)
+    layer = blocks.KeyedDropout(0.3, seed=11)
+    for call in range(2):
+        out = keras.ops.convert_to_numpy(layer(x, training=True))
+        rows, units = np.arange(4).reshape(4, 1, 1), np.arange(15).reshape(1, 3, 5)
+        keep = np_uniform(11, call, keyed_random.DROPOUT, rows, units) >= 0.3
+        np.testing.assert_allclose(out, np.where(keep, x / 0.7, 0.0), rtol=1e-6)
+        assert 0.5 < keep.mean() < 0.9
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(layer(x, training=False)), x)
+    assert not any("dropout" in w.name for w in models.build("mlp_1x512", (28, 28, 3), 10).layers)
+    assert [w.name for w in models.build("mlp_3x512", (28, 28, 3), 10, dropout=0.5).layers
+            if isinstance(w, blocks.KeyedDropout)] == ["dropout1", "dropout2", "dropout3"]

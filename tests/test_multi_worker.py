@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 
+import h5py
 import numpy as np
 import pytest
 from conftest import needs_fashion, write_cifar_binary
@@ -71,14 +72,17 @@ def cifar_dir(tmp_path_factory):
 # BN: one step. With 4-8 random images per batch the BN trajectory is chaotic: rounding differences of a 2-replica
 # all-reduce (6e-8 after one step, measured with MirroredStrategy vs OneDeviceStrategy) grow to ~1e-3 within 5
 # steps, on one host exactly as across workers.
-@pytest.mark.parametrize("model,sync,epochs,examples", [("mlp_1x512", False, 2, 40),
-                                                         ("small_inception_nobn", False, 1, 40),
-                                                         ("small_inception", True, 1, 8)])
-def test_two_workers_equal_two_replicas_equal_one_device(cifar_dir, tmp_path, model, sync, epochs, examples):
+# Dropout (keyed per example, blocks.KeyedDropout): each replica drops what the one-device run drops for its rows
+# (Keras' Dropout drew one mask for every replica, keras#20611).
+@pytest.mark.parametrize("model,sync,epochs,examples,dropout", [("mlp_1x512", False, 2, 40, 0.5),
+                                                                 ("small_inception_nobn", False, 1, 40, None),
+                                                                 ("small_inception", True, 1, 8, None)])
+def test_two_workers_equal_two_replicas_equal_one_device(cifar_dir, tmp_path, model, sync, epochs, examples,
+                                                         dropout):
     cfg = TrainConfig(model=model, epochs=epochs, batch_size=8, tensorboard=False, sync_batchnorm=sync,
-                      learning_rate=0.01, data=DataConfig(dataset="cifar10", data_dir=cifar_dir,
-                                                          corrupt="labels", corrupt_prob=0.5,
-                                                          train_examples=examples))
+                      dropout=dropout, learning_rate=0.01,
+                      data=DataConfig(dataset="cifar10", data_dir=cifar_dir, corrupt="labels", corrupt_prob=0.5,
+                                      train_examples=examples))
     out = str(tmp_path)
     for mode, workers in (("worker", 2), ("mirrored", 0), ("single", 0)):
         for rc, log in harness(mode, out, cfg, REPO, workers):
@@ -142,6 +146,52 @@ def test_cli_two_workers_on_real_fashion_mnist_chief_writes_and_cluster_resumes(
     assert "resuming at step" in outs[1][1] and "worker 1: done; the chief writes" in outs[1][1]
     assert sorted(os.listdir(tmp_path / "runs")) == ["mw"]  # the other worker wrote nothing in the workdir
     assert "Traceback" not in outs[0][1] + outs[1][1]
+
+
+def test_sigterm_to_one_worker_stops_the_cluster_at_one_step_with_a_checkpoint(tmp_path):
+    """Preemption reaching one worker (here the non-chief): the workers agree at the next batch end, both save the
+    same step and exit 143 with one line; the same command again resumes there and ends where one device ends."""
+    flags = ["--model=mlp_1x512", "--dataset=fashion_mnist_5k", "--train_examples=2000", "--test_examples=500",
+             "--batch_size=100", "--epochs=4", "--notensorboard", "--run_name=mw", "--steps_per_execution=2"]
+    run_dir = tmp_path / "runs" / "mw"
+    ports = free_ports(2)
+    procs = [subprocess.Popen(_cli(ports, i, tmp_path / "runs", *flags), cwd=str(tmp_path), env=_env(),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+             for i in (0, 1)]
+    deadline = time.time() + LIMIT
+    while time.time() < deadline and not results.read_history(str(run_dir)):
+        time.sleep(0.05)
+    procs[1].send_signal(signal.SIGTERM)
+    outs = []
+    for p in procs:
+        try:
+            outs.append(p.communicate(timeout=120))
+        except subprocess.TimeoutExpired:
+            for q in procs:
+                os.killpg(q.pid, signal.SIGKILL)
+            raise
+    lines = []
+    for p, (_, err) in zip(procs, outs):
+        errors = [line for line in err.splitlines() if line.strip()]
+        assert p.returncode == 128 + signal.SIGTERM and len(errors) == 1, err[-2000:]
+        assert errors[0].startswith("interrupted (SIGTERM) at ") and "checkpoint saved" in errors[0], errors
+        lines.append(errors[0])
+    assert lines[0] == lines[1]  # the same step on both workers
+    with h5py.File(run_dir / "checkpoint.weights.h5") as f:
+        step = int(np.ravel(f["optimizer/vars/0"][()])[0])
+    assert 20 <= step < 80 and not (run_dir / "results.json").exists()
+    ports = free_ports(2)
+    for rc, log in launch([_cli(ports, i, tmp_path / "runs", *flags) for i in (0, 1)], str(tmp_path)):
+        assert rc == 0, log[-3000:]
+    r = results.read_json(str(run_dir / "results.json"))
+    assert r["resumes"][0]["step"] == step and r["metrics"]["steps_trained"] == 80
+    one = subprocess.run([sys.executable, "-m", "rethink_tf.train", *flags[:-2], "--run_name=one",
+                          f"--workdir={tmp_path / 'runs'}"], env=_env(), capture_output=True, text=True,
+                         timeout=LIMIT)
+    assert one.returncode == 0, one.stderr[-2000:]
+    ref = results.read_json(str(tmp_path / "runs" / "one" / "results.json"))
+    for key in ("train_loss", "test_loss", "test_accuracy"):
+        assert r["metrics"][key] == pytest.approx(ref["metrics"][key], rel=1e-4, abs=1e-5), key
 
 
 def _one_line_error(proc_out):

@@ -267,8 +267,11 @@ def test_kill_and_resume_equals_uninterrupted(model, extra, cifar_dir, tmp_path)
     _assert_same_run(ra, rb, os.path.join(str(tmp_path), "straight"), killed_dir, a)
 
 
-def test_mid_epoch_checkpoint_resumes_with_the_same_batches(cifar_dir, tmp_path):
+@pytest.mark.parametrize("state_file", ["kept", "damaged"])
+def test_mid_epoch_checkpoint_resumes_with_the_same_batches(cifar_dir, tmp_path, state_file):
     # 5 steps/epoch, a checkpoint every 2 steps: killed at step 7, the last checkpoint is step 6 = epoch 2, step 1.
+    # The epoch's running totals travel inside the checkpoint file: a damaged checkpoint.state.json beside it
+    # (a torn write, a disk error) changes nothing.
     base = tiny("mlp_1x512", cifar_dir, epochs=3, corrupt="labels", corrupt_prob=0.5, random_crop=True,
                 checkpoint_every_steps=2, steps_per_execution=1)  # the killer looks at every step
     a = dataclasses.replace(base, run_name="straight", checkpoint_every_steps=None, steps_per_execution=None)
@@ -279,6 +282,9 @@ def test_mid_epoch_checkpoint_resumes_with_the_same_batches(cifar_dir, tmp_path)
     killed_dir = os.path.join(str(tmp_path), "killed")
     assert _checkpoint_step(killed_dir) == 6
     assert len(results.read_history(killed_dir)) == 1
+    if state_file == "damaged":
+        with open(os.path.join(killed_dir, checkpoint.STATE), "wb") as f:
+            f.write(os.urandom(256))
     rb = results.read_json(run(b, str(tmp_path), verbose=0))
     assert rb["history"][1]["resumed_at_step"] == 6 and rb["history"][1]["running_totals_restored"]
     # epoch 2's running train metrics cover the whole epoch (the checkpoint carried steps 5..6's totals): all equal

@@ -24,10 +24,12 @@ STREAMS = {
     "augment": 11,  # in-memory batch crop/flip/rotation, and the ImageNet shuffle buffer's seed (other word count)
     "imagenet_distort": 13,  # the Inception train-time distortions of an ImageNet example
     # 17 was the tf.data service job name (now the run's name): retired, never reused
+    "dropout": 19,  # models.blocks.KeyedDropout: one example's mask at one training step
 }
 LABEL_MASK, LABEL_VALUE = STREAMS["label_mask"], STREAMS["label_value"]
 SHUFFLED_PIXELS, RANDOM_PIXELS, GAUSSIAN = STREAMS["shuffled_pixels"], STREAMS["random_pixels"], STREAMS["gaussian"]
 EPOCH_ORDER, AUGMENT, IMAGENET_DISTORT = STREAMS["epoch_order"], STREAMS["augment"], STREAMS["imagenet_distort"]
+DROPOUT = STREAMS["dropout"]
 
 _GOLDEN = 0x9E3779B97F4A7C15
 _M1, _M2 = 0xBF58476D1CE4E5B9, 0x94D049BB133111EB

@@ -9,8 +9,12 @@ Weight decay follows TF1's `wd · tf.nn.l2_loss(w) = wd · Σw²/2` on conv/dens
 `L2(wd / 2)` (gradient wd·w), added to the loss so it passes through SGD momentum.
 """
 
+import math
+
 import keras
 from keras import layers, ops
+
+from rethink_tf.data import keyed_random
 
 
 def kernel_regularizer(weight_decay):
@@ -70,3 +74,49 @@ class LocalResponseNormalization(layers.Layer):
     def get_config(self):
         return {**super().get_config(), "depth_radius": self.depth_radius, "bias": self.bias, "alpha": self.alpha,
                 "beta": self.beta}
+
+
+@keras.saving.register_keras_serializable(package="rethink_tf")
+class KeyedDropout(layers.Dropout):
+    """Dropout whose mask is a pure function of (seed, training step, the row's position in the global batch,
+    feature): one device, N replicas and N workers drop the same units of the same example at the same step.
+
+    Why: Keras' Dropout draws from one seed state that every replica holds a copy of, so under MirroredStrategy or
+    MultiWorkerMirroredStrategy each replica draws the *same* mask for its own slice of the batch (keras#20611): a
+    run on 8 GPUs trains another network than the one-GPU run of the same recipe (Table 2's dropout rows). Here
+    the step's draw comes from the layer's seed generator as before (its state advances once per training call, is
+    checkpointed, and is the same on every replica), and each row is keyed by its global position
+    replica_id × per-replica batch + row, the position the one-device run gives it (the package's input pipelines
+    give replica r the r-th slice of each global batch). The mask is keyed_random's counter hash (the package's
+    NumPy-checked RNG): kept iff uniform(seed, step draw, DROPOUT, row, feature) >= rate, compared exactly on the
+    hash's top 53 bits; kept units are scaled by 1 / (1 - rate) as in Keras. noise_shape is not supported.
+    """
+
+    def __init__(self, rate, seed=None, **kwargs):
+        if kwargs.get("noise_shape") is not None:
+            raise ValueError("KeyedDropout draws one mask entry per unit: noise_shape is not supported")
+        kwargs.pop("noise_shape", None)
+        super().__init__(rate, seed=seed, **kwargs)
+
+    def call(self, inputs, training=False):
+        if not training or self.rate <= 0:
+            return inputs
+        import tensorflow as tf
+
+        draw = tf.cast(self.seed_generator.next(), tf.int64)  # [seed, calls so far]: one value per training step
+        context = tf.distribute.get_replica_context()
+        replica = 0 if context is None else context.replica_id_in_sync_group
+        shape = tf.shape(inputs, out_type=tf.int64)
+        rows = tf.cast(replica, tf.int64) * shape[0] + tf.range(shape[0], dtype=tf.int64)
+        units = tf.reshape(tf.range(tf.reduce_prod(shape[1:]), dtype=tf.int64), tf.concat([[1], shape[1:]], 0))
+        rows = tf.reshape(rows, tf.concat([[-1], tf.ones_like(shape[1:])], 0))
+        top = tf.bitwise.right_shift(keyed_random.hash_words(draw[0], draw[1], keyed_random.DROPOUT, rows, units),
+                                     tf.constant(11, tf.uint64))
+        keep = top >= tf.constant(int(math.ceil(self.rate * 2.0**53)), tf.uint64)
+        scale = ops.cast(1.0 / (1.0 - self.rate), inputs.dtype)
+        return ops.where(keep, inputs * scale, ops.zeros_like(inputs))
+
+    def get_config(self):
+        config = super().get_config()
+        config.pop("noise_shape", None)
+        return config

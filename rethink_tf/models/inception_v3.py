@@ -34,6 +34,6 @@ def build(input_shape, num_classes, *, dropout=0.2, weight_decay=0.0, bn_momentu
             layer.kernel.regularizer = reg
     x = trunk.output
     if dropout:
-        x = layers.Dropout(dropout, name="dropout")(x)
+        x = blocks.KeyedDropout(dropout, name="dropout")(x)  # the same mask on 1 or N replicas
     logits = layers.Dense(num_classes, kernel_regularizer=reg, dtype="float32", name="logits")(x)
     return keras.Model(trunk.input, logits, name=name)

@@ -177,16 +177,22 @@ class StopOnSignal(keras.callbacks.Callback):
     end with a checkpoint of that step, under either loop; the entry point then prints one line and exits 128 + the
     signal. A second signal while the first is pending exits at once, without a checkpoint.
 
+    On a multi-host cluster (`agree`, see signal_agreement) the workers first agree, at every batch end and epoch
+    end (points every worker reaches together), whether any of them has a signal pending: a preemption that
+    reaches one worker stops all of them at the same step, with one checkpoint, instead of leaving the others
+    waiting in a collective that never comes.
+
     Use as a context manager around training: the handlers are installed in the main thread only (elsewhere Python
     cannot) and the previous ones restored on exit.
     """
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
-    def __init__(self, checkpoint, steps_per_epoch, enabled=True):
+    def __init__(self, checkpoint, steps_per_epoch, enabled=True, agree=None):
         super().__init__()
         self.checkpoint, self.steps = checkpoint, steps_per_epoch  # the run's checkpoint.Checkpoint callback
-        self.enabled = enabled  # off for a multi-host cluster: its workers would stop at different steps
+        self.enabled = enabled
+        self.agree = agree  # cluster: pending signal (or None) -> the signal any worker has pending (or None)
         self.requested = None
         self._previous = {}
 
@@ -212,8 +218,13 @@ class StopOnSignal(keras.callbacks.Callback):
             os._exit(128 + signum)
         self.requested = signum
 
+    def _pending(self):
+        if self.agree is not None:
+            self.requested = self.agree(self.requested)  # a collective: every worker calls it at this point
+        return self.requested
+
     def on_train_batch_end(self, batch, logs=None):
-        if self.requested is None:
+        if self._pending() is None:
             return
         step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
         if step % self.steps == 0:
@@ -222,7 +233,7 @@ class StopOnSignal(keras.callbacks.Callback):
                                                f"{self.steps}")
 
     def on_epoch_end(self, epoch, logs=None):  # after the recorder and the checkpoint of this epoch
-        if self.requested is not None:
+        if self._pending() is not None:
             self._stop(self.checkpoint.last_saved, f"the end of epoch {epoch + 1}")
 
     def _stop(self, saved, where):
@@ -231,6 +242,24 @@ class StopOnSignal(keras.callbacks.Callback):
                           + ("checkpoint saved; rerun the same command to resume" if saved else
                              "the weights were not finite, so the last good checkpoint stays; rerun the same command "
                              "to resume from it"), signum)
+
+
+def signal_agreement(strategy):
+    """The `agree` of StopOnSignal for a multi-worker strategy: an all-reduce of each worker's pending signal
+    (counts of SIGINT and SIGTERM; collectives sum, they have no max), answering the signal any worker has pending,
+    SIGTERM first (a preemption), or None."""
+    import tensorflow as tf
+
+    order = StopOnSignal.SIGNALS
+
+    def agree(requested):
+        flags = [1.0 if requested == s else 0.0 for s in order]
+        counts = strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(lambda: tf.constant(flags)), axis=None)
+        counts = keras.ops.convert_to_numpy(counts)
+        pending = [s for s, n in zip(order, counts) if n > 0]
+        return max(pending) if pending else None  # SIGTERM (15) before SIGINT (2)
+
+    return agree
 
 
 def time_to_fit(history, steps_per_epoch, threshold=1.0):

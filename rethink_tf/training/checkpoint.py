@@ -2,7 +2,9 @@
 
 The checkpoint is ONE file, `checkpoint.weights.h5` (weights, BN statistics, optimizer slots and `iterations`),
 replaced atomically at every epoch end and every `checkpoint_every_steps` steps; the one it replaces is kept beside
-it as the fallback. The position of a run is derived
+it as the fallback. Each file also holds its own STATE record (the history so far, a mid-epoch's running totals), so
+the record that a resume uses always belongs to the checkpoint it loaded, whatever happened to the files beside it.
+The position of a run is derived
 from the restored `iterations`, so the checkpoint cannot disagree with itself; a resumed run replays the same
 batches from that step on (the pipeline's order is a pure function of (seed, epoch)).
 
@@ -10,6 +12,7 @@ The finite-weights guard is the checkpoint's half of the one NaN policy (callbac
 `save` looks at the weights themselves, not at a loop's logs, so it holds whichever loop calls it.
 """
 
+import json
 import os
 import shutil
 
@@ -22,6 +25,7 @@ from rethink_tf.errors import UserError
 
 CHECKPOINT = "checkpoint.weights.h5"
 STATE = "checkpoint.state.json"  # beside each checkpoint: its step, the history so far, a mid-epoch's totals
+STATE_DATASET = "rethink_tf_state"  # the STATE record inside the checkpoint file (JSON bytes)
 PREVIOUS = "checkpoint.previous.weights.h5"  # the checkpoint before the newest: the fallback on a damaged file
 FREE_SPACE_MARGIN = 16 * 2**20  # bytes kept free beyond a checkpoint's size
 
@@ -57,6 +61,8 @@ def save_checkpoint(model, run_dir, state=None):
                         "and rerun the same command to resume")
     try:
         model.save_weights(tmp, overwrite=True)
+        if state is not None:
+            _embed_state(tmp, state)
         _fsync(tmp)
     except (OSError, RuntimeError) as e:
         if os.path.exists(tmp):
@@ -175,9 +181,34 @@ def _state_records(run_dir):
     return [r for r in records if isinstance(r, dict)] if isinstance(records, list) else []
 
 
+def _embed_state(path, state):
+    """Writes `state` into the checkpoint file at `path` (before it is fsynced and renamed into place): the record
+    and the weights are then one file, replaced together."""
+    import h5py
+
+    with h5py.File(path, "a") as f:
+        f.create_dataset(STATE_DATASET, data=np.frombuffer(json.dumps(state).encode(), np.uint8))
+
+
+def _embedded_state(path):
+    """The STATE record inside a checkpoint file, or None (no file, a damaged one, or one of an older version)."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            return json.loads(bytes(f[STATE_DATASET][()]).decode()) if STATE_DATASET in f else None
+    except Exception:  # noqa: BLE001 (h5py raises OSError, KeyError, ... on a damaged file: no record then)
+        return None
+
+
 def saved_state(run_dir, step):
-    """The STATE record of the checkpoint at optimizer step `step` ({"totals": ..., "history": [...]}) among the
-    last two (the newest checkpoint's and the previous one's), or {} when there is none for that step."""
+    """The STATE record of the checkpoint at optimizer step `step` ({"totals": ..., "history": [...]}): the one
+    inside the checkpoint file of that step (the newest or the previous one), else the STATE file's (checkpoints
+    of older versions), or {} when there is none for that step."""
+    for path in (os.path.join(run_dir, CHECKPOINT), os.path.join(run_dir, PREVIOUS)):
+        record = _embedded_state(path)
+        if isinstance(record, dict) and record.get("step") == step:
+            return record
     return next((r for r in reversed(_state_records(run_dir)) if r.get("step") == step), {})
 
 

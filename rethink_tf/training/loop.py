@@ -81,9 +81,9 @@ def fit_and_evaluate(model, cfg, datasets, run_dir, *, initial_step=0, history=(
         evaluation on each worker's copy of the weights: evaluate_local).
       resume_totals: the running metric totals recorded with a mid-epoch checkpoint at initial_step
         (checkpoint.saved_state), which the partial epoch starts from; every worker of a cluster passes them.
-      checkpoint_on_signal: SIGINT/SIGTERM checkpoint at the next step boundary (callbacks.StopOnSignal). Off for
-        a multi-host cluster, whose workers would stop at different steps and wait in unmatched collectives: there
-        a signal ends the worker at once and the others stop with one line.
+      checkpoint_on_signal: SIGINT/SIGTERM checkpoint at the next step boundary (callbacks.StopOnSignal); on a
+        multi-host cluster (strategy_run under a multi-worker strategy) the workers agree on it first, so a signal
+        that reaches one worker stops every worker at the same step.
 
     Returns:
       (metrics dict, history list, status) with status "completed", "stopped_at_train_accuracy" or "diverged".
@@ -109,7 +109,9 @@ def fit_and_evaluate(model, cfg, datasets, run_dir, *, initial_step=0, history=(
     if cfg.tensorboard:
         callbacks.append(keras.callbacks.TensorBoard(os.path.join(run_dir, "tensorboard"), write_graph=False,
                                                      profile_batch=0))
-    interrupt = callbacks_lib.StopOnSignal(checkpoint, steps, enabled=checkpoint_on_signal)
+    cluster = local and strategy is not None and strategy.extended._in_multi_worker_mode()
+    interrupt = callbacks_lib.StopOnSignal(checkpoint, steps, enabled=checkpoint_on_signal,
+                                           agree=callbacks_lib.signal_agreement(strategy) if cluster else None)
     callbacks += [divergence, interrupt, *extra_callbacks]
     epoch, offset = divmod(initial_step, steps)
     partial = (recorder, checkpoint)  # the callbacks that count steps from a partial epoch's first step

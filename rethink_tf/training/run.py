@@ -175,7 +175,7 @@ def run(config, workdir, strategy=None, datasets=None, extra_callbacks=(), verbo
                 metrics, history, status = loop_lib.fit_and_evaluate(
                     model, cfg, datasets, out_dir, initial_step=initial_step, history=history,
                     extra_callbacks=extra_callbacks, verbose=verbose, replicas=replicas, strategy=strategy, loop=loop,
-                    resume_totals=state.get("totals"), checkpoint_on_signal=member is None)
+                    resume_totals=state.get("totals"))
             finally:
                 if not chief:
                     shutil.rmtree(out_dir, ignore_errors=True)
