@@ -14,29 +14,15 @@ import argparse
 import glob
 import itertools
 import os
-import subprocess
 import sys
-import time
 
 from rethink_tf import console  # noqa: E402  (first: no TensorFlow log lines on a normal run)
 
 console.quiet()
 
-from absl import flags
-
-from rethink_tf import flags_lib, results
-
-
-def _die_with_parent():
-    """In the child, before it runs: ask Linux to SIGTERM it when this sweep dies, even by kill -9 (no orphaned
-    training holding a run's lock). The child's SIGTERM handling saves a checkpoint and exits."""
-    try:
-        import ctypes
-        import signal
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass  # not Linux: children outlive a killed sweep there
+from rethink_tf import reproduce  # noqa: E402  (the runner shared with python -m rethink_tf.reproduce)
+from rethink_tf import runs as runs_lib  # noqa: E402
+from rethink_tf.errors import UserError  # noqa: E402
 
 
 def expand(args, extra):
@@ -55,60 +41,44 @@ def expand(args, extra):
     return runs
 
 
-def run_dir_of(argv, workdir):
-    """The run directory a command will write, from its parsed flags (same naming as the trainer)."""
-    fv = flags.FlagValues()
-    flags_lib.define_train_flags(fv)
-    fv(["train", *argv])
-    return os.path.join(workdir, flags_lib.config_from_flags(fv).resolved().name())
-
-
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                 epilog="Flags after `--` are passed to every run (after its flagfile).")
     split = lambda s: [x for x in s.split(",") if x]
-    ap.add_argument("--models", type=split, default=[])
-    ap.add_argument("--corruptions", type=split, default=[])
-    ap.add_argument("--probs", type=lambda s: [float(x) for x in split(s)], default=[0.2, 0.4, 0.6, 0.8])
-    ap.add_argument("--seeds", type=lambda s: [int(x) for x in split(s)], default=[0])
+    ap.add_argument("--models", type=split, default=[], help="comma-separated models")
+    ap.add_argument("--corruptions", type=split, default=[], help="comma-separated --corrupt kinds")
+    ap.add_argument("--probs", type=lambda s: [float(x) for x in split(s)], default=[0.2, 0.4, 0.6, 0.8],
+                    help="--corrupt_prob values of the 'labels' corruption (default 0.2,0.4,0.6,0.8)")
+    ap.add_argument("--seeds", type=lambda s: [int(x) for x in split(s)], default=[0],
+                    help="comma-separated --seed values (default 0)")
     ap.add_argument("--flagfiles", type=split, default=[], help="comma-separated globs of flagfiles")
-    ap.add_argument("--workdir", default="runs/sweep")
+    ap.add_argument("--workdir", default="runs/sweep", help="where the runs and their logs go")
     ap.add_argument("--parallel", type=int, default=1, help="runs at a time, one GPU each")
-    ap.add_argument("--dry_run", action="store_true")
+    ap.add_argument("--dry_run", action="store_true", help="print the commands of the runs to do and stop")
     argv = sys.argv[1:]
     extra = argv[argv.index("--") + 1:] if "--" in argv else []
     args = ap.parse_args(argv[:argv.index("--")] if "--" in argv else argv)
-    commands = []
-    for run_argv in expand(args, extra):
-        full = [*run_argv, f"--workdir={args.workdir}"]
-        run_dir = run_dir_of(full, args.workdir)
-        if results.valid_results(os.path.join(run_dir, results.RESULTS)):  # a torn file is rewritten by the run
-            print(f"done     {run_dir}", flush=True)
-            continue
-        commands.append(([sys.executable, "-m", "rethink_tf.train", *full], run_dir))
-    print(f"{len(commands)} run(s) to do", flush=True)
-    if args.dry_run:
-        for cmd, _ in commands:
-            print(" ".join(cmd[1:]))
-        return 0
-    failed, running, queue = [], {}, list(commands)
-    while queue or running:
-        while queue and len(running) < args.parallel:
-            cmd, run_dir = queue.pop(0)
-            slot = next(i for i in range(args.parallel) if i not in running.values())
-            env = dict(os.environ, **({"CUDA_VISIBLE_DEVICES": str(slot)} if args.parallel > 1 else {}))
-            os.makedirs(args.workdir, exist_ok=True)
-            log = open(os.path.join(args.workdir, os.path.basename(run_dir) + ".log"), "a")
-            print(f"start    {run_dir}", flush=True)
-            running[subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                     preexec_fn=_die_with_parent)] = slot
-        for proc in list(running):
-            if proc.poll() is not None:
-                del running[proc]
-                if proc.returncode:
-                    failed.append(" ".join(proc.args[3:]))
-                    print(f"FAILED   rc={proc.returncode}: {' '.join(proc.args[3:])}", flush=True)
-        time.sleep(0.5)
-    print(f"{len(commands) - len(failed)} finished, {len(failed)} failed", flush=True)
+    workdir = os.path.abspath(args.workdir)
+    planned = [reproduce.Run("rethink_tf.train", tuple(a), " ".join(a[:len(a) - len(extra)]))
+               for a in expand(args, extra)]
+    if not planned:
+        print("error: nothing to run: give --models and --corruptions, or --flagfiles", file=sys.stderr)
+        return 2
+    try:
+        if args.dry_run:
+            for r in planned:
+                if not reproduce._done(reproduce.run_dir_of(r, workdir), r.program):
+                    print(" ".join(["python -m", r.program, *r.argv, f"--workdir={workdir}"]))
+            return 0
+        dirs, failed = reproduce.execute(planned, workdir, args.parallel)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    sys.stdout.write(runs_lib.table([runs_lib.row(d) for d in dirs if os.path.isdir(d)]))
+    unfitted = [d for d in dirs if "not fitted" in runs_lib.row(d)["fitted at"]] if dirs else []
+    print(f"{len(planned) - len(failed)} of {len(planned)} runs finished, {len(failed)} failed"
+          + (f"; {len(unfitted)} did not reach their fit threshold within their epochs" if unfitted else "")
+          + f". Figures: python scripts/make_figures.py --results={workdir} --out=figures")
     return 1 if failed else 0
 
 

@@ -185,13 +185,18 @@ def test_sweep_expands_skips_done_and_runs(tmp_path):
            "--notensorboard"]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     dry = subprocess.run(cmd[:2] + ["--dry_run"] + cmd[2:], cwd=REPO, capture_output=True, text=True, env=env)
-    assert "2 run(s) to do" in dry.stdout
     assert dry.stdout.count("--model=mlp_1x512") == 2 and "--corrupt_prob=0.5" in dry.stdout
     first = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env)
     assert first.returncode == 0, first.stdout + first.stderr[-2000:]
     assert len(results.load_all(str(work))) == 2
+    # progress per run, then one row per run and the count
+    assert "2 run(s) planned: 0 done, 2 to do" in first.stdout and first.stdout.count("done   [") == 2
+    assert "2 of 2 finished, 0 to go" in first.stdout and "2 of 2 runs finished, 0 failed" in first.stdout
+    assert first.stdout.count("mlp_1x512  cifar10") == 2  # the table's rows
     again = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env)
-    assert "0 run(s) to do" in again.stdout and again.stdout.count("done ") == 2
+    assert "2 run(s) planned: 2 done, 0 to do" in again.stdout and "start" not in again.stdout
+    bad = subprocess.run(cmd[:-1] + ["--corrupt_prob=7"], cwd=REPO, capture_output=True, text=True, env=env)
+    assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0 and "--corrupt_prob=7" in bad.stderr
 
 
 def test_inception_v3_default_dropout_is_never_paired_with_a_no_dropout_row(tmp_path):

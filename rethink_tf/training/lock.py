@@ -67,6 +67,16 @@ class RunLock:
             _remove(self.path)
 
 
+def holder(run_dir):
+    """{host, pid, since} of the live process holding run_dir, or None (no lock, or a stale one): what a listing
+    of runs calls "running"."""
+    path = os.path.join(run_dir, LOCK)
+    if not os.path.exists(path):
+        return None
+    found = _holder(path)
+    return None if _stale(found, path) else found
+
+
 def _holder(path):
     try:
         with open(path) as f:

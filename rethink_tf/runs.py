@@ -1,0 +1,143 @@
+"""`python -m rethink_tf.runs [--results=runs]`: what a workdir holds, one row per run.
+
+    python -m rethink_tf.runs --results=runs/fig1
+    python -m rethink_tf.runs --results='runs/*' --format=markdown
+
+A run is any folder with a config.json (training or §5 kernel). Its status is read from its files, never guessed:
+"done" (results.json complete: completed, or stopped at its fit rule), "diverged at epoch k", "running (epoch k)"
+(a live lock: another process trains it now), "killed at epoch k" (a checkpoint or history rows, no results: rerun
+the same command to resume), "not started". Reading never touches a run: it is safe while runs are training.
+"""
+
+import argparse
+import glob
+import json
+import os
+import sys
+
+from rethink_tf import results
+
+COLUMNS = ("run", "model", "dataset", "corruption", "seed", "epochs", "fitted at", "train acc", "test acc", "status")
+
+
+def _read(path):
+    try:
+        with open(path) as f:
+            value = json.load(f)
+        return value if isinstance(value, dict) else None
+    except (OSError, ValueError):
+        return None
+
+
+def run_dirs(patterns):
+    """The run folders (those holding a config.json) under run folders, folders of them, or globs."""
+    if isinstance(patterns, str):
+        patterns = [patterns]
+    found = set()
+    for pattern in patterns:
+        for path in glob.glob(pattern) or [pattern]:
+            if os.path.isfile(os.path.join(path, "config.json")):
+                found.add(os.path.abspath(path))
+            elif os.path.isdir(path):
+                found.update(os.path.dirname(os.path.abspath(p))
+                             for p in glob.glob(os.path.join(path, "**", "config.json"), recursive=True))
+    return sorted(found)
+
+
+def corruption_label(config):
+    """"labels p=0.4", "random_labels", "none" (true labels): the corruption a config trains on."""
+    kind = config.get("corrupt") or "none"
+    if kind == "labels":
+        return f"labels p={config.get('corrupt_prob')}"
+    return kind
+
+
+def status(run_dir):
+    """The run's state from its files (see the module docstring)."""
+    from rethink_tf.training import lock  # no TensorFlow: lock only reads files and PIDs
+
+    r = _read(os.path.join(run_dir, results.RESULTS))
+    history = results.read_history(run_dir) if os.path.exists(os.path.join(run_dir, results.HISTORY)) else []
+    last = max((row.get("epoch", 0) for row in history), default=0)
+    if r is not None and results.valid_results(os.path.join(run_dir, results.RESULTS), r.get("kind", "train")):
+        return "done" if r.get("status") != "diverged" else f"diverged at epoch {last}"
+    if os.path.exists(os.path.join(run_dir, "diverged.json")):
+        return f"diverged at epoch {last}"
+    if lock.holder(run_dir) is not None:
+        return f"running (epoch {last + 1})"
+    if last or os.path.exists(os.path.join(run_dir, "checkpoint.weights.h5")):
+        return f"killed at epoch {last + 1}" if last else "killed in epoch 1"
+    return "not started"
+
+
+def row(run_dir):
+    """One listing row (COLUMNS) of a run folder."""
+    config = _read(os.path.join(run_dir, "config.json")) or {}
+    r = _read(os.path.join(run_dir, results.RESULTS)) or {}
+    metrics = r.get("metrics") if isinstance(r.get("metrics"), dict) else {}
+    kernel = r.get("kind") == "kernel" or "kernel" in config
+    pct = lambda v: "" if v is None else f"{100 * v:.2f}%"
+    out = {"run": os.path.basename(run_dir), "dataset": config.get("dataset", ""),
+           "corruption": corruption_label(config), "seed": config.get("seed", ""), "status": status(run_dir)}
+    if kernel:
+        out["model"] = f"kernel {config.get('kernel', '')}/{config.get('features', '')}"
+        out["train acc"] = pct(None if metrics.get("train_error") is None else 1 - metrics["train_error"])
+        out["test acc"] = pct(None if metrics.get("test_error") is None else 1 - metrics["test_error"])
+        return {c: out.get(c, "") for c in COLUMNS}
+    out["model"] = config.get("model", "")
+    history = results.read_history(run_dir) if os.path.exists(os.path.join(run_dir, results.HISTORY)) else []
+    out["epochs"] = metrics.get("epochs_trained", max((h.get("epoch", 0) for h in history), default=0)) or ""
+    if metrics:
+        fitted = metrics.get("epochs_to_fit")
+        threshold = metrics.get("fit_threshold", 1.0)
+        out["fitted at"] = (f"epoch {fitted} (>= {100 * threshold:g}%)" if fitted else
+                            f"not fitted (< {100 * threshold:g}%)")
+        out["train acc"], out["test acc"] = pct(metrics.get("train_accuracy")), pct(metrics.get("test_accuracy"))
+    elif history:
+        out["train acc"] = pct(history[-1].get("train_accuracy"))
+        out["test acc"] = pct(history[-1].get("test_accuracy"))
+    return {c: out.get(c, "") for c in COLUMNS}
+
+
+def table(rows, fmt="text"):
+    """rows (dicts of COLUMNS) as an aligned text table, a Markdown table or CSV."""
+    cells = [[str(r[c]) for c in COLUMNS] for r in rows]
+    if fmt == "csv":
+        import csv
+        import io
+
+        buf = io.StringIO()
+        csv.writer(buf, lineterminator="\n").writerows([list(COLUMNS), *cells])
+        return buf.getvalue()
+    if fmt == "markdown":
+        lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+        return "\n".join(lines + ["| " + " | ".join(c) + " |" for c in cells]) + "\n"
+    widths = [max(len(x) for x in col) for col in zip(COLUMNS, *cells)]
+    fmt_line = lambda values: "  ".join(v.ljust(w) for v, w in zip(values, widths)).rstrip()
+    return "\n".join([fmt_line(COLUMNS), fmt_line(["-" * w for w in widths])] + [fmt_line(c) for c in cells]) + "\n"
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="python -m rethink_tf.runs",
+                                 description="List the runs of a workdir: one row per run, with its status.")
+    ap.add_argument("--results", default="runs",
+                    help="comma-separated run folders, folders of runs, or globs (default: runs)")
+    ap.add_argument("--format", choices=("text", "markdown", "csv"), default="text", help="output format")
+    args = ap.parse_args(argv)
+    dirs = run_dirs([p for p in args.results.split(",") if p])
+    if not dirs:
+        print(f"error: no runs (folders with a config.json) under {args.results}", file=sys.stderr)
+        return 2
+    rows = [row(d) for d in dirs]
+    sys.stdout.write(table(rows, args.format))
+    if args.format == "text":
+        counts = {}
+        for r in rows:
+            key = r["status"].split(" ")[0]
+            counts[key] = counts.get(key, 0) + 1
+        print(f"{len(rows)} run(s): " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
