@@ -157,3 +157,25 @@ def _kernels():
 
 
 RESULTS = tuple(_table1() + _table2() + _table4() + _kernels())
+
+
+# ---------------------------------------------------------------------------- Figure 1 (drawn beside measured curves)
+# Figure 1b: "time to overfit" relative to p = 0 reaches a small constant factor at p = 1, read off the figure as
+# roughly 1.5-3.5x for Inception, AlexNet and MLP 1x512 [S, approximate; the paper prints no number].
+FIGURE1B_SLOWDOWN_AT_P1 = (1.5, 3.5)
+FIGURE1_MODELS = ("small_inception", "small_alexnet", "mlp_1x512")  # Figure 1b/1c's three CIFAR-10 models
+
+
+def figure1c_anchors(model):
+    """Figure 1c's end points for a CIFAR-10 model, in percent test error: (p = 0, p = 1) from Table 1's
+    no-regularizer rows with true and with random labels (the caption: the error rises steadily from the
+    true-label error and "converge[s] to 90%"), or None for a model not in Figure 1."""
+    if model not in FIGURE1_MODELS:
+        return None
+
+    def test_error(corrupt):
+        (row,) = [r for r in RESULTS if r.table == "table1" and r.model == model and r.corrupt == corrupt
+                  and r.metric == "test_accuracy" and not (r.random_crop or r.weight_decay)]
+        return round(100.0 - row.value, 2)
+
+    return test_error("none"), test_error("random_labels")

@@ -110,9 +110,23 @@ def read_history(run_dir, max_epochs=None):
 def first_at_accuracy(history, threshold=1.0):
     """The first history row whose (running) training accuracy reached `threshold`, or None.
 
-    threshold 1.0 is metrics.epochs_to_fit / steps_to_fit; figures may use a lower one (plots.steps_to_accuracy).
+    threshold 1.0 is metrics.epochs_to_fit / steps_to_fit; figures may use a lower one (steps_to_accuracy).
     """
     return next((h for h in history if h.get("train_accuracy", 0.0) >= threshold), None)
+
+
+def steps_to_accuracy(result, threshold=1.0):
+    """Steps until the epoch's (running) training accuracy first reached `threshold` in a results dict; or None.
+
+    Read from metrics.steps_to_accuracy where training recorded that threshold (0.99, 0.999, 1.0), else from the
+    history. A threshold such as 0.999 (at most 1 example in 1,000 wrong in that epoch) is less brittle on small
+    subsets, where a handful of examples can take hundreds of epochs.
+    """
+    recorded = result.get("metrics", {}).get("steps_to_accuracy", {})
+    if f"{threshold:g}" in recorded:
+        return recorded[f"{threshold:g}"]
+    row = first_at_accuracy(result.get("history") or [], threshold)
+    return row and row["step"]
 
 
 def truncate_history(run_dir, epochs):

@@ -6,10 +6,12 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from rethink_tf import paper, results
 from rethink_tf.reporting import compare as report
+from rethink_tf.reporting import figures as plots
 from rethink_tf.config import DataConfig, TrainConfig
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -241,3 +243,98 @@ def test_table4_crop_and_augmentation_rows_are_compared_at_their_own_lr_decay(tm
                 if r["table"] == "table4"]
         assert rows, decay
         assert all(("lr decay" in r["differences"]) == expected for r in rows), (decay, rows)
+
+
+@pytest.fixture
+def drawn(monkeypatch):
+    """The figures' matplotlib Figure objects, kept (not only saved) so that tests can read what was drawn."""
+    kept = {}
+    real = plots._save
+
+    def keep(fig, out_dir, name):
+        kept[name] = fig
+        return real(fig, out_dir, name)
+
+    monkeypatch.setattr(plots, "_save", keep)
+    monkeypatch.setattr(plots.plt, "close", lambda fig=None: None)
+    return kept
+
+
+def test_figure1b_never_plots_an_unmeasured_value_and_names_what_did_not_fit(tmp_path, drawn):
+    """p = 0.6 never fitted within its budget: no 1b point at 0.6 (not a marker at 1.0 or at the edge), and the
+    panel says "not fitted within budget"; 1c keeps every measured test error; two seeds give mean and ± std."""
+    for seed in (0, 1):
+        for p, fit, acc in ((0.0, 10, 0.5), (0.3, 12 + seed, 0.4), (0.6, None, 0.3), (1.0, 20 + 2 * seed, 0.1)):
+            fake_train_result(str(tmp_path), corrupt="labels", p=p, fit_epoch=fit, test_acc=acc, seed=seed,
+                              epochs=30, fit_threshold=1.0, stop_at_train_accuracy=1.0)
+    plots.figure1bc(results.load_all(str(tmp_path)), str(tmp_path / "figs"))
+    ax_b, ax_c = drawn["figure1bc"].axes[:2]
+    xs = sorted(float(x) for line in ax_b.get_lines() for x in line.get_xdata()
+                if line.get_label() and not line.get_label().startswith("paper"))
+    assert 0.6 not in xs and {0.0, 0.3, 1.0} <= set(xs), xs
+    texts = " ".join(t.get_text() for t in ax_b.texts)
+    assert "not fitted within budget" in texts and "p = 0.6" in texts
+    (curve,) = [c for c in ax_b.containers if "seeds" in (c.get_label() or "")]
+    ys = curve.lines[0].get_ydata()
+    assert ys[-1] == pytest.approx(np.mean([20, 22]) / 10)  # mean of the seeds, relative to p = 0
+    assert "n = 2 seeds, mean ± std" in curve.get_label() and curve.has_yerr
+    c_xs = sorted(float(x) for c in ax_c.containers for x in c.lines[0].get_xdata())
+    assert c_xs == [0.0, 0.3, 0.6, 1.0]
+    labels = [h.get_label() for h in ax_b.get_legend_handles_labels()[0]]
+    assert any(label.startswith("paper (CIFAR-10") for label in labels)  # the paper's 1b range, marked as such
+    assert any("paper, mlp_1x512" in t for t in ax_c.get_legend_handles_labels()[1])  # 1c's Table 1 end points
+    assert any(t.startswith("chance (90% error)") for t in ax_c.get_legend_handles_labels()[1])
+    assert "≤ 100 epochs, stopped at the first epoch with ≥ 100% train acc." in labels[0]  # the stop rule in words
+    assert "fit = the first epoch with ≥ 100% training accuracy" in ax_b.get_title()  # the fit criterion
+
+
+def test_two_p_values_are_points_not_a_trend_line(tmp_path, drawn):
+    for p, fit, acc in ((0.0, 10, 0.5), (1.0, 20, 0.1)):
+        fake_train_result(str(tmp_path), corrupt="labels", p=p, fit_epoch=fit, test_acc=acc)
+    plots.figure1bc(results.load_all(str(tmp_path)), str(tmp_path / "figs"))
+    for ax in drawn["figure1bc"].axes[:2]:
+        for c in ax.containers:
+            if not (c.get_label() or "").startswith("paper"):
+                assert c.lines[0].get_linestyle() in ("None", "none", ""), c.get_label()
+
+
+def test_figure2_has_one_panel_per_protocol_and_distinct_legends(tmp_path, drawn):
+    for seed in (0, 1):
+        fake_train_result(str(tmp_path), seed=seed, test_acc=0.5 + 0.01 * seed)
+    fake_train_result(str(tmp_path), weight_decay=5e-4, test_acc=0.55)  # another protocol
+    plots.figure2(results.load_all(str(tmp_path)), str(tmp_path / "figs"))
+    axes = [ax for ax in drawn["figure2"].axes if ax.lines]
+    assert len(axes) == 2
+    for ax in axes:
+        labels = ax.get_legend_handles_labels()[1]
+        assert len(labels) == len(set(labels)) == len(ax.lines)
+    bottom, top = axes[0].get_ylim()
+    assert bottom > 0 and top < 100  # zoomed to the plateau, not 0-100
+
+
+def test_figure1a_says_when_curves_coincide_and_keeps_each_visible(tmp_path, drawn):
+    fake_train_result(str(tmp_path), corrupt="none")
+    fake_train_result(str(tmp_path), corrupt="shuffled_pixels")  # the same fake loss curve
+    fake_train_result(str(tmp_path), corrupt="random_labels", fit_epoch=25)
+    plots.figure1a(results.load_all(str(tmp_path)), str(tmp_path / "figs"))
+    (ax,) = drawn["figure1a"].axes
+    labels = ax.get_legend_handles_labels()[1]
+    assert any(label.startswith("shuffled pixels (coincides with true labels") for label in labels)
+    markers = {line.get_marker() for line in ax.lines}
+    assert len(markers) == 3  # distinct markers per series
+
+
+def test_seeds_are_one_row_with_mean_std_and_n_and_figure1b_rows_say_what_did_not_fit(tmp_path):
+    for seed, acc in ((0, 0.50), (1, 0.54), (2, 0.52)):
+        fake_train_result(str(tmp_path), seed=seed, test_acc=acc, fit_epoch=10)
+    fake_train_result(str(tmp_path), corrupt="random_labels", test_acc=0.1, fit_epoch=25)
+    fake_train_result(str(tmp_path), corrupt="labels", p=0.5, test_acc=0.3, fit_epoch=None, epochs=40)
+    rows = report.comparison_rows(results.load_all(str(tmp_path)))
+    (true_test,) = [r for r in rows if r["corrupt"] == "none" and r["metric"] == "test_accuracy"]
+    assert true_test["n"] == 3 and true_test["measured"] == pytest.approx(52.0)
+    assert true_test["std"] == pytest.approx(np.std([50.0, 54.0, 52.0]))
+    assert "52.00 ± 1.63 (n = 3)" in report.to_markdown(rows)
+    b = {r["p"]: r for r in rows if r["table"] == "figure1b"}
+    assert b[1.0]["measured"] == pytest.approx(25 / 10) and b[1.0]["paper"].startswith("1.5-3.5")
+    assert b[0.5]["measured"] is None and "not fitted within budget" in b[0.5]["differences"]
+    assert "| not fitted |" in report.to_markdown(rows)

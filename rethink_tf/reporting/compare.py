@@ -4,14 +4,23 @@ Each measured run is matched to the paper's number for the *same* experiment: mo
 regularizers (random crop, weight decay, augmentation, dropout) must all agree, and for kernels the features and
 ridge. What still differs from the paper's setup (dataset, subset sizes, epochs, early stop) is listed in the row's
 "differences" column, so unlike is never silently compared with like. Runs with no paper counterpart are listed
-too, with an empty paper column.
+too, with an empty paper column. Runs that differ only in their seeds (--seed, --corrupt_seed) are one row: the
+mean, ± the standard deviation and n. Label-corruption curves (p = 0 and other p of one protocol) add Figure 1b's
+rows: steps to fit relative to p = 0, beside the paper's 1.5-3.5x at p = 1 (read off its figure).
 """
 
+import collections
 import csv
 import io
+import json
+
+import numpy as np
 
 from rethink_tf import paper
 from rethink_tf.config import label_setting, resolved_config
+from rethink_tf.results import steps_to_accuracy
+
+SEED_FIELDS = ("seed", "corrupt_seed", "run_name")
 
 PAPER_DATASET = {"table1": "cifar10", "table4": "cifar10", "table2": "imagenet2012"}
 
@@ -76,7 +85,8 @@ def differences(result, paper_row):
     if result.get("kind") != "kernel":
         out.append(f"{m.get('epochs_trained')} epochs, batch {c.get('batch_size')}")
         if result.get("status") == "stopped_at_train_accuracy":
-            out.append("stopped at 100% train accuracy")
+            out.append(f"stopped at the first epoch with ≥ {100 * (c.get('stop_at_train_accuracy') or 1.0):g}% "
+                       "train accuracy")
         if c.get("weight_decay"):
             out.append(f"wd {c['weight_decay']:g} (paper: value not given)")
         if paper_row is not None:
@@ -108,28 +118,96 @@ def _measured(result, metric):
     return None if value is None else 100.0 * value
 
 
-def comparison_rows(results):
-    """One row per (run, metric): measured beside the paper, difference, provenance, setup differences."""
-    rows = []
+def _seedless(result):
+    """The identity of a run without its seeds: runs equal in it are one experiment, repeated."""
+    c = {k: v for k, v in result["config"].items() if k not in SEED_FIELDS}
+    return json.dumps([result.get("kind", "train"), c], sort_keys=True, default=str)
+
+
+def _combine(values):
+    """(mean, std, n) of the measured values (None when none was measured)."""
+    values = [v for v in values if v is not None]
+    if not values:
+        return None, None, 0
+    return float(np.mean(values)), float(np.std(values)), len(values)
+
+
+def _seed_groups(results):
+    groups = collections.defaultdict(list)
     for r in results:
+        groups[_seedless(r)].append(r)
+    return [sorted(g, key=lambda r: (r["config"].get("seed") or 0, r["config"].get("corrupt_seed") or 0))
+            for _, g in sorted(groups.items())]
+
+
+def comparison_rows(results):
+    """One row per (experiment, metric): measured (mean ± std over seeds, n) beside the paper, difference,
+    provenance, setup differences; then Figure 1b's slowdown rows."""
+    rows = []
+    for group in _seed_groups(results):
+        r = group[0]
         c = r["config"]
         corrupt, p = label_setting(c)
         matches = _candidates(r)
-        base = {"run": r.get("run_dir", "").rstrip("/").split("/")[-1], "dataset": c["dataset"],
-                "model": c.get("model") or f"kernel/{c.get('features')}", "corrupt": corrupt, "p": p}
+        base = {"run": ", ".join(g.get("run_dir", "").rstrip("/").split("/")[-1] for g in group),
+                "dataset": c["dataset"], "model": c.get("model") or f"kernel/{c.get('features')}",
+                "corrupt": corrupt, "p": p}
         if not matches:
             metrics = (["train_error", "test_error", "norm"] if r.get("kind") == "kernel"
                        else ["train_accuracy", "test_accuracy"])
             for metric in metrics:
-                rows.append({**base, "table": "", "metric": metric, "measured": _measured(r, metric), "paper": None,
-                             "difference": None, "tag": "", "differences": differences(r, None)})
+                mean, std, n = _combine(_measured(g, metric) for g in group)
+                rows.append({**base, "table": "", "metric": metric, "measured": mean, "std": std, "n": n,
+                             "paper": None, "difference": None, "tag": "", "differences": differences(r, None)})
             continue
         for pr in matches:
-            measured = _measured(r, pr.metric)
-            diff = None if measured is None or pr.value is None else measured - pr.value
-            rows.append({**base, "table": pr.table, "metric": pr.metric, "measured": measured,
+            mean, std, n = _combine(_measured(g, pr.metric) for g in group)
+            diff = None if mean is None or pr.value is None else mean - pr.value
+            rows.append({**base, "table": pr.table, "metric": pr.metric, "measured": mean, "std": std, "n": n,
                          "paper": pr.value if pr.value is not None else pr.note, "difference": diff,
                          "tag": pr.tag, "differences": differences(r, pr)})
+    return rows + slowdown_rows(results)
+
+
+def slowdown_rows(results):
+    """Figure 1b in the table: for each label-corruption curve (runs of one protocol at p = 0 and other p), the
+    steps to fit (at the runs' --fit_threshold) relative to p = 0, mean ± std over seeds; a p whose runs did not
+    all fit is "not fitted" (no number is made up). The paper's 1.5-3.5x sits beside p = 1."""
+    from rethink_tf.config import protocol_key
+
+    curves = collections.defaultdict(lambda: collections.defaultdict(list))
+    for r in results:
+        if r.get("kind", "train") != "train" or not r.get("history"):
+            continue
+        kind, p = label_setting(r["config"])
+        if kind in ("none", "labels", "random_labels"):
+            curves[protocol_key(r["config"])][p].append(r)
+    rows = []
+    for _, by_p in sorted(curves.items()):
+        if 0.0 not in by_p or len(by_p) < 2:
+            continue
+        first = by_p[0.0][0]
+        c = first["config"]
+        threshold = c.get("fit_threshold") or 1.0
+        base_steps = [steps_to_accuracy(r, threshold) for r in by_p[0.0]]
+        if not all(base_steps):
+            continue
+        for p in sorted(by_p):
+            if p == 0.0:
+                continue
+            steps = [steps_to_accuracy(r, threshold) for r in by_p[p]]
+            fitted = all(steps)
+            mean, std, n = _combine([s / np.mean(base_steps) for s in steps] if fitted else [])
+            low, high = paper.FIGURE1B_SLOWDOWN_AT_P1
+            rows.append({"run": ", ".join(r.get("run_dir", "").rstrip("/").split("/")[-1] for r in by_p[p]),
+                         "dataset": c["dataset"], "model": c["model"],
+                         "corrupt": "random_labels" if p == 1.0 else "labels", "p": p, "table": "figure1b",
+                         "metric": f"steps to {100 * threshold:g}% train acc. / p = 0",
+                         "measured": mean, "std": std, "n": n,
+                         "paper": f"{low:g}-{high:g} (read off the figure)" if p == 1.0 else None,
+                         "difference": None, "tag": "S" if p == 1.0 else "",
+                         "differences": differences(by_p[p][0], None)
+                         + ("" if fitted else "; not fitted within budget")})
     return rows
 
 
@@ -141,13 +219,22 @@ def _fmt(v):
     return str(v)
 
 
+def _fmt_measured(row):
+    """"84.19", or "84.19 ± 0.31 (n = 3)" where seeds were combined, or "not fitted"."""
+    if row["measured"] is None:
+        return "not fitted" if row.get("table") == "figure1b" else "—"
+    if row.get("n", 1) > 1:
+        return f"{row['measured']:.2f} ± {row['std']:.2f} (n = {row['n']})"
+    return _fmt(row["measured"])
+
+
 def to_markdown(rows):
     head = ["table", "model", "dataset", "labels", "metric", "measured", "paper", "measured − paper", "tag",
             "differences from the paper's setup"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         labels = r["corrupt"] + (f" p={r['p']:g}" if r["corrupt"] == "labels" else "")
-        cells = [r["table"] or "—", r["model"], r["dataset"], labels, r["metric"], _fmt(r["measured"]),
+        cells = [r["table"] or "—", r["model"], r["dataset"], labels, r["metric"], _fmt_measured(r),
                  _fmt(r["paper"]), _fmt(r["difference"]), r["tag"] or "—", r["differences"]]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
@@ -155,8 +242,8 @@ def to_markdown(rows):
 
 def to_csv(rows):
     buf = io.StringIO()
-    fields = ["run", "table", "model", "dataset", "corrupt", "p", "metric", "measured", "paper", "difference", "tag",
-              "differences"]
+    fields = ["run", "table", "model", "dataset", "corrupt", "p", "metric", "measured", "std", "n", "paper",
+              "difference", "tag", "differences"]
     writer = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore")
     writer.writeheader()
     for r in rows:

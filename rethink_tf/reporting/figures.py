@@ -21,11 +21,13 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from rethink_tf import paper  # noqa: E402
 from rethink_tf.config import label_setting, protocol_key  # noqa: E402
-from rethink_tf.results import FIT_THRESHOLDS, first_at_accuracy  # noqa: E402
+from rethink_tf.results import FIT_THRESHOLDS, steps_to_accuracy  # noqa: E402  (steps_to_accuracy: re-exported)
 
 FIG1A_SERIES = ("none", "random_labels", "shuffled_pixels", "random_pixels", "gaussian")
 FIG1A_STYLES = {"none": "-", "random_labels": "-", "shuffled_pixels": "--", "random_pixels": "-", "gaussian": ":"}
+FIG1A_MARKERS = {"none": "o", "random_labels": "s", "shuffled_pixels": "^", "random_pixels": "v", "gaussian": "D"}
 FIG1A_LABELS = {"none": "true labels", "random_labels": "random labels", "shuffled_pixels": "shuffled pixels",
                 "random_pixels": "random pixels", "gaussian": "gaussian"}
 
@@ -48,18 +50,35 @@ def _labels(keys):
             for k in keys}
 
 
+def stop_rule(c):
+    """The stop rule of a config in plain words."""
+    stop = c.get("stop_at_train_accuracy")
+    if stop is None:
+        return f"{c.get('epochs')} epochs"
+    return f"≤ {c.get('epochs')} epochs, stopped at the first epoch with ≥ {100 * stop:g}% train acc."
+
+
 def _title(c):
-    """A readable name of a run's protocol: model, dataset, subset, training length and regularizers."""
+    """A readable name of a run's protocol: model, dataset, subset, training length and stop rule, regularizers."""
     n = c.get("train_examples")
     head = f"{c['model']} on {c['dataset']}" + (f" ({n:,} train)" if n else "")
-    parts = []
-    stop = c.get("stop_at_train_accuracy")
-    parts.append(f"≤{c.get('epochs')} ep, stop at {100 * stop:g}%" if stop is not None else f"{c.get('epochs')} ep")
+    parts = [stop_rule(c)]
     regs = [tag for tag, on in (("crop", c.get("random_crop")), ("aug", c.get("augment") or c.get("imagenet_augment")),
                                 ("wd", c.get("weight_decay"))) if on]
     if regs:
         parts.append("+".join(regs))
     return head + "\n" + ", ".join(parts)  # two lines: panel titles and legends stay narrow
+
+
+def _seeds(runs):
+    """" (n = 3 seeds, mean ± std)" where runs of several seeds are combined, else ""."""
+    n = len({(r["config"].get("seed"), r["config"].get("corrupt_seed")) for r in runs})
+    return f" (n = {n} seeds, mean ± std)" if n > 1 else ""
+
+
+def _num_classes(r):
+    hist = r.get("corruption", {}).get("test_labels", {}).get("class_histogram")
+    return len(hist) if hist else 10
 
 
 def _save(fig, out_dir, name):
@@ -73,8 +92,34 @@ def _save(fig, out_dir, name):
     return paths
 
 
+COINCIDE = 0.02  # curves closer than 2% of the loss range everywhere are drawn on top of each other
+
+
+def coinciding(series):
+    """{kind: kind it coincides with}: series whose loss curves have the same length and stay within COINCIDE of
+    the loss range of each other (e.g. an MLP's shuffled pixels and true labels: a fixed permutation of the inputs
+    is absorbed by the first layer). Drawn on top of each other, one would hide the other; the legend says so."""
+    out = {}
+    kinds = [k for k in FIG1A_SERIES if series.get(k)]
+    for i, a in enumerate(kinds):
+        for b in kinds[:i]:
+            la = np.array([h["train_loss"] for h in series[a][0]["history"]])
+            lb = np.array([h["train_loss"] for h in series[b][0]["history"]])
+            if b not in out and len(la) == len(lb) and np.all(np.isfinite(la)) and np.all(np.isfinite(lb)):
+                span = max(la.max(), lb.max()) - min(la.min(), lb.min())
+                if np.max(np.abs(la - lb)) <= COINCIDE * max(span, 1e-12):
+                    out[a] = b
+                    break
+    return out
+
+
 def figure1a(results, out_dir):
-    """Training loss vs thousand steps, one panel per comparable group, one line per randomization."""
+    """Training loss vs thousand steps, one panel per protocol, one line per randomization (each seed drawn).
+
+    Distinct colours, line styles and markers per randomization; coinciding curves are named in the legend; when
+    one series ends more than 10x earlier than another (random pixels vs random labels on an MLP) the step axis is
+    logarithmic, so the short curves are not squeezed into a spike at zero (the panel says so).
+    """
     groups = collections.defaultdict(dict)
     for r in _train_runs(results):
         kind, p = label_setting(r["config"])
@@ -86,16 +131,27 @@ def figure1a(results, out_dir):
     fig, axes = plt.subplots(1, len(groups), figsize=(5.5 * len(groups), 4), squeeze=False)
     labels = _labels(groups)
     for ax, (key, series) in zip(axes[0], sorted(groups.items())):
+        same = coinciding(series)
+        ends = [r["history"][-1]["step"] for runs in series.values() for r in runs]
+        log_x = max(ends) > 10 * min(ends)
         for kind in FIG1A_SERIES:
             for i, r in enumerate(series.get(kind, [])):
                 steps = [h["step"] / 1000 for h in r["history"]]
-                # Dashed/dotted styles keep coinciding curves visible (e.g. an MLP on shuffled vs true pixels).
-                ax.plot(steps, [h["train_loss"] for h in r["history"]], label=FIG1A_LABELS[kind] if i == 0 else None,
-                        color=f"C{FIG1A_SERIES.index(kind)}", ls=FIG1A_STYLES[kind], lw=2 if kind == "gaussian" else 1.5)
-        ax.set(xlabel="thousand steps", ylabel="average loss")
+                label = None
+                if i == 0:
+                    label = FIG1A_LABELS[kind] + _seeds(series[kind])
+                    if kind in same:
+                        label += f" (coincides with {FIG1A_LABELS[same[kind]]} within {100 * COINCIDE:g}%)"
+                ax.plot(steps, [h["train_loss"] for h in r["history"]], label=label,
+                        color=f"C{FIG1A_SERIES.index(kind)}", ls=FIG1A_STYLES[kind], lw=2 if kind == "gaussian" else 1.5,
+                        marker=FIG1A_MARKERS[kind], markevery=max(1, len(steps) // 8), ms=4,
+                        mfc="none" if kind in same else None)
+        ax.set(xlabel="thousand steps" + (" (log scale)" if log_x else ""), ylabel="average training loss")
+        if log_x:
+            ax.set_xscale("log")
         ax.set_title(labels[key], fontsize=9)
         ax.set_ylim(bottom=0)
-        ax.legend()
+        ax.legend(fontsize=8)
     fig.suptitle("Figure 1a: fitting random labels and random pixels", y=1.04)
     return _save(fig, out_dir, "figure1a")
 
@@ -110,20 +166,6 @@ def _corruption_curves(results):
     return {k: v for k, v in groups.items() if len(v) >= 2}
 
 
-def steps_to_accuracy(result, threshold=1.0):
-    """Steps until the epoch's (running) training accuracy first reached `threshold`; or None.
-
-    Read from metrics.steps_to_accuracy where training recorded that threshold (0.99, 0.999, 1.0), else from the
-    history. A threshold such as 0.999 (at most 1 example in 1,000 wrong in that epoch) is less brittle on small
-    subsets, where a handful of examples can take hundreds of epochs.
-    """
-    recorded = result.get("metrics", {}).get("steps_to_accuracy", {})
-    if f"{threshold:g}" in recorded:
-        return recorded[f"{threshold:g}"]
-    row = first_at_accuracy(result["history"], threshold)
-    return row and row["step"]
-
-
 def _fit_threshold_of(runs, requested):
     """The requested threshold if every run reached it, else the strictest recorded one they all reached."""
     for t in [requested] + sorted((t for t in FIT_THRESHOLDS if t < requested), reverse=True):
@@ -132,82 +174,137 @@ def _fit_threshold_of(runs, requested):
     return None
 
 
+def _line_style(n_points):
+    """Points joined by a line only from three measured values on: two points and a line suggest a trend."""
+    return "o-" if n_points >= 3 else "o"
+
+
 def figure1bc(results, out_dir, fit_threshold=None):
-    """Figure 1b (relative time to overfit) and 1c (test error) vs label corruption, one line per protocol.
+    """Figure 1b (relative time to overfit) and 1c (test error) vs label corruption, one curve per protocol.
 
     fit_threshold None uses the runs' own --fit_threshold (the one their epochs_to_fit was computed with). When a
     run of a curve never reached it (a run that ended at 99.82%), the whole curve falls back to the strictest of
-    99.9% / 99% that all its runs reached, and the legend says so: no point goes missing and no curve mixes criteria.
+    99.9% / 99% that all its runs reached, and the legend says so: no curve mixes criteria. A value that was not
+    measured is never plotted: a p whose runs did not all fit within their budget has no 1b point, and the panel
+    lists it as "not fitted within budget". Seeds of a point are averaged, with ± 1 std bars and n in the legend.
+    The paper's values are drawn beside, marked as such: 1b's slowdown range at p = 1 read off its figure, and 1c's
+    end points from Table 1 (CIFAR-10 runs of Figure 1's three models).
     """
     groups = _corruption_curves(results)
     if not groups:
         return []
-    fig, (ax_b, ax_c) = plt.subplots(1, 2, figsize=(11, 4))
-    used, labels = set(), _labels(groups)
+    fig, (ax_b, ax_c) = plt.subplots(1, 2, figsize=(12, 4.5))
+    used, labels, unfitted, paper_c = set(), _labels(groups), [], False
     for i, (key, by_p) in enumerate(sorted(groups.items())):
         ps = sorted(by_p)
         runs = [r for p in ps for r in by_p[p]]
+        name = labels[key].replace("\n", _seeds(runs) + "\n")  # model and data, then the stop rule in words
         requested = fit_threshold if fit_threshold is not None else runs[0]["config"].get("fit_threshold", 1.0)
         threshold = _fit_threshold_of(runs, requested)
-        if 0.0 in by_p and threshold is not None:
-            used.add(threshold)
-            steps = {p: [steps_to_accuracy(r, threshold) for r in by_p[p]] for p in ps}
-            rel = [np.mean(steps[p]) / np.mean(steps[0.0]) for p in ps]
-            note = ("" if threshold == requested
-                    else f" [fit = {100 * threshold:g}%: not all reached {100 * requested:g}%]")
-            ax_b.plot(ps, rel, "o-", color=f"C{i}", label=labels[key] + note)
-        elif 0.0 in by_p:  # some run never reached even 99%: mark the curve rather than drop it silently
-            ax_b.plot(ps, [1.0] * len(ps), "x", color=f"C{i}", label=f"{labels[key]}: not all runs reached 99%")
-        err = [100 * (1 - np.mean([r["metrics"]["test_accuracy"] for r in by_p[p]])) for p in ps]
-        ax_c.plot(ps, err, "o-", color=f"C{i}", label=labels[key])
-    crit = " / ".join(f"{100 * t:g}%" for t in sorted(used, reverse=True)) or "100%"
-    ax_b.set(xlabel="label corruption", ylabel=f"steps to {crit} train accuracy (relative to p = 0)",
-             title="Figure 1b: convergence slowdown")
-    ax_c.set(xlabel="label corruption", ylabel="test error (%)", title="Figure 1c: generalization error growth")
-    ax_c.axhline(90, color="gray", ls=":", lw=1)
-    ax_b.legend(fontsize=7)
-    ax_c.legend(fontsize=7)
+        note = "" if threshold in (None, requested) else f" [fit at {100 * threshold:g}%: not all reached {100 * requested:g}%]"
+        t = threshold if threshold is not None else requested
+        steps = {p: [steps_to_accuracy(r, t) for r in by_p[p]] for p in ps}
+        fitted = [p for p in ps if all(steps[p])]
+        missing = [p for p in ps if p not in fitted]
+        if missing:
+            unfitted.append(f"{labels[key].split(chr(10))[0]}: p = {', '.join(f'{p:g}' for p in missing)}")
+        if 0.0 in fitted:
+            used.add(t)
+            base = np.mean(steps[0.0])
+            rel = [np.mean(steps[p]) / base for p in fitted]
+            err = [np.std(steps[p]) / base for p in fitted]
+            ax_b.errorbar(fitted, rel, yerr=err if _seeds(runs) else None, fmt=_line_style(len(fitted)),
+                          color=f"C{i}", capsize=3, label=name + note)
+        acc = {p: [100 * (1 - r["metrics"]["test_accuracy"]) for r in by_p[p]] for p in ps}
+        ax_c.errorbar(ps, [np.mean(acc[p]) for p in ps], yerr=[np.std(acc[p]) for p in ps] if _seeds(runs) else None,
+                      fmt=_line_style(len(ps)), color=f"C{i}", capsize=3, label=name)
+        config = runs[0]["config"]
+        anchors = paper.figure1c_anchors(config["model"]) if config.get("dataset") == "cifar10" else None
+        if anchors:
+            paper_c = True
+            ax_c.plot([0, 1], anchors, "D--", color=f"C{i}", mfc="none", lw=0.8,
+                      label=f"paper, {config['model']} (CIFAR-10, Table 1 end points)")
+    low, high = paper.FIGURE1B_SLOWDOWN_AT_P1
+    ax_b.errorbar([1.0], [(low + high) / 2], yerr=[[(high - low) / 2], [(high - low) / 2]], fmt="none",
+                  ecolor="gray", elinewidth=6, alpha=0.35,
+                  label=f"paper (CIFAR-10, read off Fig. 1b): {low:g}-{high:g}x at p = 1")
+    crit = " / ".join(f"{100 * t:g}%" for t in sorted(used, reverse=True)) or f"{100 * (fit_threshold or 1.0):g}%"
+    ax_b.set(xlabel="label corruption p", ylabel="steps to fit, relative to p = 0",
+             title=f"Figure 1b: convergence slowdown\nfit = the first epoch with ≥ {crit} training accuracy")
+    if unfitted:
+        ax_b.text(0.02, 0.98, "not fitted within budget (no point drawn):\n" + "\n".join(unfitted),
+                  transform=ax_b.transAxes, va="top", fontsize=7, color="firebrick")
+    chance = 100 * (1 - 1 / _num_classes(next(iter(next(iter(groups.values())).values()))[0]))
+    ax_c.axhline(chance, color="gray", ls=":", lw=1, label=f"chance ({chance:g}% error)")
+    ax_c.set(xlabel="label corruption p", ylabel="test error (%)",
+             title="Figure 1c: generalization error growth" + ("" if paper_c else "\n(the paper's values are CIFAR-10: "
+                                                                 "not drawn for other data)"))
+    for ax in (ax_b, ax_c):
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(0, -0.15))
     return _save(fig, out_dir, "figure1bc")
 
 
 def figure2(results, out_dir):
-    """Test accuracy vs thousand steps with the cumulative-best area, one line per run."""
+    """Test accuracy vs thousand steps with the cumulative best shaded, one panel per protocol (true labels), one
+    line per seed; the y-axis is zoomed to the part after the first tenth of training, so the shaded early-stopping
+    gain stays visible, and the legend sits outside the plot."""
     runs = [r for r in _train_runs(results) if label_setting(r["config"])[0] == "none"
             and any("test_accuracy" in h for h in r["history"])]
     if not runs:
         return []
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for i, r in enumerate(sorted(runs, key=lambda r: _group_key(r))):
-        steps = np.array([h["step"] / 1000 for h in r["history"]])
-        acc = np.array([100 * h["test_accuracy"] for h in r["history"]])
-        best = np.maximum.accumulate(acc)
-        label = _title(r["config"])
-        ax.plot(steps, acc, color=f"C{i}", label=label)
-        ax.fill_between(steps, acc, best, color=f"C{i}", alpha=0.2)
-    ax.set(xlabel="thousand steps", ylabel="test accuracy (%)",
-           title="Figure 2: test accuracy, shaded up to the cumulative best")
-    ax.legend(fontsize=8)
+    groups = collections.defaultdict(list)
+    for r in runs:
+        groups[_group_key(r)].append(r)
+    labels = _labels(groups)
+    fig, axes = plt.subplots(1, len(groups), figsize=(6.5 * len(groups), 4), squeeze=False)
+    for ax, (key, members) in zip(axes[0], sorted(groups.items())):
+        lows, highs = [], []
+        for i, r in enumerate(sorted(members, key=lambda r: (r["config"].get("seed", 0), r["config"].get("corrupt_seed", 0)))):
+            steps = np.array([h["step"] / 1000 for h in r["history"]])
+            acc = np.array([100 * h.get("test_accuracy", np.nan) for h in r["history"]])
+            best = np.fmax.accumulate(acc)
+            c = r["config"]
+            ax.plot(steps, acc, color=f"C{i}", label=f"seed {c.get('seed', 0)}, true labels (final {acc[-1]:.1f}%, "
+                                                       f"best {np.nanmax(acc):.1f}%)")
+            ax.fill_between(steps, acc, best, color=f"C{i}", alpha=0.3)
+            tail = acc[len(acc) // 10:]
+            lows.append(np.nanmin(tail) if len(tail) else np.nanmin(acc))
+            highs.append(np.nanmax(best))
+        span = max(highs) - min(lows)
+        ax.set_ylim(min(lows) - 0.1 * span - 0.5, max(highs) + 0.1 * span + 0.5)
+        ax.set(xlabel="thousand steps", ylabel="test accuracy (%)")
+        ax.set_title(labels[key], fontsize=9)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(0, -0.15))
+    fig.suptitle("Figure 2: test accuracy, shaded up to the cumulative best (the gain early stopping could give)",
+                 y=1.04)
     return _save(fig, out_dir, "figure2")
 
 
 def memorization(results, out_dir):
-    """Training accuracy on the examples whose label was changed vs those left intact, per epoch (0 < p < 1)."""
+    """Per run with 0 < p < 1: training accuracy on the examples whose label was changed and on those left intact,
+    and the clean test accuracy, per epoch (not a figure of the paper). One panel per run, its protocol in the
+    title."""
     runs = [r for r in _train_runs(results) if "train_accuracy_changed" in r["history"][0]]
     if not runs:
         return []
-    fig, ax = plt.subplots(figsize=(6.5, 4))
-    for i, r in enumerate(sorted(runs, key=lambda r: (_group_key(r), r["config"].get("corrupt_prob")))):
+    runs = sorted(runs, key=lambda r: (_group_key(r), r["config"].get("corrupt_prob"), r["config"].get("seed", 0)))
+    cols = min(len(runs), 3)
+    rows = -(-len(runs) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 4.4 * rows), squeeze=False, constrained_layout=True)
+    for ax, r in zip(axes.flat, runs):
         epochs = [h["epoch"] for h in r["history"]]
-        p = r["config"].get("corrupt_prob")
-        label = _title(r["config"]).replace("\n", ", ") + f", p = {p:g}"
-        ax.plot(epochs, [100 * h["train_accuracy_intact"] for h in r["history"]], "-", color=f"C{i}",
-                label=f"{label}: intact labels")
-        ax.plot(epochs, [100 * h["train_accuracy_changed"] for h in r["history"]], "--", color=f"C{i}",
-                label=f"{label}: changed labels")
-    ax.set(xlabel="epoch", ylabel="training accuracy on the labels trained on (%)",
-           title="Memorization: intact vs changed labels")
-    ax.set_ylim(0, 101)
-    ax.legend(fontsize=7)
+        c = r["config"]
+        ax.plot(epochs, [100 * h["train_accuracy_intact"] for h in r["history"]], "-", color="C0", label="intact labels")
+        ax.plot(epochs, [100 * h["train_accuracy_changed"] for h in r["history"]], "--", color="C3",
+                label="changed labels")
+        ax.plot(epochs, [100 * h.get("test_accuracy", np.nan) for h in r["history"]], ":", color="k",
+                label="test (clean labels)")
+        ax.set(xlabel="epoch", ylabel="accuracy (%)", ylim=(0, 101))
+        ax.set_title(_title(c) + f"\nlabels p = {c.get('corrupt_prob'):g}, seed {c.get('seed', 0)}", fontsize=8)
+        ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(runs):]:
+        ax.axis("off")
+    fig.suptitle("Memorization: training accuracy on the intact and the changed labels (on the labels trained on)")
     return _save(fig, out_dir, "memorization")
 
 
