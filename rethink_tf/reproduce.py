@@ -312,7 +312,7 @@ def main(argv=None):
         print("interrupted: rerun the same command to continue (finished runs are kept, killed ones resume)",
               file=sys.stderr)
         return 130
-    print(f"{args.experiment}: {len(planned) - len(failed)} of {len(planned)} runs finished in "
+    print(f"{args.experiment}: {len(planned) - len(failed)} of {len(planned)} runs finished; this command took "
           f"{_duration(time.time() - start)}; summary: {written[0]}")
     for path in written[1:]:
         if not path.endswith(".pdf"):

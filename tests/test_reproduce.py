@@ -51,7 +51,7 @@ def test_figure1_in_one_command_from_outside_the_repository(tmp_path):
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     out = first.stdout
     assert "9 run(s) planned: 0 done, 9 to do" in out and out.count("done   [") == 9 and "ETA" in out
-    assert "9 of 9 runs finished" in out
+    assert "9 of 9 runs finished; this command took" in out
     assert len(results.load_all(str(work))) == 9
     for name in ("summary.md", "comparison.md", "figures/figure1a.png", "figures/figure1bc.png"):
         assert (work / name).exists(), name
