@@ -172,3 +172,31 @@ def test_a_regular_install_ships_every_package_and_the_builtin_data(tmp_path):
         assert (root / module).exists(), module
     shipped = sorted(os.listdir(root / "data" / "builtin" / "fashion_mnist_5k"))
     assert shipped == sorted(os.listdir(sources.DEFAULT_DIRS["fashion_mnist_5k"]))
+
+
+def _quickstart_numbers(text):
+    """(epochs, test accuracy %, run folder) from a quickstart's closing lines."""
+    import re
+
+    epochs = int(re.search(r"random labels, (\d+) epochs", text).group(1))
+    test = float(re.search(r"test accuracy ([\d.]+)% on clean labels", text).group(1))
+    folder = re.search(r"results: \S*/(fashion_mnist_5k-mlp_1x512-random_labels-\S+)/results.json", text).group(1)
+    return epochs, test, folder
+
+
+def test_readme_quickstart_transcript_is_the_committed_output_and_a_fresh_run_ends_the_same_way(tmp_path):
+    """The README's transcript lines are docs/quickstart.txt's (the committed output of the command), and the
+    command run now ends like it: the same run folder, epochs within 15% and test accuracy within 3 points (other
+    CPUs round differently; a change of data, keys or recipe moves them far more: 139 -> 108 epochs)."""
+    readme = open(os.path.join(REPO, "README.md")).read()
+    committed = open(os.path.join(REPO, "docs", "quickstart.txt")).read()
+    block = readme.split("```\nepoch 1/400", 1)[1].split("```", 1)[0]
+    for line in ("epoch 1/400" + block).splitlines():
+        if line.strip() and line.strip() != "...":
+            assert line in committed, line
+    proc = _cli("--flagfile=flags/quickstart.flags", f"--workdir={tmp_path}")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    epochs, test, folder = _quickstart_numbers(proc.stdout)
+    want_epochs, want_test, want_folder = _quickstart_numbers(committed)
+    assert folder == want_folder
+    assert abs(epochs - want_epochs) <= 0.15 * want_epochs and abs(test - want_test) <= 3.0, (epochs, test)
