@@ -10,7 +10,14 @@ setup(
     long_description_content_type="text/markdown",
     packages=find_packages(include=["rethink_tf", "rethink_tf.*"]),
     # the built-in Fashion-MNIST subset (dataset fashion_mnist_5k) and its licence
-    package_data={"rethink_tf.data": ["builtin/fashion_mnist_5k/*"]},
+    # rethink_tf/flagfiles is a link to the repository's flags/: the paper's flagfiles ship with the package
+    package_data={"rethink_tf.data": ["builtin/fashion_mnist_5k/*"], "rethink_tf": ["flagfiles/*.flags"]},
+    entry_points={"console_scripts": [
+        "rethink-tf-train = rethink_tf.train:cli",
+        "rethink-tf-linear-models = rethink_tf.linear_models:cli",
+        "rethink-tf-reproduce = rethink_tf.reproduce:cli",
+        "rethink-tf-runs = rethink_tf.runs:cli",
+    ]},
     python_requires=">=3.10",
     install_requires=[
         # Upper bounds: the versions tested (TF 2.21, Keras 3.15, tfds 4.9.10). The package reads two Keras private

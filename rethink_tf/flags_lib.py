@@ -8,13 +8,86 @@ new field is its declaration in config.py plus its flag here, and a test checks 
 
 import dataclasses
 import math
+import os
 
 from absl import flags
 
 from rethink_tf import config, models
 from rethink_tf.config import DataConfig, KernelConfig, TrainConfig
 from rethink_tf.data import corruption, sources
+from rethink_tf.errors import UserError
 from rethink_tf.training import distribute
+
+FLAGFILES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "flagfiles")  # the paper's, shipped
+MAX_FLAGFILE_DEPTH = 16
+
+
+def find_flagfile(path, including=None):
+    """The file a --flagfile names: the path as given (relative to the working directory), else relative to the
+    flagfile that includes it, else the package's flagfile of that name (FLAGFILES: the paper's flagfiles, so
+    `--flagfile=flags/table1_mlp1.flags` works from any directory and after a plain pip install).
+
+    Raises:
+      UserError: none exists (one line naming where it looked).
+    """
+    path = os.path.expanduser(path)
+    candidates = [path]
+    if including and not os.path.isabs(path):
+        candidates.append(os.path.join(os.path.dirname(including), path))
+    candidates.append(os.path.join(FLAGFILES, os.path.basename(path)))
+    for candidate in candidates:
+        if os.path.isfile(candidate):
+            return candidate
+    where = f" (included by {including})" if including else ""
+    raise UserError(f"flagfile {path}{where} not found: looked in {os.getcwd()}"
+                    + (f", beside {including}" if including else "") + f" and among the package's ({FLAGFILES})")
+
+
+def expand_flagfiles(argv, including=None, _stack=()):
+    """argv with every --flagfile=PATH replaced by the flags in that file, recursively (found by find_flagfile;
+    blank lines and # or // comments skipped): absl then sees plain flags, in the order absl itself would apply
+    them (later flags override earlier ones).
+
+    Raises:
+      UserError: a flagfile is missing, unreadable or includes itself.
+    """
+    out, args = [], list(argv)
+    while args:
+        arg = args.pop(0)
+        if arg in ("--flagfile", "-flagfile") and args:
+            arg = "--flagfile=" + args.pop(0)
+        if not arg.startswith(("--flagfile=", "-flagfile=")):
+            out.append(arg)
+            continue
+        path = find_flagfile(arg.split("=", 1)[1], including)
+        real = os.path.realpath(path)
+        if real in _stack or len(_stack) >= MAX_FLAGFILE_DEPTH:
+            raise UserError(f"flagfile {path} includes itself (through {' -> '.join(_stack)})")
+        try:
+            with open(path, encoding="utf-8") as f:
+                lines = [line.strip() for line in f]
+        except (OSError, UnicodeDecodeError) as e:
+            raise UserError(f"flagfile {path} cannot be read ({type(e).__name__})") from None
+        lines = [line for line in lines if line and not line.startswith(("#", "//"))]
+        out += expand_flagfiles(lines, path, _stack + (real,))
+    return out
+
+
+def parse_flags(argv):
+    """absl's flags_parser for the entry points (app.run(main, flags_parser=parse_flags)): flagfiles expanded by
+    expand_flagfiles, then absl's own parsing (its usage message on a bad flag); a flagfile problem is one line,
+    exit status 2."""
+    import sys
+
+    from absl import app
+
+    try:
+        argv = [argv[0], *expand_flagfiles(argv[1:])]
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    return app.parse_flags_with_usage(argv)
+
 
 # Flags of the entry points that are not config fields; and the config fields that are not flags (with the
 # field they copy).

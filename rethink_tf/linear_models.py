@@ -35,6 +35,16 @@ def main(argv):
         sys.exit(2)
 
 
+def cli():
+    """The console script `rethink-tf-linear-models` (= python -m rethink_tf.linear_models)."""
+    from rethink_tf import console
+
+    console.quiet()
+    console.exit_on_signals()
+    flags_lib.define_kernel_flags()
+    app.run(main, flags_parser=flags_lib.parse_flags)
+
+
 if __name__ == "__main__":
     flags_lib.define_kernel_flags()
-    app.run(main)
+    app.run(main, flags_parser=flags_lib.parse_flags)

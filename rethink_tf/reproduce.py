@@ -33,7 +33,6 @@ console.quiet()
 from rethink_tf import runs as runs_lib  # noqa: E402
 from rethink_tf.errors import UserError  # noqa: E402
 
-REPO_FLAGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "flags")
 PROBS = (0.2, 0.4, 0.6, 0.8)  # Figure 1b/1c's grid between true (p = 0) and random labels (p = 1)
 RANDOMIZATIONS = ("none", "random_labels", "shuffled_pixels", "random_pixels", "gaussian")  # Figure 1a
 
@@ -92,14 +91,14 @@ def plan(name, dataset=None, models=None, seeds=1, extra=()):
         for model in models or proto["models"]:
             grid = [("none", None), *[("labels", p) for p in PROBS], *[(c, None) for c in RANDOMIZATIONS[1:]]]
             for (corrupt, p), (s, sf) in ((g, s) for g in grid for s in seed_flags):
-                argv = ["--flagfile=" + os.path.join(REPO_FLAGS, "common_cifar10.flags"), f"--model={model}",
+                argv = ["--flagfile=" + os.path.join(_flagfiles(), "common_cifar10.flags"), f"--model={model}",
                         f"--corrupt={corrupt}", *([f"--corrupt_prob={_fmt_p(p)}"] if p is not None else []),
                         f"--epochs={proto['epochs']}", f"--stop_at_train_accuracy={proto['fit']}",
                         f"--fit_threshold={proto['fit']}", "--notensorboard", *sf, *extra]
                 label = f"{model} {corrupt if p is None else f'labels p={_fmt_p(p)}'} seed {s}"
                 planned.append(Run("rethink_tf.train", tuple(argv), label))
         return planned
-    paths = sorted(p for pattern in exp.flagfiles for p in glob.glob(os.path.join(REPO_FLAGS, pattern)))
+    paths = sorted(p for pattern in exp.flagfiles for p in glob.glob(os.path.join(_flagfiles(), pattern)))
     for path in paths:
         stem = os.path.splitext(os.path.basename(path))[0]
         if models and exp.program == "rethink_tf.train" and _flag_in(path, "model") not in models:
@@ -109,19 +108,19 @@ def plan(name, dataset=None, models=None, seeds=1, extra=()):
     return planned
 
 
+def _flagfiles():
+    from rethink_tf import flags_lib
+
+    return flags_lib.FLAGFILES
+
+
 def _flag_in(path, flag):
     """The value a flagfile (and the flagfiles it includes) gives --flag, or None."""
-    value = None
-    with open(path) as f:
-        for line in f:
-            line = line.strip()
-            if line.startswith("--flagfile="):
-                include = line.split("=", 1)[1]
-                value = _flag_in(include if os.path.isabs(include) else os.path.join(os.path.dirname(REPO_FLAGS),
-                                                                                      include), flag) or value
-            elif line.startswith(f"--{flag}="):
-                value = line.split("=", 1)[1]
-    return value
+    from rethink_tf import flags_lib
+
+    values = [a.split("=", 1)[1] for a in flags_lib.expand_flagfiles([f"--flagfile={path}"])
+              if a.startswith(f"--{flag}=")]
+    return values[-1] if values else None
 
 
 def run_dir_of(run, workdir):
@@ -136,7 +135,7 @@ def run_dir_of(run, workdir):
     else:
         flags_lib.define_kernel_flags(fv)
     try:
-        fv(["prog", *run.argv, f"--workdir={workdir}"])
+        fv(["prog", *flags_lib.expand_flagfiles(run.argv), f"--workdir={workdir}"])
     except (flags.Error, OSError) as e:  # a bad value, an unknown flag, a missing flagfile
         raise UserError(f"{run.label}: {str(e).splitlines()[0]}") from None
     if run.program == "rethink_tf.train":
@@ -287,7 +286,6 @@ def main(argv=None):
     ap.add_argument("--dry_run", action="store_true", help="print the plan (done / to do, commands) and stop")
     args = ap.parse_args(own)
     workdir = os.path.abspath(args.workdir or os.path.join("runs", args.experiment))
-    os.chdir(os.path.dirname(REPO_FLAGS))  # the flagfiles include each other by paths relative to the repository
     models = [m for m in (args.models or "").split(",") if m] or None
     try:
         if args.seeds < 1 or args.parallel < 1:
@@ -318,6 +316,11 @@ def main(argv=None):
         if not path.endswith(".pdf"):
             print(f"  {path}")
     return 1 if failed else 0
+
+
+def cli():
+    """The console script (rethink-tf-reproduce / rethink-tf-runs)."""
+    sys.exit(main())
 
 
 if __name__ == "__main__":

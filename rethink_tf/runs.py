@@ -139,5 +139,10 @@ def main(argv=None):
     return 0
 
 
+def cli():
+    """The console script (rethink-tf-reproduce / rethink-tf-runs)."""
+    sys.exit(main())
+
+
 if __name__ == "__main__":
     sys.exit(main())

@@ -44,5 +44,14 @@ def main(argv):
         sys.exit(2)
 
 
+def cli():
+    """The console script `rethink-tf-train` (= python -m rethink_tf.train)."""
+    from rethink_tf import console
+
+    console.quiet()
+    console.exit_on_signals()
+    app.run(main, flags_parser=flags_lib.parse_flags)
+
+
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=flags_lib.parse_flags)

@@ -200,3 +200,48 @@ def test_readme_quickstart_transcript_is_the_committed_output_and_a_fresh_run_en
     want_epochs, want_test, want_folder = _quickstart_numbers(committed)
     assert folder == want_folder
     assert abs(epochs - want_epochs) <= 0.15 * want_epochs and abs(test - want_test) <= 3.0, (epochs, test)
+
+
+def test_flagfiles_work_from_any_directory_and_include_relative_to_the_including_file(tmp_path):
+    """From outside the repository: the paper's flagfiles are found among the package's, a user's flagfile
+    includes another beside it, a missing or self-including flagfile is one line (exit 2)."""
+    from rethink_tf import flags_lib
+
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "top.flags").write_text("# mine\n--flagfile=base.flags\n--epochs=1\n")
+    (tmp_path / "mine" / "base.flags").write_text("--flagfile=flags/quickstart.flags\n--train_examples=128\n")
+    (tmp_path / "loop.flags").write_text("--flagfile=loop.flags\n")
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        argv = flags_lib.expand_flagfiles(["--flagfile=mine/top.flags", "--seed=3"])
+        assert argv[0] == "--dataset=fashion_mnist_5k" and argv[-3:] == ["--train_examples=128", "--epochs=1",
+                                                                          "--seed=3"]
+        with pytest.raises(UserError, match="includes itself"):
+            flags_lib.expand_flagfiles(["--flagfile=loop.flags"])
+    finally:
+        os.chdir(cwd)
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    proc = subprocess.run([sys.executable, "-m", "rethink_tf.train", "--flagfile=mine/top.flags",
+                           f"--workdir={tmp_path / 'runs'}"], cwd=str(tmp_path), capture_output=True, text=True,
+                          env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "fashion_mnist_5k-mlp_1x512-random_labels-n128" in proc.stdout
+    missing = subprocess.run([sys.executable, "-m", "rethink_tf.train", "--flagfile=nope.flags"], cwd=str(tmp_path),
+                             capture_output=True, text=True, env=env, timeout=300)
+    lines = [line for line in missing.stderr.splitlines() if line.startswith("error:")]
+    assert missing.returncode == 2 and len(lines) == 1 and "flagfile nope.flags not found" in lines[0]
+
+
+def test_console_scripts_are_declared_for_each_entry_point():
+    """setup.py installs rethink-tf-train, -linear-models, -reproduce and -runs; each names a callable `cli`."""
+    import importlib
+    import re
+
+    setup_py = open(os.path.join(REPO, "setup.py")).read()
+    scripts = dict(re.findall(r'"(rethink-tf-[\w-]+) = (rethink_tf[\w.]*:cli)"', setup_py))
+    assert set(scripts) == {"rethink-tf-train", "rethink-tf-linear-models", "rethink-tf-reproduce", "rethink-tf-runs"}
+    for target in scripts.values():
+        module, _, attr = target.partition(":")
+        assert callable(getattr(importlib.import_module(module), attr))
+    assert os.path.isfile(os.path.join(REPO, "rethink_tf", "flagfiles", "table1_mlp1.flags"))  # package data
