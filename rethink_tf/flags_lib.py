@@ -73,14 +73,59 @@ def expand_flagfiles(argv, including=None, _stack=()):
     return out
 
 
-def parse_flags(argv):
+# `--help` of `python -m rethink_tf.train`: the package's flags by what they set (--helpfull: absl's, TF's too).
+TRAIN_HELP_GROUPS = (
+    ("data", ("dataset", "data_dir", "source", "download", "manual_dir", "train_examples", "test_examples",
+              "image_feature", "label_feature")),
+    ("corruption (the paper's randomizations)", ("corrupt", "corrupt_prob", "corrupt_seed", "corrupt_test_labels")),
+    ("model", ("model", "dropout", "bn_momentum", "sync_batchnorm", "dtype_policy")),
+    ("recipe", ("optimizer", "learning_rate", "lr_decay", "lr_decay_examples", "momentum", "rmsprop_initial_ms",
+                "batch_size", "epochs", "weight_decay", "label_smoothing", "ema_decay", "random_crop", "augment",
+                "seed")),
+    ("stopping and time to fit", ("stop_at_train_accuracy", "fit_threshold")),
+    ("output", ("workdir", "run_name", "tensorboard", "checkpoint_every_steps")),
+    ("speed and determinism", ("jit_compile", "steps_per_execution", "deterministic")),
+    ("distribution", ("strategy", "num_gpus", "cross_device_ops", "worker_hosts", "task_index", "cluster_timeout")),
+    ("ImageNet", ("imagenet_augment", "prepare_imagenet", "data_service")),
+)
+
+
+def grouped_help(groups=TRAIN_HELP_GROUPS, program="python -m rethink_tf.train"):
+    """The help text of the training flags, grouped; a flag no group names is listed under "other" (a test keeps
+    that list empty)."""
+    import textwrap
+
+    fv = flags.FlagValues()
+    define_train_flags(fv)
+    grouped = {n for _, names in groups for n in names}
+    listed = [(title, [n for n in names if n in fv]) for title, names in groups]
+    listed.append(("other", sorted(n for n in fv if n not in grouped)))
+    lines = [f"usage: {program} [--flagfile=FILE] [--flag=value ...]", "",
+             "Later flags override earlier ones and the flagfiles before them. --helpfull lists absl's flags too.", ""]
+    for title, names in listed:
+        if not names:
+            continue
+        lines.append(f"{title}:")
+        for name in names:
+            flag = fv[name]
+            default = "" if flag.default is None else f" (default: {flag.default_as_str or flag.default})"
+            lines.append(f"  --{name}{default}")
+            lines += textwrap.wrap(flag.help or "", 100, initial_indent="      ", subsequent_indent="      ")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def parse_flags(argv, help_groups=None):
     """absl's flags_parser for the entry points (app.run(main, flags_parser=parse_flags)): flagfiles expanded by
     expand_flagfiles, then absl's own parsing (its usage message on a bad flag); a flagfile problem is one line,
-    exit status 2."""
+    exit status 2. With `help_groups`, --help prints grouped_help (the package's flags by topic)."""
     import sys
 
     from absl import app
 
+    if help_groups is not None and any(a in ("--help", "-help", "-h", "--h", "-?") for a in argv[1:]):
+        print(grouped_help(help_groups))
+        sys.exit(0)
     try:
         argv = [argv[0], *expand_flagfiles(argv[1:])]
     except UserError as e:

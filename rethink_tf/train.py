@@ -44,14 +44,18 @@ def main(argv):
         sys.exit(2)
 
 
+def _parse(argv):
+    return flags_lib.parse_flags(argv, help_groups=flags_lib.TRAIN_HELP_GROUPS)
+
+
 def cli():
     """The console script `rethink-tf-train` (= python -m rethink_tf.train)."""
     from rethink_tf import console
 
     console.quiet()
     console.exit_on_signals()
-    app.run(main, flags_parser=flags_lib.parse_flags)
+    app.run(main, flags_parser=_parse)
 
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=flags_lib.parse_flags)
+    app.run(main, flags_parser=_parse)

@@ -245,3 +245,19 @@ def test_console_scripts_are_declared_for_each_entry_point():
         module, _, attr = target.partition(":")
         assert callable(getattr(importlib.import_module(module), attr))
     assert os.path.isfile(os.path.join(REPO, "rethink_tf", "flagfiles", "table1_mlp1.flags"))  # package data
+
+
+def test_help_lists_every_training_flag_once_in_its_group():
+    from absl import flags
+
+    from rethink_tf import flags_lib
+
+    fv = flags.FlagValues()
+    flags_lib.define_train_flags(fv)
+    grouped = [n for _, names in flags_lib.TRAIN_HELP_GROUPS for n in names]
+    assert sorted(grouped) == sorted(fv) and len(grouped) == len(set(grouped))  # no flag missing, none twice
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    proc = subprocess.run([sys.executable, "-m", "rethink_tf.train", "--help"], capture_output=True, text=True,
+                          env=env, timeout=300)
+    assert proc.returncode == 0 and "\nrecipe:\n" in proc.stdout and "\nother:" not in proc.stdout
+    assert proc.stdout.count("  --learning_rate") == 1 and "--helpfull" in proc.stdout

@@ -50,9 +50,13 @@ class EpochRecorder(keras.callbacks.Callback):
         self.history = list(history)
         self.first_step = 0  # > 0 for the partial epoch of a mid-epoch resume
         self._start = self._first = self._last = None
+        self._began = None  # wall clock of this process's first epoch, and the epochs done since (the ETA)
+        self._done = 0
 
     def on_epoch_begin(self, epoch, logs=None):
         self._start, self._first, self._last = time.perf_counter(), None, None
+        if self._began is None:
+            self._began = time.perf_counter()
 
     def on_train_batch_end(self, batch, logs=None):
         now = time.perf_counter()
@@ -95,8 +99,12 @@ class EpochRecorder(keras.callbacks.Callback):
                 logs.update(extra)  # TensorBoard: epoch_train_accuracy_changed / _intact
         self.history.append(row)
         results.append_history(self.run_dir, row)  # a diverged epoch is recorded too (StopOnDivergence stops it)
+        self._done += 1
         if self.print_lines:
-            print(epoch_line(row, self.epochs), flush=True)
+            eta = None
+            if self.epochs and self.epochs > row["epoch"]:
+                eta = (time.perf_counter() - self._began) / self._done * (self.epochs - row["epoch"])
+            print(epoch_line(row, self.epochs, eta, at_most=self.stop_at is not None), flush=True)
         if self.stop_at is not None and row.get("train_accuracy", 0.0) >= self.stop_at:
             self.model.stop_training = True
         self._sanity(row)
@@ -132,8 +140,16 @@ def memorization_metrics(train_eval, changed, local=False):
     return measure
 
 
-def epoch_line(row, epochs=None):
-    """One plain line per epoch (logs and pipes; a terminal gets Keras' progress bar instead)."""
+def _duration(seconds):
+    seconds = int(round(seconds))
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+
+
+def epoch_line(row, epochs=None, eta=None, at_most=False):
+    """One plain line per epoch (logs and pipes; a terminal gets Keras' progress bar instead). `eta`: seconds left
+    to the last epoch at this process's pace so far (`at_most`: the run may stop earlier, at its fit rule)."""
     parts = [f"epoch {row['epoch']}" + (f"/{epochs}" if epochs else "")]
     if "train_loss" in row:
         parts.append(f"train loss {row['train_loss']:.4f} acc {100 * row.get('train_accuracy', 0):.2f}%")
@@ -143,6 +159,8 @@ def epoch_line(row, epochs=None):
         parts.append(f"fit changed {100 * row['train_accuracy_changed']:.1f}% / intact "
                      f"{100 * row['train_accuracy_intact']:.1f}%")
     parts += [f"lr {row['lr']:.3g}", f"{row['images_per_s']:,.0f} img/s", f"{row['seconds']:.1f} s"]
+    if eta is not None:
+        parts.append(f"ETA {'≤ ' if at_most else ''}{_duration(eta)}")
     return " | ".join(parts)
 
 

@@ -227,7 +227,8 @@ def summary(cfg, datasets, metrics, status, path, workdir):
         f"{100 * metrics['test_accuracy']:.2f}% on clean labels{weights}",
         f"  {fit}",
         f"  results: {path}",
-        f"  figures: python scripts/make_figures.py --results={workdir} --out=figures"])
+        f"  figures: python scripts/make_figures.py --results={workdir} --out=figures"]
+        + ([f"  curves:  tensorboard --logdir={workdir}"] if cfg.tensorboard else []))
 
 
 BN_MIN_REPLICA_BATCH = 16
