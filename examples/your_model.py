@@ -1,6 +1,11 @@
 """The paper's randomization test on *your* Keras model and *your* tf.data dataset.
 
-    python examples/your_model.py [--data_dir=/usr/share/datasets/fashion-mnist] [--train_examples=1000]
+    python examples/your_model.py [--data_dir=DIR] [--train_examples=1000] [--workdir=runs/your_model]
+
+By default it reads the Fashion-MNIST subset the package ships (rethink_tf/data/builtin/fashion_mnist_5k: 5,000
+training and 1,000 test images in the original idx.gz format), so it needs no download; --data_dir points it at the
+full set (e.g. Debian's /usr/share/datasets/fashion-mnist, 60,000 / 10,000). Its runs are kept under --workdir:
+rerunning the command returns finished runs and resumes killed ones.
 
 Your side: a Keras CNN of your own, Fashion-MNIST read from its idx files into a tf.data dataset, and your optimizer
 (Adam). Ours: `rethink_tf.randomization_test`, which corrupts the data exactly as the paper does (fixed across epochs,
@@ -14,7 +19,6 @@ import argparse
 import gzip
 import os
 import sys
-import tempfile
 
 from rethink_tf import console
 
@@ -50,11 +54,13 @@ def my_cnn(input_shape, num_classes):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data_dir", default="/usr/share/datasets/fashion-mnist")
-    ap.add_argument("--train_examples", type=int, default=1000)
-    ap.add_argument("--test_examples", type=int, default=2000)
-    ap.add_argument("--epochs", type=int, default=60)
-    ap.add_argument("--workdir", default=None, help="run directories (default: a temporary folder)")
+    builtin = os.path.join(os.path.dirname(rethink_tf.__file__), "data", "builtin", "fashion_mnist_5k")
+    ap.add_argument("--data_dir", default=builtin, help="folder of the four Fashion-MNIST idx.gz files (default: "
+                    "the package's 5,000 / 1,000-image subset)")
+    ap.add_argument("--train_examples", type=int, default=1000, help="first N training images (default 1000)")
+    ap.add_argument("--test_examples", type=int, default=1000, help="first N test images (default 1000)")
+    ap.add_argument("--epochs", type=int, default=60, help="epochs per run (default 60)")
+    ap.add_argument("--workdir", default="runs/your_model", help="where the runs are kept (default runs/your_model)")
     args = ap.parse_args()
     paths = {k: os.path.join(args.data_dir, f"{k}-ubyte.gz") for k in
              ("train-images-idx3", "train-labels-idx1", "t10k-images-idx3", "t10k-labels-idx1")}
@@ -62,16 +68,16 @@ def main():
     if missing:
         print(f"error: {missing[0]} not found (apt-get install dataset-fashion-mnist, or --data_dir)", file=sys.stderr)
         return 2
-    n, m = args.train_examples, args.test_examples
-    x, y = read_idx(paths["train-images-idx3"])[:n, ..., None], read_idx(paths["train-labels-idx1"])[:n]
-    xt, yt = read_idx(paths["t10k-images-idx3"])[:m, ..., None], read_idx(paths["t10k-labels-idx1"])[:m]
+    x, y = read_idx(paths["train-images-idx3"])[:args.train_examples, ..., None], read_idx(paths["train-labels-idx1"])
+    xt, yt = read_idx(paths["t10k-images-idx3"])[:args.test_examples, ..., None], read_idx(paths["t10k-labels-idx1"])
+    n, m = len(x), len(xt)  # what the files hold, when fewer than asked for
+    y, yt = y[:n], yt[:m]
     train = tf.data.Dataset.from_tensor_slices((x, y.astype(np.int64)))
     test = tf.data.Dataset.from_tensor_slices((xt, yt.astype(np.int64)))
     print(f"my_cnn on Fashion-MNIST ({n:,} train / {m:,} test images), Adam 1e-3, {args.epochs} epochs")
-    with tempfile.TemporaryDirectory() as tmp:
-        rows = rethink_tf.randomization_test(
-            my_cnn, train, test, corruptions=("none", "random_labels"), epochs=args.epochs, batch_size=64,
-            optimizer=lambda: tf.keras.optimizers.Adam(1e-3), workdir=args.workdir or tmp, name="my_cnn")
+    rows = rethink_tf.randomization_test(
+        my_cnn, train, test, corruptions=("none", "random_labels"), epochs=args.epochs, batch_size=64,
+        optimizer=lambda: tf.keras.optimizers.Adam(1e-3), workdir=args.workdir, name="my_cnn", verbose=2)
     print(rethink_tf.format_table(rows))
     print()
     print("| labels | train accuracy | test accuracy | generalization gap | steps to fit |")

@@ -157,16 +157,16 @@ def test_key_feature_errors_come_before_any_tracing():
         rethink_tf.randomize(tf.data.Dataset.from_tensor_slices((images, labels)), "none", key="id")
 
 
-@pytest.mark.skipif(not os.path.exists("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"),
-                    reason="Debian's dataset-fashion-mnist is not installed")
-def test_the_example_memorizes_random_labels_on_real_fashion_mnist():
-    proc = subprocess.run([sys.executable, "examples/your_model.py"], capture_output=True, text=True, cwd=REPO,
-                          timeout=900)
+def test_the_example_memorizes_random_labels_on_real_fashion_mnist(tmp_path):
+    """On the Fashion-MNIST images the package ships (no download, no Debian package needed)."""
+    proc = subprocess.run([sys.executable, "examples/your_model.py", f"--workdir={tmp_path}"], capture_output=True,
+                          text=True, cwd=REPO, timeout=900)
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = {line.split("|")[1].strip(): [float(c.strip().rstrip("%").split()[0]) for c in line.split("|")[2:5]]
             for line in proc.stdout.splitlines() if line.startswith("| none") or line.startswith("| random_labels")}
     train_true, test_true, _ = rows["none"]
     train_random, test_random, _ = rows["random_labels"]
-    assert train_true >= 99 and test_true >= 75  # measured 100.00% / 83.85%
-    assert train_random >= 99 and test_random <= 20  # measured 100.00% / 10.90%: memorized, chance on test
+    assert train_true >= 99 and test_true >= 75  # docs/your_model.txt: measured 100.00% / 80.80%
+    assert train_random >= 99 and test_random <= 20  # memorized, chance on test (docs/your_model.txt)
+    assert "epoch 1/60" in proc.stdout  # progress: one line per epoch
     assert "Warning" not in proc.stderr and "I0000" not in proc.stderr
