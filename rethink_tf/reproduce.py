@@ -6,7 +6,8 @@
 
 It plans the runs of the experiment, runs what is missing one after another (or --parallel at a time, one GPU
 each), printing progress (runs done / to do, elapsed, ETA) and each run's outcome, then writes into the workdir
-the figures, the comparison with the paper (comparison.md / .csv) and summary.md (every run's row, the commands).
+the figures, the comparison with the paper (comparison.md / .csv), summary.md (every run's row, the commands) and
+report.html (all of it in one self-contained file).
 Rerunning the same command skips finished runs and resumes killed ones from their checkpoint, so an interrupted
 reproduction continues where it stopped. Flags after `--` go to every run (after the experiment's own, so they
 override them). scripts/sweep.py uses the same machinery for free-form grids.
@@ -263,7 +264,11 @@ def report(name, workdir, dirs, commands, failed=(), fit_threshold=None):
     lines += ["## Commands", "", "```bash", *commands, "```", ""]
     with open(os.path.join(workdir, "summary.md"), "w") as f:
         f.write("\n".join(lines))
-    return [os.path.join(workdir, "summary.md"), os.path.join(workdir, "comparison.md"), *written]
+    from rethink_tf.reporting import html
+
+    page = html.write([d for d in dirs if os.path.isdir(d)], os.path.join(workdir, "report.html"),
+                      title=EXPERIMENTS[name].description, fit_threshold=fit_threshold)
+    return [os.path.join(workdir, "summary.md"), page, os.path.join(workdir, "comparison.md"), *written]
 
 
 def main(argv=None):

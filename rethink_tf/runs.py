@@ -2,8 +2,9 @@
 
     python -m rethink_tf.runs --results=runs/fig1
     python -m rethink_tf.runs --results='runs/*' --format=markdown
+    python -m rethink_tf.runs --results=runs/fig1 --html=fig1.html   # one self-contained file: figures, tables
 
-A run is any folder with a config.json (training or §5 kernel). Its status is read from its files, never guessed:
+A run is any folder with a config.json or a results.json (training or §5 kernel). Its status is read from its files, never guessed:
 "done" (results.json complete: completed, or stopped at its fit rule), "diverged at epoch k", "running (epoch k)"
 (a live lock: another process trains it now), "killed at epoch k" (a checkpoint or history rows, no results: rerun
 the same command to resume), "not started". Reading never touches a run: it is safe while runs are training.
@@ -15,7 +16,11 @@ import json
 import os
 import sys
 
-from rethink_tf import results
+from rethink_tf import console  # noqa: E402  (first: no TensorFlow log lines when the report draws figures)
+
+console.quiet()
+
+from rethink_tf import results  # noqa: E402
 
 COLUMNS = ("run", "model", "dataset", "corruption", "seed", "epochs", "fitted at", "train acc", "test acc", "status")
 
@@ -29,18 +34,22 @@ def _read(path):
         return None
 
 
+MARKERS = ("config.json", results.RESULTS)  # a run folder holds at least one of them
+
+
 def run_dirs(patterns):
-    """The run folders (those holding a config.json) under run folders, folders of them, or globs."""
+    """The run folders (those holding a config.json or a results.json) under run folders, folders of them, or
+    globs."""
     if isinstance(patterns, str):
         patterns = [patterns]
     found = set()
     for pattern in patterns:
         for path in glob.glob(pattern) or [pattern]:
-            if os.path.isfile(os.path.join(path, "config.json")):
+            if any(os.path.isfile(os.path.join(path, m)) for m in MARKERS):
                 found.add(os.path.abspath(path))
             elif os.path.isdir(path):
-                found.update(os.path.dirname(os.path.abspath(p))
-                             for p in glob.glob(os.path.join(path, "**", "config.json"), recursive=True))
+                found.update(os.path.dirname(os.path.abspath(p)) for m in MARKERS
+                             for p in glob.glob(os.path.join(path, "**", m), recursive=True))
     return sorted(found)
 
 
@@ -72,8 +81,8 @@ def status(run_dir):
 
 def row(run_dir):
     """One listing row (COLUMNS) of a run folder."""
-    config = _read(os.path.join(run_dir, "config.json")) or {}
     r = _read(os.path.join(run_dir, results.RESULTS)) or {}
+    config = _read(os.path.join(run_dir, "config.json")) or r.get("config") or {}
     metrics = r.get("metrics") if isinstance(r.get("metrics"), dict) else {}
     kernel = r.get("kind") == "kernel" or "kernel" in config
     pct = lambda v: "" if v is None else f"{100 * v:.2f}%"
@@ -123,10 +132,13 @@ def main(argv=None):
     ap.add_argument("--results", default="runs",
                     help="comma-separated run folders, folders of runs, or globs (default: runs)")
     ap.add_argument("--format", choices=("text", "markdown", "csv"), default="text", help="output format")
+    ap.add_argument("--html", default=None, metavar="PATH",
+                    help="also write a self-contained HTML report there (figures embedded, the runs, the comparison "
+                         "with the paper): one file to send to a colleague")
     args = ap.parse_args(argv)
     dirs = run_dirs([p for p in args.results.split(",") if p])
     if not dirs:
-        print(f"error: no runs (folders with a config.json) under {args.results}", file=sys.stderr)
+        print(f"error: no runs (folders with a config.json or results.json) under {args.results}", file=sys.stderr)
         return 2
     rows = [row(d) for d in dirs]
     sys.stdout.write(table(rows, args.format))
@@ -136,6 +148,10 @@ def main(argv=None):
             key = r["status"].split(" ")[0]
             counts[key] = counts.get(key, 0) + 1
         print(f"{len(rows)} run(s): " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())))
+    if args.html:
+        from rethink_tf.reporting import html
+
+        print(f"report: {html.write(dirs, args.html, title=f'rethink_tf runs: {args.results}')}")
     return 0
 
 

@@ -338,3 +338,34 @@ def test_seeds_are_one_row_with_mean_std_and_n_and_figure1b_rows_say_what_did_no
     assert b[1.0]["measured"] == pytest.approx(25 / 10) and b[1.0]["paper"].startswith("1.5-3.5")
     assert b[0.5]["measured"] is None and "not fitted within budget" in b[0.5]["differences"]
     assert "| not fitted |" in report.to_markdown(rows)
+
+
+CHROMIUM = next((p for p in ("chromium", "chromium-browser", "google-chrome") if __import__("shutil").which(p)), None)
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no headless Chromium (Debian: apt-get install chromium)")
+def test_html_report_renders_its_tables_and_figures_in_a_headless_browser(sweep_dir, tmp_path):
+    """python -m rethink_tf.runs --html: one self-contained file; loaded in headless Chromium every embedded figure
+    renders (the page's own load script counts images with pixels), the runs and comparison tables are there, and
+    a screenshot is not blank."""
+    page = tmp_path / "report.html"
+    proc = subprocess.run([sys.executable, "-m", "rethink_tf.runs", f"--results={sweep_dir}", f"--html={page}"],
+                          capture_output=True, text=True, timeout=300, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert proc.returncode == 0 and f"report: {page}" in proc.stdout, proc.stderr[-2000:]
+    text = page.read_text()
+    assert "src='data:image/png;base64," in text and "http" not in text.split("<body>", 1)[1]  # self-contained
+    browser = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars"]
+    dom = subprocess.run(browser + ["--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120).stdout
+    import re
+
+    rendered = re.search(r'data-images-rendered="(\d+)/(\d+)"', dom)
+    assert rendered and int(rendered.group(1)) == int(rendered.group(2)) >= 2, dom[:500]
+    assert dom.count("<table>") == 2 and "<h2>Runs</h2>" in dom and "Measured beside the paper" in dom
+    assert dom.count("<tr>") >= 1 + 11  # the runs table: header + the 11 run folders of the fixture
+    shot = tmp_path / "shot.png"
+    subprocess.run(browser + ["--window-size=1200,1600", f"--screenshot={shot}", page.as_uri()],
+                   capture_output=True, timeout=120)
+    import matplotlib.image
+
+    pixels = matplotlib.image.imread(str(shot))
+    assert pixels.shape[0] >= 1600 and pixels[..., :3].std() > 0.05  # a page, not a blank canvas

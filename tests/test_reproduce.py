@@ -53,7 +53,7 @@ def test_figure1_in_one_command_from_outside_the_repository(tmp_path):
     assert "9 run(s) planned: 0 done, 9 to do" in out and out.count("done   [") == 9 and "ETA" in out
     assert "9 of 9 runs finished; this command took" in out
     assert len(results.load_all(str(work))) == 9
-    for name in ("summary.md", "comparison.md", "figures/figure1a.png", "figures/figure1bc.png"):
+    for name in ("summary.md", "report.html", "comparison.md", "figures/figure1a.png", "figures/figure1bc.png"):
         assert (work / name).exists(), name
     summary = (work / "summary.md").read_text()
     assert "Figure 1" in summary and summary.count("| mlp_1x512 |") == 9 and "figures/figure1bc.png" in summary
