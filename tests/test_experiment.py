@@ -38,8 +38,14 @@ def test_randomization_test_end_to_end(tmp_path):
     rows = rethink_tf.randomization_test(
         tiny_mlp, train, test, corruptions=("none", "random_labels", "labels:0.5", ("gaussian")), epochs=25,
         batch_size=16, optimizer=lambda: keras.optimizers.Adam(1e-2), workdir=str(tmp_path),
-        figures_dir=str(tmp_path / "fig"))
+        figures_dir=str(tmp_path / "fig"), data_name="toy 6x6")
     assert [r["corruption"] for r in rows] == ["none", "random_labels", "labels:0.5", "gaussian"]
+    from rethink_tf.reporting import figures
+
+    shown = results.read_json(rows[0]["results"])
+    assert shown["display"] == {"model": "tiny_mlp", "dataset": "toy 6x6"} and shown["config"]["dataset"].startswith(
+        "user:")  # the identity keeps the fingerprint; figures show the names
+    assert figures._title(shown["config"], shown["display"]).startswith("tiny_mlp on toy 6x6")
     by = {r["corruption"]: r for r in rows}
     assert by["random_labels"]["train_accuracy"] == 1.0  # 48 random labels memorized
     for r in rows:

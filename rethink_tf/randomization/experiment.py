@@ -115,7 +115,7 @@ def _optimizer_name(optimizer):
 
 def randomization_test(build_model, train, test=None, corruptions=FIGURE_1A, epochs=50, batch_size=128,
                        optimizer=None, workdir="runs", num_classes=None, data_dir=None, image="image", label="label",
-                       name=None, figures_dir=None, verbose=0, **train_options):
+                       name=None, figures_dir=None, verbose=0, data_name=None, **train_options):
     """Trains `build_model` once per corruption of the training data and reports what the paper's Figure 1 shows.
 
     Args:
@@ -134,6 +134,8 @@ def randomization_test(build_model, train, test=None, corruptions=FIGURE_1A, epo
       num_classes: classes (default: 1 + the largest label in train and test).
       data_dir, image, label: the tfds folder and feature names (dict datasets use image/label too).
       name: names the model in run directories and figures (default: build_model.__name__).
+      data_name: the data's name in figures and tables (default: its "user:<fingerprint>" identity, which still
+        names the run directories: two datasets with one display name never share a run).
       figures_dir: also draw Figures 1a/1b/1c (and the memorization figure) of these runs there.
       verbose: 0 no per-epoch output (each run still prints its first and summary lines), 2 one line per epoch.
       **train_options: TrainConfig / DataConfig fields, e.g. seed, lr_decay_examples, learning_rate,
@@ -185,6 +187,13 @@ def randomization_test(build_model, train, test=None, corruptions=FIGURE_1A, epo
         paths.append(trainer.run(cfg, workdir, datasets=datasets, build_model=build_model, optimizer=optimizer,
                                    verbose=verbose))
     records = [results.read_json(p) for p in paths]
+    display = {"model": name or getattr(build_model, "__name__", "model")}
+    if data_name:
+        display["dataset"] = data_name
+    for record, path in zip(records, paths):
+        if record.get("display") != display:  # how figures and tables name these runs (not their identity)
+            record["display"] = display
+            results.write_json(path, record)
     rows = [_row(kind, prob, r, p) for (kind, prob), r, p in zip(parsed, records, paths)]
     base = next((r["steps_to_fit"] for r in rows if r["corruption"] == "none"), None)
     for r in rows:

@@ -38,7 +38,7 @@ def _train_runs(results):
 
 def _group_key(r):
     """(readable title, protocol): sorting by it keeps figures stable; equality is protocol equality."""
-    return (_title(r["config"]), protocol_key(r["config"]))
+    return (_title(r["config"], r.get("display")), protocol_key(r["config"]))
 
 
 def _labels(keys):
@@ -58,10 +58,14 @@ def stop_rule(c):
     return f"≤ {c.get('epochs')} epochs, stopped at the first epoch with ≥ {100 * stop:g}% train acc."
 
 
-def _title(c):
-    """A readable name of a run's protocol: model, dataset, subset, training length and stop rule, regularizers."""
+def _title(c, display=None):
+    """A readable name of a run's protocol: model, dataset, subset, training length and stop rule, regularizers.
+    `display`: a results file's display names ({"dataset": ..., "model": ...}, randomization_test's data_name and
+    name), shown instead of the identity's "user:<fingerprint>"."""
     n = c.get("train_examples")
-    head = f"{c['model']} on {c['dataset']}" + (f" ({n:,} train)" if n else "")
+    display = display or {}
+    head = f"{display.get('model', c['model'])} on {display.get('dataset', c['dataset'])}" + (
+        f" ({n:,} train)" if n else "")
     parts = [stop_rule(c)]
     regs = [tag for tag, on in (("crop", c.get("random_crop")), ("aug", c.get("augment") or c.get("imagenet_augment")),
                                 ("wd", c.get("weight_decay"))) if on]
@@ -300,7 +304,7 @@ def memorization(results, out_dir):
         ax.plot(epochs, [100 * h.get("test_accuracy", np.nan) for h in r["history"]], ":", color="k",
                 label="test (clean labels)")
         ax.set(xlabel="epoch", ylabel="accuracy (%)", ylim=(0, 101))
-        ax.set_title(_title(c) + f"\nlabels p = {c.get('corrupt_prob'):g}, seed {c.get('seed', 0)}", fontsize=8)
+        ax.set_title(_title(c, r.get("display")) + f"\nlabels p = {c.get('corrupt_prob'):g}, seed {c.get('seed', 0)}", fontsize=8)
         ax.legend(fontsize=7)
     for ax in list(axes.flat)[len(runs):]:
         ax.axis("off")
