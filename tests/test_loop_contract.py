@@ -61,7 +61,8 @@ def _train(data_dir, workdir, loop, diverge):
     (run_dir,) = [os.path.join(workdir, d) for d in os.listdir(workdir)]
     with h5py.File(os.path.join(run_dir, checkpoint.CHECKPOINT)) as f:
         weights = []
-        f.visititems(lambda name, obj: weights.append((name, obj[()])) if isinstance(obj, h5py.Dataset) else None)
+        f.visititems(lambda name, obj: weights.append((name, obj[()]))
+                     if isinstance(obj, h5py.Dataset) and name != checkpoint.STATE_DATASET else None)
     return status, results.read_history(run_dir), dict(weights), run_dir
 
 

@@ -490,7 +490,7 @@ def test_cli_smoke_flagfile(cifar_dir, tmp_path):
     (["--corrupt=labels"], "needs --corrupt_prob"),
     (["--corrupt=gaussian", "--random_crop"], "cannot be combined"),
     (["--model=resnet"], "model"),
-    (["--model=mlp_1x512", "--dropout=0.2"], "does not apply"),
+    (["--model=small_alexnet", "--dropout=0.2"], "does not apply"),
     (["--data_dir=/nonexistent-dir", "--nodownload"], "does not exist"),
     (["--data_dir=/nonexistent-dir"], "cannot be downloaded (no network"),
     (["--dataset=imagenet2012", "--model=small_inception", "--data_dir=EMPTY"], "imagenet2012 not found"),
