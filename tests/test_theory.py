@@ -16,7 +16,7 @@ def test_exact_fit_with_2n_plus_d_weights(n, d):
     assert model.count_params() == 2 * n + d
     assert len(model.layers) == 4  # input, shared projection, n thresholded ReLUs, linear output
     err = theory.fit_error(model, z, labels)
-    # float64 error grows with n (A is ill-conditioned: |w| ~ 1e6 at n = 1000); measured 1e-8 at n = 1000.
+    # float64 error grows with n (A is ill-conditioned: |w| ~ 1e6 at n = 1000); docs/benchmarks/theorem1.jsonl.
     assert err < {50: 1e-9, 500: 1e-6, 2000: 1e-5}[n], err
     pred = np.rint(np.asarray(model(z))[:, 0]).astype(int)
     np.testing.assert_array_equal(pred, labels)  # every random label represented exactly after rounding
@@ -46,7 +46,7 @@ def test_bad_input():
 
 def test_theorem1_at_cifar_scale_in_linear_memory():
     # n = 50,000 CIFAR-shaped points (32·32·3 = 3,072 dims, pixels / 255), random labels. The dense n × n system
-    # would be 20 GB; the recurrence needs O(n). Measured: fit error 4.3e-5 in float64, construction 0.12 s.
+    # would be 20 GB; the recurrence needs O(n). Measured (docs/benchmarks/theorem1.jsonl): fit error 1.9e-4 in float64.
     import tracemalloc
 
     n, d = 50_000, 32 * 32 * 3

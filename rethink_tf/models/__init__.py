@@ -22,10 +22,10 @@ MODELS = {
 }
 
 
-# XLA default per model, from benchmarks/train_throughput.py on 2 CPU cores (batch 128, images/s with / without):
-# the MLPs gain a little (mlp_1x512 50.1k / 48.9k, mlp_3x512 30.8k / 29.0k), the convnets lose (small_alexnet
-# 742 / 861, small_inception 190 / 247). --jit_compile / --nojit_compile override it; it is off under
-# multi-replica strategies whatever the setting.
+# XLA default per model, from benchmarks/train_throughput.py on 2 CPU cores (batch 128, images/s with / without XLA,
+# docs/benchmarks/train_throughput.jsonl): the MLPs gain a little (mlp_1x512 22.1k / 21.2k, mlp_3x512 13.2k / 12.4k),
+# the convnets lose (small_alexnet 301 / 320, small_inception 67 / 73). --jit_compile / --nojit_compile override it;
+# it is off under multi-replica strategies whatever the setting.
 XLA_DEFAULT = {"mlp_1x512": True, "mlp_3x512": True}
 
 

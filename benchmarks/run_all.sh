@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Runs the speed and memory benchmarks one after another (2 CPU cores: ~25 min; run nothing else meanwhile) and
+# writes each one's output under docs/benchmarks/, after a first JSON line naming the command, the date, the code
+# version, the library versions and the machine. README.md's benchmark numbers come from these files.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${1:-docs/benchmarks}
+mkdir -p "$OUT"
+header() {  # the provenance line of one output file
+  python - "$1" <<'PY'
+import json, os, platform, subprocess, sys, time
+import psutil
+try:
+    import tensorflow as tf, keras
+    versions = {"tensorflow": tf.__version__, "keras": keras.__version__}
+except Exception:  # noqa: BLE001
+    versions = {}
+commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+print(json.dumps({"command": sys.argv[1], "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                  "commit": commit, "python": platform.python_version(), **versions,
+                  "machine": {"cpus": len(os.sched_getaffinity(0)), "memory_gib": round(psutil.virtual_memory().total / 2**30),
+                              "processor": platform.processor() or platform.machine()}}))
+PY
+}
+run() {  # name, command...
+  local name=$1; shift
+  echo "== $name: $*" >&2
+  { header "$*" 2>/dev/null; TF_CPP_MIN_LOG_LEVEL=3 "$@"; } > "$OUT/$name.jsonl" 2> "$OUT/$name.stderr" \
+    || echo "$name failed: see $OUT/$name.stderr" >&2
+  [ -s "$OUT/$name.stderr" ] || rm -f "$OUT/$name.stderr"
+}
+run train_throughput python benchmarks/train_throughput.py
+run pipeline python benchmarks/pipeline.py
+run memory python benchmarks/memory.py
+run memory_random_crop python benchmarks/memory.py --random_crop
+run imagenet_pipeline python benchmarks/imagenet_pipeline.py
+run theorem1 python benchmarks/theorem1.py
