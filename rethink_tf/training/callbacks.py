@@ -50,13 +50,11 @@ class EpochRecorder(keras.callbacks.Callback):
         self.history = list(history)
         self.first_step = 0  # > 0 for the partial epoch of a mid-epoch resume
         self._start = self._first = self._last = None
-        self._began = None  # wall clock of this process's first epoch, and the epochs done since (the ETA)
+        self._began = None  # wall clock at this process's first epoch end, and the epochs done (the ETA)
         self._done = 0
 
     def on_epoch_begin(self, epoch, logs=None):
         self._start, self._first, self._last = time.perf_counter(), None, None
-        if self._began is None:
-            self._began = time.perf_counter()
 
     def on_train_batch_end(self, batch, logs=None):
         now = time.perf_counter()
@@ -100,10 +98,12 @@ class EpochRecorder(keras.callbacks.Callback):
         self.history.append(row)
         results.append_history(self.run_dir, row)  # a diverged epoch is recorded too (StopOnDivergence stops it)
         self._done += 1
+        if self._done == 1:
+            self._began = time.perf_counter()  # the pace is timed from the first epoch's end: it carries the tracing
         if self.print_lines:
             eta = None
-            if self.epochs and self.epochs > row["epoch"]:
-                eta = (time.perf_counter() - self._began) / self._done * (self.epochs - row["epoch"])
+            if self.epochs and self.epochs > row["epoch"] and self._done > 1:
+                eta = (time.perf_counter() - self._began) / (self._done - 1) * (self.epochs - row["epoch"])
             print(epoch_line(row, self.epochs, eta, at_most=self.stop_at is not None), flush=True)
         if self.stop_at is not None and row.get("train_accuracy", 0.0) >= self.stop_at:
             self.model.stop_training = True
