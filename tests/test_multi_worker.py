@@ -108,6 +108,19 @@ def _cli(ports, index, workdir, *flags):
             f"--worker_hosts=localhost:{ports[0]},localhost:{ports[1]}", f"--workdir={workdir}", *flags]
 
 
+def _start_cluster(tmp_path, flags, until):
+    """Starts 2 CLI workers on new localhost ports (writing under tmp_path/runs) and returns their processes once
+    `until()` holds (or LIMIT seconds passed)."""
+    ports = free_ports(2)
+    procs = [subprocess.Popen(_cli(ports, i, tmp_path / "runs", *flags), cwd=str(tmp_path), env=_env(),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+             for i in (0, 1)]
+    deadline = time.time() + LIMIT
+    while time.time() < deadline and not until():
+        time.sleep(0.05)
+    return procs
+
+
 @needs_fashion
 def test_cli_two_workers_on_real_fashion_mnist_chief_writes_and_cluster_resumes(tmp_path):
     flags = ["--model=mlp_1x512", "--dataset=fashion_mnist", "--train_examples=2000", "--test_examples=500",
@@ -115,13 +128,7 @@ def test_cli_two_workers_on_real_fashion_mnist_chief_writes_and_cluster_resumes(
              "--checkpoint_every_steps=7"]  # 4 steps per call; checkpoints inside epochs too
     run_dir = tmp_path / "runs" / "mw"
     # first attempt: worker 1 is killed once epoch 1's checkpoint is on disk; the chief then fails in one line
-    ports = free_ports(2)
-    procs = [subprocess.Popen(_cli(ports, i, tmp_path / "runs", *flags), cwd=str(tmp_path), env=_env(),
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-             for i in (0, 1)]
-    deadline = time.time() + LIMIT
-    while time.time() < deadline and not (run_dir / "checkpoint.weights.h5").exists():
-        time.sleep(0.05)
+    procs = _start_cluster(tmp_path, flags, until=lambda: (run_dir / "checkpoint.weights.h5").exists())
     os.killpg(procs[1].pid, signal.SIGKILL)
     procs[1].wait()
     try:
@@ -154,13 +161,7 @@ def test_sigterm_to_one_worker_stops_the_cluster_at_one_step_with_a_checkpoint(t
     flags = ["--model=mlp_1x512", "--dataset=fashion_mnist_5k", "--train_examples=2000", "--test_examples=500",
              "--batch_size=100", "--epochs=4", "--notensorboard", "--run_name=mw", "--steps_per_execution=2"]
     run_dir = tmp_path / "runs" / "mw"
-    ports = free_ports(2)
-    procs = [subprocess.Popen(_cli(ports, i, tmp_path / "runs", *flags), cwd=str(tmp_path), env=_env(),
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-             for i in (0, 1)]
-    deadline = time.time() + LIMIT
-    while time.time() < deadline and not results.read_history(str(run_dir)):
-        time.sleep(0.05)
+    procs = _start_cluster(tmp_path, flags, until=lambda: results.read_history(str(run_dir)))
     procs[1].send_signal(signal.SIGTERM)
     outs = []
     for p in procs:
