@@ -1,0 +1,145 @@
+"""Per-step overhead of the package's training loop against a bare tf.function loop of the same steps.
+
+    python benchmarks/step_overhead.py [--steps_per_call 1,4,16,32] [--out docs/benchmarks/step_overhead.png]
+
+A tiny model (one Dense layer on the flattened 28×28×1 built-in Fashion-MNIST images, batch 128, 39 steps per epoch)
+makes every step's cost overhead: Python, dispatch, the input pipeline, callbacks, all-reduce. Measured:
+* package: `rethink_tf.train.run` (the CLI's path: in-memory pipeline, keyed order, callbacks, checkpoint each
+  epoch), train-only time per step from the history (images/s of epochs 2..N, best), with --steps_per_execution k;
+* bare: a tf.function that runs k steps of the same model, loss and SGD on batches already in memory, called
+  until an epoch's steps are done, best of N epochs.
+Each under one device and under MirroredStrategy over 2 logical CPUs (the CPU proxy of a multi-GPU host). Under
+MirroredStrategy the package's default loop (Keras' fit) runs one step per call whatever k (its multi-step call fails
+there), so the package's row is the same for every k; its strategy.run loop (the multi-worker loop, which runs k
+steps per call) is measured there too, and the bare loop shows what a multi-step loop can reach.
+Issue 21's goal: package <= 1.15x bare. One JSON line per (strategy, loop, k), a summary line, and a figure of time
+per step vs steps per call. Multi-worker (2 processes) is not measured here.
+"""
+
+import argparse
+import contextlib
+import io
+import json
+import os
+import sys
+import tempfile
+import time
+
+from rethink_tf import console  # noqa: E402  (first: no TensorFlow log lines)
+
+console.quiet()
+
+import tensorflow as tf  # noqa: E402
+
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+from rethink_tf import results  # noqa: E402
+from rethink_tf.config import DataConfig, TrainConfig  # noqa: E402
+from rethink_tf.data import sources  # noqa: E402
+from rethink_tf.train import run  # noqa: E402
+
+BATCH = 128
+
+
+def tiny(input_shape, num_classes):
+    inputs = keras.Input(input_shape)
+    return keras.Model(inputs, keras.layers.Dense(num_classes)(keras.layers.Flatten()(inputs)))
+
+
+def package_step_seconds(strategy, k, epochs, loop=None):
+    cfg = TrainConfig(model="user:tiny", epochs=epochs, batch_size=BATCH, steps_per_execution=k, tensorboard=False,
+                      learning_rate=0.01, jit_compile=False, data=DataConfig(dataset="fashion_mnist_5k"))
+    with contextlib.redirect_stdout(io.StringIO()):  # the run's own start and summary lines
+        path = run(cfg, tempfile.mkdtemp(), strategy=strategy, build_model=tiny, verbose=0, loop=loop)
+    rates = [h["images_per_s"] for h in results.read_json(path)["history"][1:]]
+    return BATCH / max(rates), results.read_json(path)["env"].get("steps_per_execution")
+
+
+def bare_step_seconds(strategy, k, epochs):
+    split = sources.load("fashion_mnist_5k", "train")
+    x = split.arrays["image"].astype(np.float32) / 255.0
+    y = split.arrays["label"]
+    steps = len(y) // BATCH
+    ds = tf.data.Dataset.from_tensor_slices((x[:steps * BATCH], y[:steps * BATCH])).batch(BATCH).cache().repeat()
+    with strategy.scope():
+        model = tiny(x.shape[1:], 10)
+        opt = keras.optimizers.SGD(0.01, momentum=0.9)
+        opt.build(model.trainable_variables)
+    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction="sum")
+    iterator = iter(strategy.experimental_distribute_dataset(ds))
+
+    def step(batch):
+        xb, yb = batch
+        with tf.GradientTape() as tape:
+            loss = loss_fn(yb, model(xb, training=True)) / BATCH
+        opt.apply_gradients(zip(tape.gradient(loss, model.trainable_variables), model.trainable_variables))
+
+    @tf.function
+    def steps_fn(n):
+        for _ in tf.range(n):
+            strategy.run(step, args=(next(iterator),))
+
+    calls, best = steps // k, None
+    steps_fn(tf.constant(k))  # trace
+    for _ in range(epochs):
+        start = time.perf_counter()
+        for _ in range(calls):
+            steps_fn(tf.constant(k))
+        elapsed = (time.perf_counter() - start) / (calls * k)
+        best = elapsed if best is None else min(best, elapsed)
+    return best
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--steps_per_call", default="1,4,13,39", help="steps per compiled call (divisors of 39 steps)")
+    ap.add_argument("--epochs", type=int, default=4)
+    ap.add_argument("--out", default=None, help="also draw time per step vs steps per call there (PNG)")
+    args = ap.parse_args()
+    ks = [int(v) for v in args.steps_per_call.split(",")]
+    strategies = {"one_device": tf.distribute.OneDeviceStrategy("/cpu:0"),
+                  "mirrored_2_logical_cpus": tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])}
+    rows = []
+    for name, strategy in strategies.items():
+        for k in ks:
+            package, used = package_step_seconds(strategy, k, args.epochs)
+            bare = bare_step_seconds(strategy, k, args.epochs)
+            row = {"benchmark": "step_overhead", "strategy": name, "steps_per_call": k,
+                   "package_steps_per_call": used, "package_ms_per_step": round(1e3 * package, 3),
+                   "bare_ms_per_step": round(1e3 * bare, 3), "ratio": round(package / bare, 2)}
+            if name.startswith("mirrored"):  # the package's strategy.run loop (multi-worker's) under mirrored
+                run_loop, _ = package_step_seconds(strategy, k, args.epochs, loop="strategy_run")
+                row["package_strategy_run_ms_per_step"] = round(1e3 * run_loop, 3)
+                row["strategy_run_ratio"] = round(run_loop / bare, 2)
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    worst = max(r["ratio"] for r in rows)
+    print(json.dumps({"summary": "step_overhead", "worst_ratio": worst, "target": "<= 1.15", "met": worst <= 1.15}))
+    if args.out:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for i, name in enumerate(strategies):
+            sel = [r for r in rows if r["strategy"] == name]
+            ax.plot(ks, [r["package_ms_per_step"] for r in sel], "o-", color=f"C{i}", label=f"package, {name}")
+            ax.plot(ks, [r["bare_ms_per_step"] for r in sel], "s--", color=f"C{i}", label=f"bare loop, {name}")
+            if "package_strategy_run_ms_per_step" in sel[0]:
+                ax.plot(ks, [r["package_strategy_run_ms_per_step"] for r in sel], "^:", color=f"C{i}",
+                        label=f"package's strategy.run loop, {name}")
+        ax.set(xscale="log", xlabel="steps per compiled call", ylabel="ms per step (tiny model: overhead)",
+               title="Per-step overhead, 2 CPU cores")
+        ax.legend(fontsize=7)
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+        fig.savefig(args.out, dpi=130, bbox_inches="tight")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
