@@ -146,7 +146,8 @@ def run_dir_of(run, workdir):
     return os.path.join(workdir, cfg.run_name or cfg.name())
 
 
-def _done(run_dir, program):
+def done(run_dir, program):
+    """Whether a run folder holds a complete results.json of its program."""
     from rethink_tf import results
 
     return results.valid_results(os.path.join(run_dir, results.RESULTS),
@@ -163,12 +164,6 @@ def _die_with_parent():
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         pass  # not Linux: children outlive a killed parent there
-
-
-def _duration(seconds):
-    seconds = int(round(seconds))
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else (
-        f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s")
 
 
 def _last_line(path):
@@ -190,7 +185,7 @@ def execute(planned, workdir, parallel=1, log=print):
       (run directories of all planned runs, list of (label, log path, last line) of the runs that failed).
     """
     dirs = [run_dir_of(r, workdir) for r in planned]
-    todo = [(r, d) for r, d in zip(planned, dirs) if not _done(d, r.program)]
+    todo = [(r, d) for r, d in zip(planned, dirs) if not done(d, r.program)]
     log(f"{len(planned)} run(s) planned: {len(planned) - len(todo)} done, {len(todo)} to do; logs in "
         f"{os.path.join(workdir, 'logs')}")
     if not todo:
@@ -215,21 +210,21 @@ def execute(planned, workdir, parallel=1, log=print):
             run, run_dir, began, _, log_path = running.pop(proc)
             finished += 1
             took = time.time() - began
-            if proc.returncode == 0 and _done(run_dir, run.program):
+            if proc.returncode == 0 and done(run_dir, run.program):
                 durations.append(took)
                 r = runs_lib.row(run_dir)
                 outcome = ", ".join(x for x in (r["fitted at"], r["train acc"] and f"train {r['train acc']}",
                                                 r["test acc"] and f"test {r['test acc']}") if x)
-                log(f"done   [{finished}/{len(todo)}] {run.label} in {_duration(took)}: {outcome}")
+                log(f"done   [{finished}/{len(todo)}] {run.label} in {console.duration(took)}: {outcome}")
             else:
                 failed.append((run.label, log_path, _last_line(log_path)))
                 log(f"FAILED [{finished}/{len(todo)}] {run.label} (rc {proc.returncode}): {failed[-1][2]} "
                     f"(log: {log_path})")
             left = len(queue) + len(running)
-            eta = (f", ETA {_duration(sum(durations) / len(durations) * left / parallel)}"
+            eta = (f", ETA {console.duration(sum(durations) / len(durations) * left / parallel)}"
                    if durations and left else "")
             log(f"       {finished} of {len(todo)} finished, {left} to go, elapsed "
-                f"{_duration(time.time() - start)}{eta}")
+                f"{console.duration(time.time() - start)}{eta}")
         time.sleep(0.2)
     return dirs, failed
 
@@ -267,7 +262,7 @@ def report(name, workdir, dirs, commands, failed=(), fit_threshold=None):
     from rethink_tf.reporting import html
 
     page = html.write([d for d in dirs if os.path.isdir(d)], os.path.join(workdir, "report.html"),
-                      title=EXPERIMENTS[name].description, fit_threshold=fit_threshold)
+                      title=EXPERIMENTS[name].description, figures=written, comparison=rows)
     return [os.path.join(workdir, "summary.md"), page, os.path.join(workdir, "comparison.md"), *written]
 
 
@@ -301,8 +296,8 @@ def main(argv=None):
         commands = [" ".join(["python -m", r.program, *r.argv, f"--workdir={workdir}"]) for r in planned]
         if args.dry_run:
             for r, cmd in zip(planned, commands):
-                done = _done(run_dir_of(r, workdir), r.program)
-                print(f"{'done' if done else 'to do'}  {cmd}")
+                finished = done(run_dir_of(r, workdir), r.program)
+                print(f"{'done' if finished else 'to do'}  {cmd}")
             return 0
         start = time.time()
         dirs, failed = execute(planned, workdir, args.parallel)
@@ -316,7 +311,7 @@ def main(argv=None):
               file=sys.stderr)
         return 130
     print(f"{args.experiment}: {len(planned) - len(failed)} of {len(planned)} runs finished; this command took "
-          f"{_duration(time.time() - start)}; summary: {written[0]}")
+          f"{console.duration(time.time() - start)}; summary: {written[0]}")
     for path in written[1:]:
         if not path.endswith(".pdf"):
             print(f"  {path}")

@@ -61,12 +61,16 @@ def corruption_label(config):
     return kind
 
 
-def status(run_dir):
-    """The run's state from its files (see the module docstring)."""
+def _history(run_dir):
+    return results.read_history(run_dir) if os.path.exists(os.path.join(run_dir, results.HISTORY)) else []
+
+
+def status(run_dir, history=None):
+    """The run's state from its files (see the module docstring); `history`: its rows, when already read."""
     from rethink_tf.training import lock  # no TensorFlow: lock only reads files and PIDs
 
     r = _read(os.path.join(run_dir, results.RESULTS))
-    history = results.read_history(run_dir) if os.path.exists(os.path.join(run_dir, results.HISTORY)) else []
+    history = _history(run_dir) if history is None else history
     last = max((row.get("epoch", 0) for row in history), default=0)
     if r is not None and results.valid_results(os.path.join(run_dir, results.RESULTS), r.get("kind", "train")):
         return "done" if r.get("status") != "diverged" else f"diverged at epoch {last}"
@@ -86,15 +90,16 @@ def row(run_dir):
     metrics = r.get("metrics") if isinstance(r.get("metrics"), dict) else {}
     kernel = r.get("kind") == "kernel" or "kernel" in config
     pct = lambda v: "" if v is None else f"{100 * v:.2f}%"
+    history = _history(run_dir)
     out = {"run": os.path.basename(run_dir), "dataset": config.get("dataset", ""),
-           "corruption": corruption_label(config), "seed": config.get("seed", ""), "status": status(run_dir)}
+           "corruption": corruption_label(config), "seed": config.get("seed", ""),
+           "status": status(run_dir, history)}
     if kernel:
         out["model"] = f"kernel {config.get('kernel', '')}/{config.get('features', '')}"
         out["train acc"] = pct(None if metrics.get("train_error") is None else 1 - metrics["train_error"])
         out["test acc"] = pct(None if metrics.get("test_error") is None else 1 - metrics["test_error"])
         return {c: out.get(c, "") for c in COLUMNS}
     out["model"] = config.get("model", "")
-    history = results.read_history(run_dir) if os.path.exists(os.path.join(run_dir, results.HISTORY)) else []
     out["epochs"] = metrics.get("epochs_trained", max((h.get("epoch", 0) for h in history), default=0)) or ""
     if metrics:
         fitted = metrics.get("epochs_to_fit")

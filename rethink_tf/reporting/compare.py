@@ -169,22 +169,30 @@ def comparison_rows(results):
     return rows + slowdown_rows(results)
 
 
-def slowdown_rows(results):
-    """Figure 1b in the table: for each label-corruption curve (runs of one protocol at p = 0 and other p), the
-    steps to fit (at the runs' --fit_threshold) relative to p = 0, mean ± std over seeds; a p whose runs did not
-    all fit is "not fitted" (no number is made up). The paper's 1.5-3.5x sits beside p = 1."""
+def corruption_curves(results, key=None):
+    """{curve: {p: [runs]}} of the label-corruption runs (true labels = p 0, random labels = p 1) that have a
+    history, one curve per `key(run)` (default: the protocol, config.protocol_key) with at least two p values:
+    the curves of Figures 1b/1c and of the table's Figure 1b rows."""
     from rethink_tf.config import protocol_key
 
+    key = key or (lambda r: protocol_key(r["config"]))
     curves = collections.defaultdict(lambda: collections.defaultdict(list))
     for r in results:
         if r.get("kind", "train") != "train" or not r.get("history"):
             continue
         kind, p = label_setting(r["config"])
         if kind in ("none", "labels", "random_labels"):
-            curves[protocol_key(r["config"])][p].append(r)
+            curves[key(r)][p].append(r)
+    return {k: v for k, v in curves.items() if len(v) >= 2}
+
+
+def slowdown_rows(results):
+    """Figure 1b in the table: for each label-corruption curve (runs of one protocol at p = 0 and other p), the
+    steps to fit (at the runs' --fit_threshold) relative to p = 0, mean ± std over seeds; a p whose runs did not
+    all fit is "not fitted" (no number is made up). The paper's 1.5-3.5x sits beside p = 1."""
     rows = []
-    for _, by_p in sorted(curves.items()):
-        if 0.0 not in by_p or len(by_p) < 2:
+    for _, by_p in sorted(corruption_curves(results).items()):
+        if 0.0 not in by_p:
             continue
         first = by_p[0.0][0]
         c = first["config"]
@@ -228,15 +236,20 @@ def _fmt_measured(row):
     return _fmt(row["measured"])
 
 
+DISPLAY_COLUMNS = ("table", "model", "dataset", "labels", "metric", "measured", "paper", "measured − paper", "tag",
+                   "differences from the paper's setup")
+
+
+def display_cells(row):
+    """A comparison row as the text of DISPLAY_COLUMNS (the Markdown table's and the HTML report's cells)."""
+    labels = row["corrupt"] + (f" p={row['p']:g}" if row["corrupt"] == "labels" else "")
+    return [row["table"] or "—", row["model"], row["dataset"], labels, row["metric"], _fmt_measured(row),
+            _fmt(row["paper"]), _fmt(row["difference"]), row["tag"] or "—", row["differences"]]
+
+
 def to_markdown(rows):
-    head = ["table", "model", "dataset", "labels", "metric", "measured", "paper", "measured − paper", "tag",
-            "differences from the paper's setup"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in rows:
-        labels = r["corrupt"] + (f" p={r['p']:g}" if r["corrupt"] == "labels" else "")
-        cells = [r["table"] or "—", r["model"], r["dataset"], labels, r["metric"], _fmt_measured(r),
-                 _fmt(r["paper"]), _fmt(r["difference"]), r["tag"] or "—", r["differences"]]
-        lines.append("| " + " | ".join(cells) + " |")
+    lines = ["| " + " | ".join(DISPLAY_COLUMNS) + " |", "|" + "---|" * len(DISPLAY_COLUMNS)]
+    lines += ["| " + " | ".join(display_cells(r)) + " |" for r in rows]
     return "\n".join(lines) + "\n"
 
 

@@ -22,6 +22,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from rethink_tf import paper  # noqa: E402
+from rethink_tf.reporting import compare  # noqa: E402
 from rethink_tf.config import label_setting, protocol_key  # noqa: E402
 from rethink_tf.results import FIT_THRESHOLDS, steps_to_accuracy  # noqa: E402  (steps_to_accuracy: re-exported)
 
@@ -161,13 +162,8 @@ def figure1a(results, out_dir):
 
 
 def _corruption_curves(results):
-    """{group: {p: [runs]}} for label-corruption sweeps (true labels = p 0, random labels = p 1)."""
-    groups = collections.defaultdict(lambda: collections.defaultdict(list))
-    for r in _train_runs(results):
-        kind, p = label_setting(r["config"])
-        if kind in ("none", "labels", "random_labels"):
-            groups[_group_key(r)][p].append(r)
-    return {k: v for k, v in groups.items() if len(v) >= 2}
+    """{group: {p: [runs]}} for label-corruption sweeps (compare.corruption_curves, keyed for the figures)."""
+    return compare.corruption_curves(results, key=_group_key)
 
 
 def _fit_threshold_of(runs, requested):

@@ -46,26 +46,22 @@ def _table(columns, rows, numeric=()):
 def _comparison(rows):
     from rethink_tf.reporting import compare
 
-    shown = []
-    for r in rows:
-        labels = r["corrupt"] + (f" p={r['p']:g}" if r["corrupt"] == "labels" else "")
-        shown.append({"table": r["table"] or "—", "model": r["model"], "dataset": r["dataset"], "labels": labels,
-                      "metric": r["metric"], "measured": compare._fmt_measured(r), "paper": compare._fmt(r["paper"]),
-                      "measured − paper": compare._fmt(r["difference"]), "tag": r["tag"] or "—",
-                      "differences from the paper's setup": r["differences"]})
-    columns = ["table", "model", "dataset", "labels", "metric", "measured", "paper", "measured − paper", "tag",
-               "differences from the paper's setup"]
-    return _table(columns, shown, numeric=("measured", "paper", "measured − paper"))
+    shown = [dict(zip(compare.DISPLAY_COLUMNS, compare.display_cells(r))) for r in rows]
+    return _table(compare.DISPLAY_COLUMNS, shown, numeric=("measured", "paper", "measured − paper"))
 
 
-def report(patterns, title=None, fit_threshold=None):
-    """The HTML text of the report of the runs under `patterns` (run folders, folders of them, globs)."""
+def report(patterns, title=None, fit_threshold=None, figures=None, comparison=None):
+    """The HTML text of the report of the runs under `patterns` (run folders, folders of them, globs).
+
+    figures, comparison: PNG paths and comparison rows already made from these runs (reproduce draws them for its
+    workdir): embedded as they are instead of drawn and computed again.
+    """
     from rethink_tf import results, runs
     from rethink_tf.reporting import compare
     from rethink_tf.reporting import figures as plots
 
     dirs = runs.run_dirs(patterns)
-    found = [r for r in results.load_all([d for d in dirs]) if results.valid_results(
+    found = [r for r in results.load_all(dirs) if results.valid_results(
         os.path.join(r["run_dir"], results.RESULTS), r.get("kind", "train"))]
     title = title or "rethink_tf runs: " + ", ".join(patterns if isinstance(patterns, list) else [patterns])
     parts = [f"<h1>{html.escape(title)}</h1>",
@@ -75,17 +71,19 @@ def report(patterns, title=None, fit_threshold=None):
                                      numeric=("epochs", "train acc", "test acc"))]
     train = [r for r in found if r.get("kind", "train") == "train"]
     with tempfile.TemporaryDirectory() as tmp:
-        written = [p for p in (plots.all_figures(train, tmp, fit_threshold) if train else []) if p.endswith(".png")]
+        if figures is None:
+            figures = plots.all_figures(train, tmp, fit_threshold) if train else []
+        pngs = [p for p in figures if p.endswith(".png")]
         parts.append("<h2>Figures</h2>")
-        if not written:
+        if not pngs:
             parts.append("<p>No figure yet: not enough finished runs of one protocol.</p>")
-        for path in written:
+        for path in pngs:
             with open(path, "rb") as f:
                 data = base64.b64encode(f.read()).decode("ascii")
             name = os.path.splitext(os.path.basename(path))[0]
             parts.append(f"<figure><img alt='{name}' src='data:image/png;base64,{data}'>"
                          f"<figcaption class=note>{name}</figcaption></figure>")
-    rows = compare.comparison_rows(found) if found else []
+    rows = comparison if comparison is not None else (compare.comparison_rows(found) if found else [])
     parts += ["<h2>Measured beside the paper</h2>",
               "<p class=note>Provenance tags: P = the paper's own words or tables, S = secondary sources, R = "
               "recalled; a run with no paper counterpart has an empty paper column.</p>",
@@ -95,9 +93,9 @@ def report(patterns, title=None, fit_threshold=None):
             f"<body>{''.join(parts)}</body></html>\n")
 
 
-def write(patterns, path, title=None, fit_threshold=None):
+def write(patterns, path, title=None, fit_threshold=None, figures=None, comparison=None):
     """Writes report(...) to `path`; returns the path."""
-    text = report(patterns, title, fit_threshold)
+    text = report(patterns, title, fit_threshold, figures, comparison)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "w", encoding="utf-8") as f:
         f.write(text)

@@ -23,7 +23,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from rethink_tf import results
+from rethink_tf import console, results
 from rethink_tf.errors import Interrupted
 
 _HISTORY_NAMES = {"loss": "train_loss", "accuracy": "train_accuracy", "top5_accuracy": "train_top5_accuracy",
@@ -140,13 +140,6 @@ def memorization_metrics(train_eval, changed, local=False):
     return measure
 
 
-def _duration(seconds):
-    seconds = int(round(seconds))
-    if seconds >= 3600:
-        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
-
-
 def epoch_line(row, epochs=None, eta=None, at_most=False):
     """One plain line per epoch (logs and pipes; a terminal gets Keras' progress bar instead). `eta`: seconds left
     to the last epoch at this process's pace so far (`at_most`: the run may stop earlier, at its fit rule)."""
@@ -160,7 +153,7 @@ def epoch_line(row, epochs=None, eta=None, at_most=False):
                      f"{100 * row['train_accuracy_intact']:.1f}%")
     parts += [f"lr {row['lr']:.3g}", f"{row['images_per_s']:,.0f} img/s", f"{row['seconds']:.1f} s"]
     if eta is not None:
-        parts.append(f"ETA {'≤ ' if at_most else ''}{_duration(eta)}")
+        parts.append(f"ETA {'≤ ' if at_most else ''}{console.duration(eta)}")
     return " | ".join(parts)
 
 
