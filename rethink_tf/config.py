@@ -19,7 +19,7 @@ from typing import Optional
 NON_IDENTITY_FIELDS = frozenset({
     "tensorboard", "run_name", "strategy", "num_gpus", "cross_device_ops", "data_dir", "source", "manual_dir",
     "prepare_imagenet", "download", "jit_compile", "steps_per_execution", "deterministic", "checkpoint_every_steps",
-    "fit_threshold", "worker_hosts", "task_index", "cluster_timeout", "data_service"})
+    "fit_threshold", "worker_hosts", "task_index", "cluster_timeout", "data_service", "per_example"})
 # The identity fields of run names as first derived (name version 1): their values, defaults included, are hashed as
 # they always were, so that existing run directories keep their names. A field added since joins the hash only when
 # its value differs from its default: adding a field renames no run (killed runs still resume, sweeps still skip
@@ -50,7 +50,11 @@ class DataConfig:
       download: download and prepare CIFAR-10/MNIST/Fashion-MNIST through tfds when absent (never ImageNet).
       train_examples, test_examples: first-N subsets (None: the whole split).
       corrupt: one of corruption.KINDS.
-      corrupt_prob: p for corrupt="labels" (1.0 for random_labels).
+      corrupt_prob: p for corrupt="labels" or "flip" (1.0 for random_labels); for a pixel kind the fraction of
+        images corrupted (None: all, the paper's); for class_conditional with a named noise_matrix, each pair's p.
+      noise_matrix: class_conditional's transition matrix: a corruption.NOISE_PAIRS name ("cifar10_pairs") or the
+        matrix itself as text (rows "a b ...; c d ..."; the entry point reads a file into this form, so that the
+        run is named after the matrix, not after a path).
       corrupt_seed: seed of the corruption, independent of the training seed.
       corrupt_test_labels: also corrupt the test labels (off: test accuracy is on clean labels).
       random_crop: Table 1's random 28×28 crop at training time (CIFAR-10).
@@ -72,6 +76,7 @@ class DataConfig:
     test_examples: Optional[int] = None
     corrupt: str = "none"
     corrupt_prob: Optional[float] = None
+    noise_matrix: Optional[str] = None
     corrupt_seed: int = 0
     corrupt_test_labels: bool = False
     random_crop: bool = False
@@ -126,6 +131,9 @@ class TrainConfig:
       checkpoint_every_steps: also checkpoint every N optimizer steps inside an epoch (long ImageNet epochs); a
         resume then replays the same batches from that step on (None: at epoch ends only).
       run_name: explicit run directory name (None: derived from the config).
+      per_example: keep every training example's prediction at every epoch and export per_example.npz with
+        first-learned epochs and forgetting events (rethink_tf.dynamics; beyond the paper). Not part of the
+        run's identity: it records, it does not change what trains.
     """
 
     model: str = "small_inception"
@@ -160,6 +168,7 @@ class TrainConfig:
     tensorboard: bool = True
     checkpoint_every_steps: Optional[int] = None
     run_name: Optional[str] = None
+    per_example: bool = False
 
     def resolved(self):
         """A copy with every None recipe field replaced by the paper's recipe or the model builder's default.
@@ -227,7 +236,7 @@ class TrainConfig:
             return self.run_name
         d = self.data
         parts = [d.dataset.replace(":", "-"), self.model.replace(":", "-"), d.corrupt]
-        if d.corrupt == "labels":
+        if d.corrupt_prob is not None and d.corrupt != "random_labels":  # labels, flip, a partial pixel kind
             parts.append(f"p{d.corrupt_prob:g}")
         parts += [tag for flag, tag in ((d.random_crop, "crop"), (d.augment, "aug"), (d.imagenet_augment, "aug"))
                   if flag]
@@ -290,7 +299,7 @@ def resolved_config(config):
 
 def label_setting(config):
     """(corrupt kind as the paper names it, p) of a config dict: labels with p = 1 is random labels, p = 0 is true
-    labels."""
+    labels; a pixel kind on a fraction p < 1 of the images is "partial_<kind>"."""
     kind, p = config.get("corrupt", "none"), config.get("corrupt_prob")
     if kind == "labels" and p == 1.0:
         return "random_labels", 1.0
@@ -298,7 +307,10 @@ def label_setting(config):
         return "none", 0.0
     if kind == "random_labels":
         return kind, 1.0
-    return kind, (p if kind == "labels" else 0.0)
+    pixel = kind in ("shuffled_pixels", "random_pixels", "gaussian")
+    if pixel and p is not None and p < 1.0:
+        return f"partial_{kind}", p  # a fraction p of images (beyond the paper): not Figure 1a's all-images series
+    return kind, (0.0 if pixel or p is None else p)
 
 
 PRECISIONS = ("auto", "float64", "float32")
@@ -330,6 +342,7 @@ class KernelConfig:
     ridge: float = 0.0
     corrupt: str = "none"
     corrupt_prob: Optional[float] = None
+    noise_matrix: Optional[str] = None
     corrupt_seed: int = 0
     seed: int = 0
     block_size: int = 2048

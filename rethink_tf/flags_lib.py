@@ -10,6 +10,7 @@ import dataclasses
 import math
 import os
 
+import numpy as np
 from absl import flags
 
 from rethink_tf import config, models
@@ -77,13 +78,14 @@ def expand_flagfiles(argv, including=None, _stack=()):
 TRAIN_HELP_GROUPS = (
     ("data", ("dataset", "data_dir", "source", "download", "manual_dir", "train_examples", "test_examples",
               "image_feature", "label_feature")),
-    ("corruption (the paper's randomizations)", ("corrupt", "corrupt_prob", "corrupt_seed", "corrupt_test_labels")),
+    ("corruption (the paper's randomizations, and noise models beyond it)",
+     ("corrupt", "corrupt_prob", "noise_matrix", "corrupt_seed", "corrupt_test_labels")),
     ("model", ("model", "dropout", "bn_momentum", "sync_batchnorm", "dtype_policy")),
     ("recipe", ("optimizer", "learning_rate", "lr_decay", "lr_decay_examples", "momentum", "rmsprop_initial_ms",
                 "batch_size", "epochs", "weight_decay", "label_smoothing", "ema_decay", "random_crop", "augment",
                 "seed")),
     ("stopping and time to fit", ("stop_at_train_accuracy", "fit_threshold")),
-    ("output", ("workdir", "run_name", "tensorboard", "checkpoint_every_steps")),
+    ("output", ("workdir", "run_name", "tensorboard", "checkpoint_every_steps", "per_example")),
     ("speed and determinism", ("jit_compile", "steps_per_execution", "deterministic")),
     ("distribution", ("strategy", "num_gpus", "cross_device_ops", "worker_hosts", "task_index", "cluster_timeout")),
     ("ImageNet", ("imagenet_augment", "prepare_imagenet", "data_service")),
@@ -173,11 +175,19 @@ def define_data_flags(fv=flags.FLAGS):
     flags.DEFINE_integer("test_examples", None, "Use only the first N test examples in key order.", lower_bound=1,
                          flag_values=fv)
     flags.DEFINE_enum("corrupt", "none", list(corruption.KINDS), "Randomization test of §2.1: labels (with "
-                      "probability --corrupt_prob), random_labels (p = 1), shuffled_pixels, random_pixels, gaussian.",
-                      flag_values=fv)
-    flags.DEFINE_float("corrupt_prob", None, "Label corruption probability p in [0, 1] for --corrupt=labels; a "
-                       "corrupted label is uniform over all classes, so about 0.9·p of labels change.",
+                      "probability --corrupt_prob), random_labels (p = 1), shuffled_pixels, random_pixels, gaussian. "
+                      "Beyond the paper: flip (exactly a fraction --corrupt_prob of labels moved to another class), "
+                      "class_conditional (labels drawn from the rows of --noise_matrix).", flag_values=fv)
+    flags.DEFINE_float("corrupt_prob", None, "Label corruption probability p in [0, 1] for --corrupt=labels (a "
+                       "corrupted label is uniform over all classes, so about 0.9·p of labels change) and flip "
+                       "(exactly round(p·n) labels change). With a pixel kind: corrupt only a fraction p of the "
+                       "images, each with probability p (beyond the paper; unset: all, as in the paper). With "
+                       "--noise_matrix=cifar10_pairs: each pair's probability.",
                        lower_bound=0.0, upper_bound=1.0, flag_values=fv)
+    flags.DEFINE_string("noise_matrix", None, "--corrupt=class_conditional's transition matrix T (label y becomes j "
+                        "with probability T[y, j]): cifar10_pairs (truck->automobile, bird->airplane, deer->horse, "
+                        "cat<->dog, each with probability --corrupt_prob), a .npy or text file of a K x K "
+                        "row-stochastic matrix, or its rows inline ('0.6 0.4; 0.3 0.7').", flag_values=fv)
     flags.DEFINE_integer("corrupt_seed", 0, "Seed of the corruption (independent of --seed).", lower_bound=0,
                          flag_values=fv)
     flags.DEFINE_bool("corrupt_test_labels", False, "Also corrupt the test labels (off: test accuracy on true "
@@ -189,16 +199,13 @@ def define_data_flags(fv=flags.FLAGS):
     flags.DEFINE_bool("imagenet_augment", False, "Table 2's 'data aug': the TF inception train-time distortions.",
                       flag_values=fv)
 
-    @flags.multi_flags_validator(["corrupt", "corrupt_prob"], flag_values=fv,
-                                 message="--corrupt=labels needs --corrupt_prob in [0, 1]; --corrupt=random_labels "
-                                         "means p = 1 (leave --corrupt_prob unset or 1); other --corrupt kinds take "
-                                         "no --corrupt_prob")
+    @flags.multi_flags_validator(["corrupt", "corrupt_prob", "noise_matrix"], flag_values=fv)
     def _prob(f):
-        if f["corrupt"] == "labels":
-            return f["corrupt_prob"] is not None
-        if f["corrupt"] == "random_labels":
-            return f["corrupt_prob"] in (None, 1.0)
-        return f["corrupt_prob"] is None  # --corrupt_prob without a label corruption would be silently ignored
+        try:
+            corruption.check_kind(f["corrupt"], f["corrupt_prob"], read_noise_matrix(f["noise_matrix"]))
+        except UserError as e:
+            raise flags.ValidationError(str(e)) from None
+        return True
 
     @flags.multi_flags_validator(["corrupt", "random_crop", "augment", "imagenet_augment"], flag_values=fv,
                                  message="pixel corruptions (shuffled_pixels, random_pixels, gaussian) cannot be "
@@ -299,6 +306,11 @@ def _define_train_flags(fv):
     flags.DEFINE_float("fit_threshold", 1.0, "Training accuracy that counts as fitted for epochs_to_fit/steps_to_fit "
                        "(Figure 1b). results.json records 0.99, 0.999 and 1.0 in any case.", lower_bound=0.0,
                        upper_bound=1.0, flag_values=fv)
+    flags.DEFINE_bool("per_example", False, "Beyond the paper: keep every training example's predicted class at "
+                      "every epoch (<run>/per_example/) and export <run>/per_example.npz at the end (Feldman & "
+                      "Zhang's trainset_mask/_correctness/_predictions, rows = epochs), with first-learned epochs "
+                      "(Arpit et al. 2017) and forgetting events (Toneva et al. 2019) summarized in results.json. "
+                      "Costs one pass over the training set per epoch.", flag_values=fv)
     flags.DEFINE_integer("checkpoint_every_steps", None, "Also checkpoint every N optimizer steps inside an epoch "
                          "(long ImageNet epochs); a resume replays the same batches from that step. Default: at "
                          "epoch ends only.", lower_bound=1, flag_values=fv)
@@ -322,7 +334,29 @@ def _fields(cls, f):
 
 def config_from_flags(f):
     """Parsed flags -> TrainConfig (the only place training flags are read)."""
-    return TrainConfig(data=DataConfig(**_fields(DataConfig, f)), **_fields(TrainConfig, f))
+    data = _fields(DataConfig, f)
+    data["noise_matrix"] = read_noise_matrix(data["noise_matrix"])
+    return TrainConfig(data=DataConfig(**data), **_fields(TrainConfig, f))
+
+
+def read_noise_matrix(value):
+    """--noise_matrix -> what the config stores: a corruption.NOISE_PAIRS name as is, a .npy or text file's matrix
+    or inline rows as canonical text (so the run is named after the matrix, not a path)."""
+    if value is None or value in corruption.NOISE_PAIRS:
+        return value
+    if os.path.isfile(value):
+        try:
+            if value.endswith(".npy"):
+                value = corruption.matrix_text(np.load(value, allow_pickle=False))
+            else:  # text: one row per line, entries separated by spaces or commas
+                with open(value) as fh:
+                    value = ";".join(line for line in fh.read().splitlines() if line.strip())
+        except (OSError, ValueError, UnicodeDecodeError) as e:
+            raise UserError(f"--noise_matrix: cannot read {value}: {e}") from None
+    elif not any(c.isdigit() for c in value):
+        raise UserError(f"--noise_matrix: {value!r} is neither a file, nor a known name "
+                        f"({', '.join(corruption.NOISE_PAIRS)}), nor rows of numbers")
+    return corruption.matrix_text(corruption.parse_matrix(value))
 
 
 def kernel_config_from_flags(f):

@@ -55,10 +55,9 @@ def run_dirs(patterns):
 
 def corruption_label(config):
     """"labels p=0.4", "random_labels", "none" (true labels): the corruption a config trains on."""
-    kind = config.get("corrupt") or "none"
-    if kind == "labels":
-        return f"labels p={config.get('corrupt_prob')}"
-    return kind
+    from rethink_tf.data.corruption import describe
+
+    return describe(config.get("corrupt"), config.get("corrupt_prob"), config.get("noise_matrix"))
 
 
 def _history(run_dir):

@@ -79,7 +79,7 @@ def test_random_labels_is_p_one_and_errors():
         C.make("labels", 1.5)
     with pytest.raises(UserError, match=r"received -0.1"):
         C.make("labels", -0.1)
-    with pytest.raises(UserError, match="needs a probability"):
+    with pytest.raises(UserError, match="needs --corrupt_prob"):
         C.make("labels")
     with pytest.raises(UserError, match="unknown corruption 'noise'"):
         C.make("noise")

@@ -155,13 +155,32 @@ def test_cli_two_workers_on_real_fashion_mnist_chief_writes_and_cluster_resumes(
     assert "Traceback" not in outs[0][1] + outs[1][1]
 
 
+def test_a_signal_arriving_during_the_agreement_collective_is_kept_for_the_next_one():
+    """The race behind a cluster that ignored a SIGTERM and trained to the end: the signal's handler runs while the
+    worker waits inside the agreement all-reduce, after its flags were sent; the answer (nobody had a signal)
+    must not erase it. Here the fake collective delivers the signal mid-call, as the OS did."""
+    from rethink_tf.training import callbacks
+
+    sent = []
+    cb = callbacks.StopOnSignal(checkpoint=None, steps_per_epoch=10, agree=None)
+
+    def agree(requested):
+        sent.append(requested)
+        if len(sent) == 1:
+            cb._handle(signal.SIGTERM, None)  # arrives during the collective
+        return max((r for r in sent[-1:] if r is not None), default=None)  # the other workers had none
+
+    cb.agree = agree
+    assert cb._pending() is None  # this agreement saw no signal anywhere: nobody stops yet...
+    assert cb.requested == signal.SIGTERM  # ...but the signal is still pending here
+    assert cb._pending() == signal.SIGTERM and sent == [None, signal.SIGTERM]  # and the next agreement stops all
+
+
 def test_sigterm_to_one_worker_stops_the_cluster_at_one_step_with_a_checkpoint(tmp_path):
     """Preemption reaching one worker (here the non-chief): the workers agree at the next batch end, both save the
     same step and exit 143 with one line; the same command again resumes there and ends where one device ends."""
     flags = ["--model=mlp_1x512", "--dataset=fashion_mnist_5k", "--train_examples=2000", "--test_examples=500",
-             "--batch_size=100", "--epochs=10", "--notensorboard", "--run_name=mw", "--steps_per_execution=2"]
-    # 10 epochs of 20 steps: the signal, sent once epoch 1's row is on disk, must reach a worker still training (on a
-    # fast machine 4 epochs ended before it arrived, and the chief then finished the run)
+             "--batch_size=100", "--epochs=4", "--notensorboard", "--run_name=mw", "--steps_per_execution=2"]
     run_dir = tmp_path / "runs" / "mw"
     procs = _start_cluster(tmp_path, flags, until=lambda: results.read_history(str(run_dir)))
     procs[1].send_signal(signal.SIGTERM)
@@ -174,28 +193,29 @@ def test_sigterm_to_one_worker_stops_the_cluster_at_one_step_with_a_checkpoint(t
                 os.killpg(q.pid, signal.SIGKILL)
             raise
     lines = []
+    both = "\n".join(f"worker {i} exit {p.returncode}:\n{out[-1500:]}\n{err[-1500:]}"
+                      for i, (p, (out, err)) in enumerate(zip(procs, outs)))
     for p, (_, err) in zip(procs, outs):
         errors = [line for line in err.splitlines() if line.strip()]
-        assert p.returncode == 128 + signal.SIGTERM and len(errors) == 1, err[-2000:]
+        assert p.returncode == 128 + signal.SIGTERM and len(errors) == 1, both
         assert errors[0].startswith("interrupted (SIGTERM) at ") and "checkpoint saved" in errors[0], errors
         lines.append(errors[0])
     assert lines[0] == lines[1]  # the same step on both workers
     with h5py.File(run_dir / "checkpoint.weights.h5") as f:
         step = int(np.ravel(f["optimizer/vars/0"][()])[0])
-    assert 20 <= step < 200 and not (run_dir / "results.json").exists()
+    assert 20 <= step < 80 and not (run_dir / "results.json").exists()
     ports = free_ports(2)
     for rc, log in launch([_cli(ports, i, tmp_path / "runs", *flags) for i in (0, 1)], str(tmp_path)):
         assert rc == 0, log[-3000:]
     r = results.read_json(str(run_dir / "results.json"))
-    assert r["resumes"][0]["step"] == step and r["metrics"]["steps_trained"] == 200
+    assert r["resumes"][0]["step"] == step and r["metrics"]["steps_trained"] == 80
     one = subprocess.run([sys.executable, "-m", "rethink_tf.train", *flags[:-2], "--run_name=one",
                           f"--workdir={tmp_path / 'runs'}"], env=_env(), capture_output=True, text=True,
                          timeout=LIMIT)
     assert one.returncode == 0, one.stderr[-2000:]
     ref = results.read_json(str(tmp_path / "runs" / "one" / "results.json"))
     for key in ("train_loss", "test_loss", "test_accuracy"):
-        # 200 steps of 2-worker all-reduce vs one device's sums: float32 order drift of ~1e-3 relative
-        assert r["metrics"][key] == pytest.approx(ref["metrics"][key], rel=3e-3, abs=1e-5), key
+        assert r["metrics"][key] == pytest.approx(ref["metrics"][key], rel=1e-4, abs=1e-5), key
 
 
 def _one_line_error(proc_out):

@@ -63,6 +63,7 @@ class Datasets:
     corruption: object
     summary: dict
     changed: object = None
+    train_labels: object = None  # in-memory: {key, clean, trained, index} arrays of the training set in key order
 
 
 def model_input_shape(spec):
@@ -77,7 +78,7 @@ def model_input_shape(spec):
 
 def check_combination(cfg):
     """Rejects corruption/augmentation combinations that the paper does not define, with one line each."""
-    corruption_lib.check_kind(cfg.corrupt, cfg.corrupt_prob)
+    corruption_lib.check_kind(cfg.corrupt, cfg.corrupt_prob, cfg.noise_matrix)
     if cfg.data_service and cfg.dataset != "imagenet2012":
         raise UserError("--data_service decodes the streamed ImageNet input; the in-memory datasets need none")
     if cfg.data_service and not re.fullmatch(r"grpc://[^:/]+:\d+", cfg.data_service):
@@ -138,7 +139,12 @@ def build(cfg, batch_size, epochs, num_replicas=1, deterministic=False, splits=N
     if cfg.corrupt == "gaussian":
         mean, std = corruption_lib.dataset_moments(preprocessing.center_crop(train.arrays["image"], shape[0]))
     corr = corruption_lib.make(cfg.corrupt, cfg.corrupt_prob, cfg.corrupt_seed, spec.num_classes, mean, std,
-                               cfg.corrupt_test_labels, classes=spec.classes)
+                               cfg.corrupt_test_labels, classes=spec.classes, noise_matrix=cfg.noise_matrix)
+    if corr.kind == "flip":
+        if not spec.in_memory:
+            raise UserError(f"--corrupt=flip selects exactly round(p·n) examples of the whole split, which needs every "
+                            f"example's key up front; {cfg.dataset} is streamed: use --corrupt=labels")
+        corr = corruption_lib.with_flip_thresholds(corr, {"train": train.arrays["key"], "test": test.arrays["key"]})
     steps = train.size // batch_size
     summary = {"train_origin": train.origin, "test_origin": test.origin, "train_size": train.size,
                "test_size": test.size, "data_fingerprint": sources.fingerprint(train, test),
@@ -248,11 +254,15 @@ def _build_in_memory(cfg, corr, train, test, shape, batch_size, epochs, steps, s
             ds = ds.concatenate(tf.data.Dataset.range(first_epoch + 1, epochs).flat_map(per_epoch))
         return _shard(ds, batch_size, shard).prefetch(AUTOTUNE)
 
-    changed = None
-    if corr.kind == "labels" and 0.0 < corr.prob < 1.0:  # train_eval is in key order, like train.arrays
-        changed = train_eval["label"] != train.arrays["label"]
+    changed = train_eval["label"] != train.arrays["label"]  # train_eval is in key order, like train.arrays
+    if corr.kind == "random_labels" or not changed.any() or changed.all():
+        changed = None  # nothing to compare: every label is random, or none changed
+    index = train.arrays.get("index", np.full(train.size, -1, np.int64))  # -1: a user's data, no source order
+    train_labels = {"key": train.arrays["key"], "clean": train.arrays["label"], "trained": train_eval["label"],
+                    "index": index}
     return Datasets(train_stream, _eval_dataset(train_eval, batch_size), _eval_dataset(test_arr, batch_size),
-                    steps, train.size, test.size, shape, train.spec.num_classes, corr, summary, changed)
+                    steps, train.size, test.size, shape, train.spec.num_classes, corr, summary, changed,
+                    train_labels)
 
 
 def _shard(ds, batch_size, shard):

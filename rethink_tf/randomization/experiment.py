@@ -30,7 +30,7 @@ RECIPE = paper.RECIPES["small_alexnet"]  # SGD 0.01, momentum 0.9, decay 0.95 pe
 
 
 def parse_corruption(c):
-    """("labels", 0.4), "labels:0.4" or a kind name -> (kind, prob)."""
+    """("labels", 0.4), "labels:0.4", "flip:0.2", "random_pixels:0.5" or a kind name -> (kind, prob)."""
     if isinstance(c, (tuple, list)) and len(c) == 2:
         kind, prob = c[0], float(c[1])
     elif isinstance(c, str) and ":" in c:
@@ -38,18 +38,20 @@ def parse_corruption(c):
         try:
             prob = float(p)
         except ValueError:
-            raise UserError(f"corruption {c!r}: expected labels:P with P a number in [0, 1]") from None
+            raise UserError(f"corruption {c!r}: expected KIND:P with P a number in [0, 1], e.g. labels:0.4") from None
     else:
         kind, prob = c, None
     if kind not in corruption_lib.KINDS:
         raise UserError(f"unknown corruption {kind!r}; use one of {', '.join(corruption_lib.KINDS)}, or labels:P")
-    if kind == "labels" and (prob is None or not 0.0 <= prob <= 1.0):
-        raise UserError(f"corruption {c!r}: partial label corruption needs a probability in [0, 1], e.g. labels:0.4")
-    return kind, (prob if kind == "labels" else None)
+    if kind in corruption_lib.NEEDS_PROB and (prob is None or not 0.0 <= prob <= 1.0):
+        raise UserError(f"corruption {c!r}: {kind} needs a probability in [0, 1], e.g. {kind}:0.4")
+    if kind == "random_labels" and prob in (1.0, 1):
+        prob = None
+    return kind, prob
 
 
-def corruption_name(kind, prob):
-    return f"labels:{prob:g}" if kind == "labels" else kind
+def corruption_name(kind, prob, noise_matrix=None):
+    return corruption_lib.describe(kind, prob, noise_matrix).replace(" p=", ":")
 
 
 def _arrays(dataset, image, label, what):
@@ -125,7 +127,9 @@ def randomization_test(build_model, train, test=None, corruptions=FIGURE_1A, epo
         held in memory; or train="NAME" (test=None), a tfds image classification dataset prepared under data_dir.
       corruptions: kinds ("none", "random_labels", "shuffled_pixels", "random_pixels", "gaussian") and partial
         label corruptions as "labels:0.4" or ("labels", 0.4). Test labels stay clean; pixel corruptions apply to
-        the test images too, as in the paper.
+        the test images too, as in the paper. Beyond the paper: "flip:0.2" (exactly 20% of labels moved to another
+        class), "random_pixels:0.5" (half the images), "class_conditional[:P]" with noise_matrix= in
+        train_options (see rethink_tf.data.corruption).
       epochs, batch_size: per run. Runs that reach 100% training accuracy keep training to `epochs` unless
         train_options has stop_at_train_accuracy.
       optimizer: None (the paper's CIFAR-10 recipe: SGD 0.01, momentum 0.9, x0.95 per epoch) or a function returning
@@ -161,6 +165,7 @@ def randomization_test(build_model, train, test=None, corruptions=FIGURE_1A, epo
     if not callable(build_model):
         raise UserError("build_model must be a function (input_shape, num_classes) -> keras.Model")
     data_fields = {f.name for f in dataclasses.fields(DataConfig)} - {"dataset", "corrupt", "corrupt_prob"}
+    noise_matrix = train_options.pop("noise_matrix", None)  # class_conditional's only
     train_fields = {f.name for f in dataclasses.fields(TrainConfig)} - {"model", "data", "epochs", "batch_size",
                                                                           "optimizer"}
     unknown = sorted(set(train_options) - data_fields - train_fields)
@@ -180,7 +185,9 @@ def randomization_test(build_model, train, test=None, corruptions=FIGURE_1A, epo
     for kind, prob in parsed:
         cfg = TrainConfig(model=model_name, epochs=epochs, batch_size=batch_size, optimizer=opt_name,
                           data=DataConfig(dataset=dataset, corrupt=kind, corrupt_prob=prob, data_dir=data_dir,
-                                          image_feature=image, label_feature=label, **data_opts), **run_opts)
+                                          image_feature=image, label_feature=label,
+                                          noise_matrix=noise_matrix if kind == "class_conditional" else None,
+                                          **data_opts), **run_opts)
         datasets = pipeline.build(cfg.data, batch_size, epochs, splits=(train_split, test_split))
         if verbose:
             print(f"randomization test: {corruption_name(kind, prob)} ({len(paths) + 1}/{len(parsed)})", flush=True)

@@ -83,14 +83,17 @@ def tf_zero(spec):
 
 
 def randomize(dataset, kind, prob=None, seed=0, num_classes=None, key=None, image="image", label="label",
-              split="train", mean=None, std=None):
+              split="train", mean=None, std=None, noise_matrix=None):
     """Applies one of the paper's randomization tests to a tf.data dataset; usable as `ds.apply(...)` too.
 
     Args:
       dataset: elements (image, label[, ...]) or dicts with `image` and `label` features. Any image dtype and
         shape (H, W, C) or (H, W); labels are integer class ids.
-      kind: "none", "labels" (with prob), "random_labels", "shuffled_pixels", "random_pixels" or "gaussian".
-      prob: the label corruption probability p (a corrupted label is uniform over all num_classes classes).
+      kind: "none", "labels" (with prob), "random_labels", "shuffled_pixels", "random_pixels" or "gaussian"; beyond
+        the paper, "class_conditional" (with noise_matrix). ("flip" selects exactly round(p·n) examples of a whole
+        split: it needs the split's keys up front, so it is a corruption of randomization_test and the CLI.)
+      prob: the label corruption probability p (a corrupted label is uniform over all num_classes classes); with a
+        pixel kind, the fraction of images corrupted (None: all).
       seed: the corruption seed.
       num_classes: number of classes; required for the label corruptions.
       key: None (content hash of image and label, see the module docstring) or the name of a dict feature.
@@ -99,6 +102,7 @@ def randomize(dataset, kind, prob=None, seed=0, num_classes=None, key=None, imag
         corruptions apply to both splits, shuffled pixels with the same permutation.
       mean, std: per-channel moments for "gaussian" (image_moments of the training split), in the images' units;
         Gaussian images are float32.
+      noise_matrix: class_conditional's transition matrix: "cifar10_pairs" (with prob) or rows "a b; c d".
 
     Returns:
       A dataset with the same element structure, corrupted. Pure in (seed, split, key): the same in every epoch,
@@ -113,7 +117,10 @@ def randomize(dataset, kind, prob=None, seed=0, num_classes=None, key=None, imag
         raise UserError(f"split must be 'train' or 'test'; received {split!r}")
     if kind in corruption_lib.LABEL_KINDS and not num_classes:
         raise UserError(f"randomize(..., {kind!r}) needs num_classes (labels are drawn from all classes)")
-    corr = corruption_lib.make(kind, prob, seed, int(num_classes or 2), mean, std)
+    if kind == "flip":
+        raise UserError("randomize(..., 'flip') cannot select exactly round(p·n) examples of a stream: use "
+                        "randomization_test or --corrupt=flip (whole splits), or 'labels' here")
+    corr = corruption_lib.make(kind, prob, seed, int(num_classes or 2), mean, std, noise_matrix=noise_matrix)
     if key is not None and not isinstance(key, str):
         raise UserError(f"key must be None (content hash) or a feature name; received {key!r}")
     check_structure(dataset.element_spec, image, label, key)

@@ -242,7 +242,8 @@ DISPLAY_COLUMNS = ("table", "model", "dataset", "labels", "metric", "measured", 
 
 def display_cells(row):
     """A comparison row as the text of DISPLAY_COLUMNS (the Markdown table's and the HTML report's cells)."""
-    labels = row["corrupt"] + (f" p={row['p']:g}" if row["corrupt"] == "labels" else "")
+    labels = row["corrupt"] + (f" p={row['p']:g}" if row["corrupt"] in ("labels", "flip") or
+                               row["corrupt"].startswith("partial_") else "")
     return [row["table"] or "—", row["model"], row["dataset"], labels, row["metric"], _fmt_measured(row),
             _fmt(row["paper"]), _fmt(row["difference"]), row["tag"] or "—", row["differences"]]
 

@@ -5,6 +5,8 @@ Figure 1b: time to overfit (steps to 100% training accuracy) relative to p = 0, 
 Figure 1c: test error vs label corruption p, per model.
 Figure 2: test accuracy vs steps, with the cumulative best shaded (the potential gain of early stopping).
 Memorization (not in the paper): training accuracy on the changed vs the intact labels per epoch, for 0 < p < 1.
+Dynamics (not in the paper; --per_example): memorized / original / other on the changed examples per epoch, and
+forgetting events of intact vs changed examples.
 Runs are grouped by *protocol* (config.protocol_key: the whole run identity without seeds and corruption: model,
 dataset, subset, epochs, stop rule, lr, decay, batch, regularizers, dtype, ...), so only runs trained the same way
 share a panel or a curve; Figures 1b and 1c average the seeds of a point (1a, 2 and the memorization figure
@@ -21,7 +23,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from rethink_tf import dynamics as dynamics_lib  # noqa: E402
 from rethink_tf import paper  # noqa: E402
+from rethink_tf.data import corruption as corruption_lib  # noqa: E402
 from rethink_tf.reporting import compare  # noqa: E402
 from rethink_tf.config import label_setting, protocol_key  # noqa: E402
 from rethink_tf.results import FIT_THRESHOLDS, steps_to_accuracy  # noqa: E402  (steps_to_accuracy: re-exported)
@@ -300,7 +304,7 @@ def memorization(results, out_dir):
         ax.plot(epochs, [100 * h.get("test_accuracy", np.nan) for h in r["history"]], ":", color="k",
                 label="test (clean labels)")
         ax.set(xlabel="epoch", ylabel="accuracy (%)", ylim=(0, 101))
-        ax.set_title(_title(c, r.get("display")) + f"\nlabels p = {c.get('corrupt_prob'):g}, seed {c.get('seed', 0)}", fontsize=8)
+        ax.set_title(_title(c, r.get("display")) + f"\n{_corruption(c)}, seed {c.get('seed', 0)}", fontsize=8)
         ax.legend(fontsize=7)
     for ax in list(axes.flat)[len(runs):]:
         ax.axis("off")
@@ -308,7 +312,61 @@ def memorization(results, out_dir):
     return _save(fig, out_dir, "memorization")
 
 
+def _corruption(c):
+    return corruption_lib.describe(c.get("corrupt"), c.get("corrupt_prob"), c.get("noise_matrix")).replace(" p=",
+                                                                                                             " p = ")
+
+
+def dynamics(results, out_dir):
+    """Per run recorded with --per_example (beyond the paper): for the examples whose label was changed, the
+    fractions predicting the label trained on (memorized), their original label, or another class, per epoch (the
+    curves of the noisy-label literature); and the histogram of forgetting events (Toneva et al. 2019) of intact
+    vs changed examples, from the run's per_example.npz. One row of two panels per run."""
+    runs = [r for r in _train_runs(results) if r.get("per_example", {}).get("epochs")]
+    if not runs:
+        return []
+    runs = sorted(runs, key=lambda r: (_group_key(r), r["config"].get("corrupt_prob") or 0, r["config"].get("seed", 0)))
+    fig, axes = plt.subplots(len(runs), 2, figsize=(11, 3.8 * len(runs)), squeeze=False, constrained_layout=True)
+    for (left, right), r in zip(axes, runs):
+        pe, c = r["per_example"], r["config"]
+        title = _title(c, r.get("display")) + f"\n{_corruption(c)}, seed {c.get('seed', 0)}"
+        curves = pe.get("changed_curves")
+        if curves:
+            epochs = pe["epochs"]
+            left.stackplot(epochs, [100 * np.asarray(curves[k]) for k in ("memorized", "predicts_original", "other")],
+                           labels=["predicts the label trained on (memorized)", "predicts its original label",
+                                   "predicts another class"], colors=["C3", "C0", "0.75"], alpha=0.85)
+            left.set(xlabel="epoch", ylabel=f"% of the {pe['changed']['examples']:,} changed examples",
+                     ylim=(0, 100), xlim=(epochs[0], epochs[-1]) if len(epochs) > 1 else None)
+            left.legend(fontsize=7, loc="center right")
+        else:
+            left.text(0.5, 0.5, "no label was changed: nothing to memorize", ha="center", va="center",
+                      transform=left.transAxes)
+            left.set_axis_off()
+        left.set_title(title, fontsize=8)
+        arrays = dynamics_lib.read_export(r["run_dir"]) if r.get("run_dir") and os.path.exists(
+            os.path.join(r["run_dir"], dynamics_lib.EXPORT)) else None
+        if arrays is None:
+            right.text(0.5, 0.5, f"{dynamics_lib.EXPORT} not found beside results.json", ha="center", va="center",
+                       transform=right.transAxes)
+            right.set_axis_off()
+            continue
+        forgets, changed = arrays["forgetting_events"], arrays["changed"]
+        never = arrays["first_learned_epoch"] == 0
+        bins = np.arange(0, max(1, int(forgets.max())) + 2) - 0.5
+        for sel, name, color in ((~changed, "intact", "C0"), (changed, "changed", "C3")):
+            if sel.any():
+                right.hist(forgets[sel & ~never], bins=bins, density=True, alpha=0.55, color=color,
+                           label=f"{name} labels (n = {int(sel.sum()):,}; {100 * np.mean(never[sel]):.1f}% never "
+                                 "learned, not counted)")
+        right.set(xlabel="forgetting events (correct at one epoch, wrong at the next)", ylabel="fraction of examples")
+        right.set_title(f"forgetting per example over {len(pe['epochs'])} recorded epochs", fontsize=8)
+        right.legend(fontsize=7)
+    fig.suptitle("Per-example dynamics (beyond the paper: Arpit et al. 2017, Toneva et al. 2019)")
+    return _save(fig, out_dir, "dynamics")
+
+
 def all_figures(results, out_dir, fit_threshold=None):
     """Writes every figure the results allow; returns the paths written."""
     return (figure1a(results, out_dir) + figure1bc(results, out_dir, fit_threshold) + figure2(results, out_dir)
-            + memorization(results, out_dir))
+            + memorization(results, out_dir) + dynamics(results, out_dir))

@@ -7,7 +7,8 @@
 * Divergence (StopOnDivergence): the one NaN policy. A non-finite running loss at a batch end or an epoch end stops
   training; the run then ends as "diverged" and the checkpoint keeps its last finite weights (checkpoint.py).
 * Signals (StopOnSignal): SIGINT/SIGTERM end the run at the next batch end with a checkpoint and one line.
-* Memorization (memorization_metrics): accuracy on the changed vs intact labels of a partially corrupted set.
+* Memorization (memorization_metrics): accuracy on the changed vs intact labels of a partially corrupted set, and
+  (--per_example) every training example's prediction per epoch (rethink_tf.dynamics).
 * "Time to overfit" (Fig. 1b, time_to_fit): the first epoch whose running training accuracy reaches the fit
   threshold (1.0: every example of that epoch was classified correctly when it was seen).
 """
@@ -91,7 +92,7 @@ class EpochRecorder(keras.callbacks.Callback):
             # running train accuracy, would be an artefact of the loop that ran, not a property of the model
             row.update({k: math.nan for k in row if k.startswith("test_") or k.endswith("accuracy")})
         if self.memorization is not None:
-            extra = self.memorization(self.model)
+            extra = self.memorization(self.model, epoch + 1)
             row.update(extra)
             if logs is not None:
                 logs.update(extra)  # TensorBoard: epoch_train_accuracy_changed / _intact
@@ -121,21 +122,37 @@ class EpochRecorder(keras.callbacks.Callback):
                   "check that test labels are clean and in [0, num_classes)", flush=True)
 
 
-def memorization_metrics(train_eval, changed, local=False):
-    """A function model -> {train_accuracy_changed, train_accuracy_intact}: the current model's accuracy on the
-    (corrupted) labels trained on, separately over the examples whose label the corruption changed and those it
-    left intact. One pass over train_eval per epoch; it shows the order in which a network fits clean and noisy
-    examples (Arpit et al. 2017 measure it; none of the paper's figures does). `local`: predict with this worker's copy of the
-    weights (multi-worker runs, where Keras' predict is not usable).
+def memorization_metrics(train_eval, changed, local=False, clean=None, save=None):
+    """A function (model, epoch) -> {train_accuracy_changed, train_accuracy_intact[, train_predicts_clean_changed]}:
+    the current model's accuracy on the (corrupted) labels trained on, separately over the examples whose label
+    the corruption changed and those it left intact, and (given the `clean` labels) how many changed examples it
+    still predicts by their original label. One pass over train_eval per epoch; it shows the order in which a
+    network fits clean and noisy examples (Arpit et al. 2017 measure it; none of the paper's figures does).
+
+    Args:
+      train_eval: the training set in key order, unaugmented, with the labels trained on.
+      changed: bool per example (None: no accuracy split, e.g. only `save` is wanted).
+      local: predict with this worker's copy of the weights (multi-worker runs, where Keras' predict is not
+        usable).
+      clean: the original labels, in the same order.
+      save: called as save(epoch, predicted classes) every epoch (--per_example: dynamics.save_epoch).
     """
     labels = np.concatenate([y for _, y in train_eval.as_numpy_iterator()])
 
-    def measure(model):
+    def measure(model, epoch):
         logits = (np.concatenate([local_predict(model)(x).numpy() for x, _ in train_eval]) if local
                   else model.predict(train_eval, verbose=0))
-        right = np.argmax(logits, axis=-1) == labels
-        return {"train_accuracy_changed": float(right[changed].mean()),
-                "train_accuracy_intact": float(right[~changed].mean())}
+        predicted = np.argmax(logits, axis=-1)
+        if save is not None:
+            save(epoch, predicted)
+        if changed is None:
+            return {}
+        right = predicted == labels
+        out = {"train_accuracy_changed": float(right[changed].mean()),
+               "train_accuracy_intact": float(right[~changed].mean())}
+        if clean is not None:
+            out["train_predicts_clean_changed"] = float(np.mean(predicted[changed] == clean[changed]))
+        return out
 
     return measure
 
@@ -230,9 +247,16 @@ class StopOnSignal(keras.callbacks.Callback):
         self.requested = signum
 
     def _pending(self):
-        if self.agree is not None:
-            self.requested = self.agree(self.requested)  # a collective: every worker calls it at this point
-        return self.requested
+        if self.agree is None:
+            return self.requested
+        # A collective: every worker calls it here. Most of a worker's time is spent waiting inside it, so a signal
+        # often arrives during the call: its handler sets self.requested after the flags were sent. Assigning the
+        # answer outright would erase that signal (measured: the cluster then trained to the end); keep it
+        # pending for the next agreement instead, and act now only on what every worker agreed.
+        agreed = self.agree(self.requested)
+        if agreed is not None:
+            self.requested = agreed
+        return agreed
 
     def on_train_batch_end(self, batch, logs=None):
         if self._pending() is None:

@@ -22,7 +22,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from rethink_tf import results
+from rethink_tf import dynamics, results
 from rethink_tf.errors import UserError
 from rethink_tf.training import callbacks as callbacks_lib
 from rethink_tf.training import checkpoint as checkpoint_lib
@@ -95,8 +95,17 @@ def fit_and_evaluate(model, cfg, datasets, run_dir, *, initial_step=0, history=(
     schedule = optim.lr_schedule(model.optimizer)
     local = loop == "strategy_run"
     memorization = None
-    if getattr(datasets, "changed", None) is not None and datasets.changed.any() and (~datasets.changed).any():
-        memorization = callbacks_lib.memorization_metrics(datasets.train_eval, datasets.changed, local=local)
+    changed = getattr(datasets, "changed", None)
+    if changed is not None and not (changed.any() and (~changed).any()):
+        changed = None
+    labels = getattr(datasets, "train_labels", None)
+    save = None
+    if cfg.per_example and labels is not None and run_dir:
+        def save(epoch, predicted):
+            dynamics.save_epoch(run_dir, epoch, predicted, datasets.num_classes)
+    if changed is not None or save is not None:
+        memorization = callbacks_lib.memorization_metrics(
+            datasets.train_eval, changed, local=local, clean=None if labels is None else labels["clean"], save=save)
     recorder = callbacks_lib.EpochRecorder(run_dir, steps, cfg.batch_size, history, schedule,
                                            cfg.stop_at_train_accuracy, datasets.num_classes, replicas,
                                            epochs=cfg.epochs, print_lines=verbose == 2, memorization=memorization,

@@ -16,8 +16,9 @@ import shutil
 import sys
 import tempfile
 
-from rethink_tf import results
+from rethink_tf import dynamics, results
 from rethink_tf.config import NON_IDENTITY_FIELDS, TrainConfig
+from rethink_tf.data import corruption as corruption_lib
 from rethink_tf.errors import UserError
 
 
@@ -122,6 +123,9 @@ def run(config, workdir, strategy=None, datasets=None, extra_callbacks=(), verbo
     service_job = f"{os.path.basename(run_dir)}-{member.token if member else secrets.randbits(32)}"
     datasets = datasets or pipeline.build(cfg.data, cfg.batch_size, cfg.epochs, num_replicas=replicas,
                                           deterministic=cfg.deterministic, service_job=service_job)
+    if cfg.per_example and getattr(datasets, "train_labels", None) is None:
+        raise UserError(f"--per_example records every training example per epoch; {cfg.data.dataset} is streamed, "
+                        "not held in memory")
     fingerprint = datasets.summary.get("data_fingerprint")
     keys = datasets.summary.get(EXAMPLE_KEYS)
     _check_same_data(run_dir, fingerprint, keys)
@@ -153,6 +157,7 @@ def run(config, workdir, strategy=None, datasets=None, extra_callbacks=(), verbo
                 results.write_json(config_path, {**cfg.to_dict(), DATA_FINGERPRINT: fingerprint, EXAMPLE_KEYS: keys,
                                                   BN_REPLICA_BATCH: bn_batch})
                 history = results.truncate_history(run_dir, initial_epoch)
+                dynamics.clear(run_dir, initial_epoch)  # epochs after the checkpoint are retrained
             else:
                 history = results.read_history(run_dir, initial_epoch)
             history = _rebuilt_history(run_dir, history, state.get("history") or [], initial_epoch, chief)
@@ -197,6 +202,8 @@ def run(config, workdir, strategy=None, datasets=None, extra_callbacks=(), verbo
             if not chief:
                 print(f"{member.kind} {member.index}: done; the chief writes {final}", flush=True)
                 return final
+            if cfg.per_example:
+                record["per_example"] = dynamics.export(run_dir, history, datasets.train_labels)
             results.write_json(final, record)
             print(summary(cfg, datasets, metrics, status, final, workdir), flush=True)
             return final
@@ -209,7 +216,8 @@ def summary(cfg, datasets, metrics, status, path, workdir):
     """The few plain lines a run ends with: what, how well, when it fit, where the results are, what next."""
     d = cfg.data
     labels = ("true labels" if d.corrupt == "none" else f"labels corrupted with p = {d.corrupt_prob:g}"
-              if d.corrupt == "labels" else d.corrupt.replace("_", " "))
+              if d.corrupt == "labels" else corruption_lib.describe(d.corrupt, d.corrupt_prob, d.noise_matrix)
+              .replace("_", " "))
     thr = f"{100 * cfg.fit_threshold:g}%"
     fit = (f"fitted (an epoch at >= {thr} training accuracy) at epoch {metrics['epochs_to_fit']}, step "
            f"{metrics['steps_to_fit']:,}" if metrics["epochs_to_fit"] else

@@ -67,8 +67,9 @@ def content_key(image, label):
 
 
 def in_key_order(images, labels):
-    """The arrays {image, label, key} of a split with content keys, sorted by key (stable), whatever order the
-    source read them in."""
+    """The arrays {image, label, key, index} of a split with content keys, sorted by key (stable), whatever order
+    the source read them in; `index` is each example's position in that order (an archive's file order), which
+    per-example exports carry for alignment with other tools."""
     import tensorflow as tf
 
     ds = tf.data.Dataset.from_tensor_slices((images, labels))
@@ -76,7 +77,7 @@ def in_key_order(images, labels):
     keys = np.concatenate([np.zeros(0, np.int64)] + list(ds.as_numpy_iterator()))
     order = np.argsort(keys, kind="stable")
     return {"image": np.ascontiguousarray(images[order]), "label": np.asarray(labels, np.int64)[order],
-            "key": keys[order]}
+            "key": keys[order], "index": order.astype(np.int64)}
 
 
 def from_arrays(name, split, images, labels, num_classes, keys):
@@ -109,7 +110,8 @@ class Split:
       name: "train" or "test".
       size: number of examples (after any subset).
       origin: where the examples were read from, for the run record.
-      arrays: dict of numpy arrays image (N,H,W,C) uint8, label (N,) int64, key (N,) int64; or None.
+      arrays: dict of numpy arrays image (N,H,W,C) uint8, label (N,) int64, key (N,) int64 and, when the source
+        read them in an order of its own, index (N,) int64 (in_key_order); or None.
       records: the encoded records of a streamed split (imagenet.Records); or None.
     """
 
@@ -124,7 +126,7 @@ class Split:
         """The in-memory split as a tf.data.Dataset of {image, label, key} dicts in key order (archives)."""
         import tensorflow as tf
 
-        return tf.data.Dataset.from_tensor_slices(self.arrays)
+        return tf.data.Dataset.from_tensor_slices({k: self.arrays[k] for k in ("image", "label", "key")})
 
 
 def fingerprint(*splits):
