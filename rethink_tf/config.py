@@ -342,7 +342,6 @@ class KernelConfig:
     ridge: float = 0.0
     corrupt: str = "none"
     corrupt_prob: Optional[float] = None
-    noise_matrix: Optional[str] = None
     corrupt_seed: int = 0
     seed: int = 0
     block_size: int = 2048
