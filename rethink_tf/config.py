@@ -12,6 +12,8 @@ import hashlib
 import json
 from typing import Optional
 
+from rethink_tf.data.corruption import PIXEL_KINDS
+
 # Settings that say *where* or *how fast* a run executes, or how its history is summarized, not *what* it trains.
 # They are left out of the run's identity: a run may resume with any of them changed (another node's --data_dir,
 # more GPUs, XLA on or off), and the change is recorded (results.json "resumes"). Every other field names the run
@@ -307,7 +309,7 @@ def label_setting(config):
         return "none", 0.0
     if kind == "random_labels":
         return kind, 1.0
-    pixel = kind in ("shuffled_pixels", "random_pixels", "gaussian")
+    pixel = kind in PIXEL_KINDS
     if pixel and p is not None and p < 1.0:
         return f"partial_{kind}", p  # a fraction p of images (beyond the paper): not Figure 1a's all-images series
     return kind, (0.0 if pixel or p is None else p)

@@ -44,7 +44,6 @@ KINDS = ("none", "labels", "random_labels", "shuffled_pixels", "random_pixels", 
          "class_conditional")
 PIXEL_KINDS = ("shuffled_pixels", "random_pixels", "gaussian")
 LABEL_KINDS = ("labels", "random_labels", "flip", "class_conditional")
-PAPER_KINDS = KINDS[:6]  # §2.1's; the others are beyond the paper
 NEEDS_PROB = ("labels", "flip")  # kinds that take a probability and have no default for it
 
 # Asymmetric noise: (from, to) class pairs, each label of `from` moved to `to` with probability p. CIFAR-10's are

@@ -95,9 +95,7 @@ def fit_and_evaluate(model, cfg, datasets, run_dir, *, initial_step=0, history=(
     schedule = optim.lr_schedule(model.optimizer)
     local = loop == "strategy_run"
     memorization = None
-    changed = getattr(datasets, "changed", None)
-    if changed is not None and not (changed.any() and (~changed).any()):
-        changed = None
+    changed = getattr(datasets, "changed", None)  # pipeline: None unless some, not all, labels changed
     labels = getattr(datasets, "train_labels", None)
     save = None
     if cfg.per_example and labels is not None and run_dir:
