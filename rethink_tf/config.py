@@ -10,6 +10,7 @@ and a test checks the two against each other.
 import dataclasses
 import hashlib
 import json
+import os
 from typing import Optional
 
 from rethink_tf.data.corruption import PIXEL_KINDS
@@ -21,7 +22,8 @@ from rethink_tf.data.corruption import PIXEL_KINDS
 NON_IDENTITY_FIELDS = frozenset({
     "tensorboard", "run_name", "strategy", "num_gpus", "cross_device_ops", "data_dir", "source", "manual_dir",
     "prepare_imagenet", "download", "jit_compile", "steps_per_execution", "deterministic", "checkpoint_every_steps",
-    "fit_threshold", "worker_hosts", "task_index", "cluster_timeout", "data_service", "per_example"})
+    "fit_threshold", "worker_hosts", "task_index", "cluster_timeout", "data_service", "per_example",
+    "measures", "init_from"})
 # The identity fields of run names as first derived (name version 1): their values, defaults included, are hashed as
 # they always were, so that existing run directories keep their names. A field added since joins the hash only when
 # its value differs from its default: adding a field renames no run (killed runs still resume, sweeps still skip
@@ -112,6 +114,8 @@ class TrainConfig:
         inception package runs it; 0.0 is Keras' default). Unused by SGD.
       weight_decay: TF l2_loss-style decay on kernels (0: off, the paper's default for randomization runs).
       label_smoothing, dropout, bn_momentum: model/loss options (None: builder or recipe default).
+      width: capacity multiplier of the CIFAR models' widths (beyond the paper: model-wise double descent,
+        Nakkiran et al. 2020); None or 1.0: the paper's widths.
       seed: seed of initialization, shuffling and augmentation.
       strategy, num_gpus, cross_device_ops: see training/distribute.py ("multi_worker": training/cluster.py).
       worker_hosts, task_index: write TF_CONFIG for --strategy=multi_worker ("h0:p0,h1:p1" and this worker's index).
@@ -136,6 +140,12 @@ class TrainConfig:
       per_example: keep every training example's prediction at every epoch and export per_example.npz with
         first-learned epochs and forgetting events (rethink_tf.dynamics; beyond the paper). Not part of the
         run's identity: it records, it does not change what trains.
+      measures: at the end of the run, measure the complexity of the weights it reports (norms and their
+        products, distance from initialization, margins, input Jacobian, sharpness: rethink_tf.measures; beyond
+        the paper) into results.json. Not part of the run's identity.
+      init_from: a finished run's directory whose final weights this run starts from instead of a random
+        initialization (beyond the paper: Maennel et al. 2020 pre-train on random labels). The path is where, not
+        what: the source run's directory name (its own identity) names this run (name_identity).
     """
 
     model: str = "small_inception"
@@ -152,6 +162,7 @@ class TrainConfig:
     label_smoothing: Optional[float] = None
     dropout: Optional[float] = None
     bn_momentum: Optional[float] = None
+    width: Optional[float] = None
     seed: int = 0
     strategy: str = "none"
     num_gpus: Optional[int] = None
@@ -171,6 +182,8 @@ class TrainConfig:
     checkpoint_every_steps: Optional[int] = None
     run_name: Optional[str] = None
     per_example: bool = False
+    measures: bool = False
+    init_from: Optional[str] = None
 
     def resolved(self):
         """A copy with every None recipe field replaced by the paper's recipe or the model builder's default.
@@ -190,6 +203,10 @@ class TrainConfig:
             spec = sources.spec(d.dataset, d.data_dir, d.image_feature, d.label_feature)
             train_size = spec.full_train_size or spec.train_size
         builder = models.option_defaults(self.model) if self.model in models.MODELS else {}  # plug-ins: none
+        if self.optimizer == "adam" and self.momentum is not None:
+            from rethink_tf.errors import UserError
+
+            raise UserError("--momentum does not apply to --optimizer=adam (its moment decays are Keras' 0.9 / 0.999)")
         return dataclasses.replace(
             self,
             batch_size=self.batch_size or recipe.batch_size,
@@ -197,12 +214,14 @@ class TrainConfig:
             learning_rate=self.learning_rate if self.learning_rate is not None else recipe.learning_rate,
             lr_decay=self.lr_decay if self.lr_decay is not None else recipe.lr_decay,
             lr_decay_examples=self.lr_decay_examples or int(round(train_size * recipe.lr_decay_epochs)),
-            momentum=self.momentum if self.momentum is not None else recipe.momentum,
+            momentum=(None if (self.optimizer or recipe.optimizer) == "adam" else self.momentum
+                      if self.momentum is not None else recipe.momentum),
             rmsprop_initial_ms=(None if (self.optimizer or recipe.optimizer) != "rmsprop" else
                                 1.0 if self.rmsprop_initial_ms is None else self.rmsprop_initial_ms),
             label_smoothing=self.label_smoothing if self.label_smoothing is not None else recipe.label_smoothing,
             dropout=self.dropout if self.dropout is not None else builder.get("dropout"),
             bn_momentum=self.bn_momentum if self.bn_momentum is not None else builder.get("bn_momentum"),
+            width=None if self.width in (None, 1.0) else self.width,  # 1.0 is the paper's model: the same run
             jit_compile=(self.jit_compile if self.jit_compile is not None
                          else models.XLA_DEFAULT.get(self.model, False)),
         )
@@ -244,8 +263,12 @@ class TrainConfig:
                   if flag]
         if self.weight_decay:
             parts.append(f"wd{self.weight_decay:g}")
+        if self.width not in (None, 1.0):
+            parts.append(f"w{self.width:g}")
         if d.train_examples:
             parts.append(f"n{d.train_examples}")
+        if self.init_from:
+            parts.append("init")
         parts.append(f"s{self.seed}")
         return "-".join(parts + [digest(self.name_identity(replicas))])
 
@@ -259,6 +282,8 @@ class TrainConfig:
         bn_batch = self.bn_replica_batch(replicas)
         if bn_batch is not None:
             named["bn_replica_batch"] = bn_batch
+        if self.init_from:  # the source run's name (its config digest), not the path it is found at
+            named["init_from_run"] = os.path.basename(os.path.normpath(self.init_from))
         if self.ema_decay:  # the reference's average (warm-up, BN statistics) replaced Keras' in version 2 of names
             named["ema"] = "tf1_warmup_with_bn_statistics"
         return named
@@ -320,6 +345,11 @@ SOLVERS = ("scipy", "tf")
 # A kernel run's settings that say where or how it is solved, not what: outside its name.
 KERNEL_NON_IDENTITY_FIELDS = frozenset({"run_name", "data_dir", "source", "download", "block_size", "solver",
                                         "precision"})
+# As NAME_V1_FIELDS for training runs: the kernel identity fields as first named, hashed with their defaults; a
+# field added since joins a kernel run's name only when it is set. Never edit this set.
+KERNEL_NAME_V1_FIELDS = frozenset({"dataset", "train_examples", "test_examples", "kernel", "gamma", "degree", "coef0",
+                                   "normalize", "features", "num_filters", "ridge", "corrupt", "corrupt_prob",
+                                   "corrupt_seed", "seed", "refine_tol", "max_refine"})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -360,6 +390,7 @@ class KernelConfig:
         parts = ["kernel", self.dataset, self.features, self.kernel, self.corrupt]
         if self.train_examples:
             parts.append(f"n{self.train_examples}")
-        return "-".join(parts + [digest({k: v for k, v in self.to_dict().items()
-                                         if k not in KERNEL_NON_IDENTITY_FIELDS})])
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        return "-".join(parts + [digest({k: v for k, v in self.to_dict().items() if k not in KERNEL_NON_IDENTITY_FIELDS
+                                         and (k in KERNEL_NAME_V1_FIELDS or v != defaults[k])})])
 

@@ -80,12 +80,12 @@ TRAIN_HELP_GROUPS = (
               "image_feature", "label_feature")),
     ("corruption (the paper's randomizations, and noise models beyond it)",
      ("corrupt", "corrupt_prob", "noise_matrix", "corrupt_seed", "corrupt_test_labels")),
-    ("model", ("model", "dropout", "bn_momentum", "sync_batchnorm", "dtype_policy")),
+    ("model", ("model", "width", "init_from", "dropout", "bn_momentum", "sync_batchnorm", "dtype_policy")),
     ("recipe", ("optimizer", "learning_rate", "lr_decay", "lr_decay_examples", "momentum", "rmsprop_initial_ms",
                 "batch_size", "epochs", "weight_decay", "label_smoothing", "ema_decay", "random_crop", "augment",
                 "seed")),
     ("stopping and time to fit", ("stop_at_train_accuracy", "fit_threshold")),
-    ("output", ("workdir", "run_name", "tensorboard", "checkpoint_every_steps", "per_example")),
+    ("output", ("workdir", "run_name", "tensorboard", "checkpoint_every_steps", "per_example", "measures")),
     ("speed and determinism", ("jit_compile", "steps_per_execution", "deterministic")),
     ("distribution", ("strategy", "num_gpus", "cross_device_ops", "worker_hosts", "task_index", "cluster_timeout")),
     ("ImageNet", ("imagenet_augment", "prepare_imagenet", "data_service")),
@@ -245,7 +245,9 @@ def _define_train_flags(fv):
     flags.DEFINE_integer("epochs", 100, "Epochs to train.", lower_bound=1, flag_values=fv)
     flags.DEFINE_integer("batch_size", None, "Global batch size (default: the recipe's, 128 on CIFAR-10; "
                          "split evenly over replicas).", lower_bound=1, flag_values=fv)
-    flags.DEFINE_enum("optimizer", None, ["sgd", "rmsprop"], "Default: sgd (CIFAR-10), rmsprop (inception_v3).",
+    flags.DEFINE_enum("optimizer", None, ["sgd", "rmsprop", "adam"], "Default: sgd (CIFAR-10), rmsprop "
+                      "(inception_v3). adam (Keras' defaults, no momentum flag) is beyond the paper: Nakkiran et "
+                      "al. 2020's double-descent recipe (flags/nakkiran_double_descent.flags).",
                       flag_values=fv)
     flags.DEFINE_float("learning_rate", None, "Initial learning rate (default 0.1 for small Inception, 0.01 for "
                        "AlexNet and MLPs, 0.045 for Inception V3).", lower_bound=0.0, flag_values=fv)
@@ -269,6 +271,16 @@ def _define_train_flags(fv):
                        "package's keep 0.8); MLPs after each hidden layer (default none: beyond the paper). Masks are "
                        "keyed per example, so 1 device and N replicas or workers drop the same units.",
                        lower_bound=0.0, upper_bound=0.99, flag_values=fv)
+    flags.DEFINE_float("width", None, "Beyond the paper: multiply every layer width of the CIFAR models (MLP hidden "
+                       "units, small AlexNet's filters and hidden units, small Inception's filters) by this, rounded, "
+                       "for capacity sweeps (model-wise double descent, Nakkiran et al. 2020). The trainable "
+                       "parameter count is in results.json. Default: 1.0, the paper's widths.", lower_bound=0.001,
+                       upper_bound=64.0, flag_values=fv)
+    flags.DEFINE_string("init_from", None, "Beyond the paper: start from the final weights of this finished run's "
+                        "directory (same model, width and data shape) instead of a random initialization, with a "
+                        "fresh optimizer: e.g. pre-train on random labels, then train on true labels and compare "
+                        "steps to fit with a run from scratch (Maennel et al. 2020). The source run's directory name "
+                        "joins this run's name. Default: random initialization (the paper's).", flag_values=fv)
     flags.DEFINE_float("bn_momentum", None, "BatchNorm moving-average momentum (default 0.999 small Inception, "
                        "0.9997 Inception V3).", lower_bound=0.0, upper_bound=1.0, flag_values=fv)
     flags.DEFINE_integer("seed", 0, "Seed of initialization, shuffling and augmentation.", lower_bound=0,
@@ -311,6 +323,12 @@ def _define_train_flags(fv):
                       "Zhang's trainset_mask/_correctness/_predictions, rows = epochs), with first-learned epochs "
                       "(Arpit et al. 2017) and forgetting events (Toneva et al. 2019) summarized in results.json. "
                       "Costs one pass over the training set per epoch.", flag_values=fv)
+    flags.DEFINE_bool("measures", False, "Beyond the paper: at the end of the run, measure the complexity of the "
+                      "weights it reports into results.json['measures']: Frobenius / spectral / (2,1) norms per layer "
+                      "and their products, Bartlett et al.'s spectral complexity, distance from initialization, the "
+                      "training margins (raw and normalized), the input Jacobian norm on test points (Novak et al. "
+                      "2018) and the top Hessian eigenvalue (sharpness). Costs one pass over the training set plus "
+                      "20 to 200 Hessian-vector products over 1,024 training examples, once, at the end.", flag_values=fv)
     flags.DEFINE_integer("checkpoint_every_steps", None, "Also checkpoint every N optimizer steps inside an epoch "
                          "(long ImageNet epochs); a resume replays the same batches from that step. Default: at "
                          "epoch ends only.", lower_bound=1, flag_values=fv)

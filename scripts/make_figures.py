@@ -1,4 +1,4 @@
-"""Figures 1a, 1b/1c and 2 from any set of results directories (PNG and PDF).
+"""The paper's Figures 1a, 1b/1c and 2, and the figures beyond it, from any set of results directories (PNG, PDF).
 
     python scripts/make_figures.py --results='runs/sweep' --out=docs/figures
 
@@ -25,12 +25,13 @@ def main():
                     help="Figure 1b's time to overfit: steps until an epoch's training accuracy >= this (default: "
                          "each run's own --fit_threshold, the one its epochs_to_fit used)")
     args = ap.parse_args()
-    found = [r for r in results.load_all(args.results.split(",")) if r.get("kind", "train") == "train"]
+    found = [r for r in results.load_all(args.results.split(",")) if r.get("kind", "train") in ("train", "kernel")]
     if not found:
-        print(f"error: no training results.json under {args.results}", file=sys.stderr)
+        print(f"error: no training or kernel results.json under {args.results}", file=sys.stderr)
         return 2
     paths = plots.all_figures(found, args.out, args.fit_threshold)
-    for name in ("figure1a", "figure1bc", "figure2", "memorization"):
+    for name in ("figure1a", "figure1bc", "figure2", "memorization", "dynamics", "measures", "width_sweep",
+                 "kernels_vs_p"):
         written = [p for p in paths if f"/{name}." in p]
         print(f"{name}: {', '.join(written) if written else 'not enough comparable runs'}")
     return 0

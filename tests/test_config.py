@@ -71,6 +71,20 @@ def test_adding_a_field_renames_no_run_unless_it_is_set():
     assert dataclasses.replace(same, future_knob=1).name() != base.name()
 
 
+def test_kernel_run_names_are_kept_and_a_new_kernel_field_renames_none_unless_set():
+    from rethink_tf.config import KernelConfig
+
+    # names written by the code before kernel names froze their field set (commit bdf09a4)
+    assert KernelConfig().name() == "kernel-mnist-none-gaussian-none-f93d7ca3"
+    assert KernelConfig(dataset="cifar10", features="random_conv", corrupt="random_labels",
+                        train_examples=2000).name() == "kernel-cifar10-random_conv-gaussian-random_labels-n2000-fb6f41ed"
+    assert KernelConfig(kernel="polynomial", normalize=True, corrupt="labels",
+                        corrupt_prob=0.5).name() == "kernel-mnist-none-polynomial-labels-c0740beb"
+    newer = dataclasses.make_dataclass("NewerKernelConfig", [("future_knob", int, dataclasses.field(default=0))],
+                                       bases=(KernelConfig,), frozen=True)
+    assert newer().name() == KernelConfig().name() != newer(future_knob=1).name()
+
+
 def test_what_trains_differently_names_a_different_run():
     """Per-replica BatchNorm normalizes over batch / replicas images: a BN model on 8 replicas is another run than
     on one; a model without BN, synchronized BN, or one replica change only where the steps run."""

@@ -33,7 +33,7 @@ def np_flip(labels, keys, seed, p, k=10, split=0):
 def test_flip_moves_exactly_round_p_n_labels_to_another_class(p):
     n = 20_000
     rng = np.random.default_rng(1)
-    labels, keys = rng.integers(0, 10, n), rng.permutation(10 ** 9)[:n] * 7 + 3
+    labels, keys = rng.integers(0, 10, n), rng.choice(10 ** 9, n, replace=False) * 7 + 3
     c = C.with_flip_thresholds(C.make("flip", p, seed=5), {"train": keys})
     out = C.corrupt_labels(c, labels, keys).numpy()
     np.testing.assert_array_equal(out, np_flip(labels, keys, 5, p))

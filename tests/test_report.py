@@ -127,7 +127,7 @@ def test_scripts_on_generated_results(sweep_dir, tmp_path):
     empty.mkdir()
     proc = subprocess.run([sys.executable, "scripts/make_figures.py", f"--results={empty}"], cwd=REPO,
                           capture_output=True, text=True, env=env)
-    assert proc.returncode == 2 and "no training results.json" in proc.stderr
+    assert proc.returncode == 2 and "no training or kernel results.json" in proc.stderr
 
 
 def test_figure1bc_uses_relative_time_to_fit(sweep_dir):
@@ -338,6 +338,9 @@ def test_seeds_are_one_row_with_mean_std_and_n_and_figure1b_rows_say_what_did_no
     assert b[1.0]["measured"] == pytest.approx(25 / 10) and b[1.0]["paper"].startswith("1.5-3.5")
     assert b[0.5]["measured"] is None and "not fitted within budget" in b[0.5]["differences"]
     assert "| not fitted |" in report.to_markdown(rows)
+    c = {r["p"]: r for r in rows if r["table"] == "figure1c"}  # test error vs p, each seed group combined
+    assert sorted(c) == [0.0, 0.5, 1.0] and c[0.0]["n"] == 3 and c[0.0]["measured"] == pytest.approx(48.0)
+    assert c[0.5]["measured"] == pytest.approx(70.0) and c[1.0]["measured"] == pytest.approx(90.0)
 
 
 CHROMIUM = next((p for p in ("chromium", "chromium-browser", "google-chrome") if __import__("shutil").which(p)), None)

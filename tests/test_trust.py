@@ -73,11 +73,23 @@ def test_killed_after_the_fitted_epochs_checkpoint_the_rerun_only_writes_results
     assert rerun["metrics"]["test_accuracy"] == pytest.approx(straight["metrics"]["test_accuracy"], abs=1e-6)
 
 
-def test_an_unreadable_config_json_is_one_line(cifar_dir, tmp_path):
+def test_an_unreadable_config_json_is_recovered_from_the_checkpoint_else_one_line(cifar_dir, tmp_path):
     cfg = tiny(cifar_dir, epochs=2)
     path = run(cfg, str(tmp_path), verbose=0)
-    config_json = os.path.join(os.path.dirname(path), results.CONFIG)
+    run_dir = os.path.dirname(path)
+    config_json = os.path.join(run_dir, results.CONFIG)
+    original = results.read_json(config_json)
+    finished = results.read_json(path)
+    for garbage in ("", "{torn", "[]"):  # each checkpoint carries a copy: the run goes on, config.json is rewritten
+        os.remove(path)
+        open(config_json, "w").write(garbage)
+        assert run(cfg, str(tmp_path), verbose=0) == path
+        assert results.read_json(config_json) == original
+        assert results.read_json(path)["metrics"]["test_accuracy"] == finished["metrics"]["test_accuracy"]
     os.remove(path)
+    for name in os.listdir(run_dir):  # no checkpoint left to recover from (e.g. killed before the first one)
+        if name.endswith(".h5"):
+            os.remove(os.path.join(run_dir, name))
     for garbage in ("", "{torn", "[]"):
         open(config_json, "w").write(garbage)
         with pytest.raises(UserError, match=r"config.json (is unreadable|holds no run config).*delete its folder"):
@@ -352,6 +364,27 @@ def test_a_signal_before_training_is_one_line_too(cifar_dir, tmp_path):
     assert proc.returncode == 130 and "Traceback" not in err, err[-2000:]
     assert [line for line in err.splitlines() if line.strip()][-1].startswith("interrupted (SIGINT) outside a "
                                                                               "training step")
+
+
+def test_a_multi_replica_bn_run_from_before_the_record_is_not_taken_for_the_one_device_run(cifar_dir, tmp_path):
+    """Runs started before config.json recorded BatchNorm's per-replica batch took the one-device name: their
+    replica count is read back from results.json (or the resume log), so an 8-GPU run is never returned as the
+    one-device run's results, while a one-device run of that age still counts as complete."""
+    cfg = dataclasses.replace(tiny(cifar_dir), model="small_inception")
+    for replicas, refused in ((4, True), (1, False)):
+        workdir = tmp_path / f"w{replicas}"
+        folder = workdir / run_lib._run_dir_name(cfg.resolved())
+        folder.mkdir(parents=True)
+        old = cfg.resolved().to_dict()  # as written then: no bn_replica_batch key
+        (folder / "config.json").write_text(json.dumps(old))
+        (folder / "results.json").write_text(json.dumps({
+            "schema_version": 1, "kind": "train", "config": old, "metrics": {"test_accuracy": 0.5}, "history": [],
+            "env": {"replicas": replicas}}))
+        if refused:
+            with pytest.raises(UserError, match=r"BatchNorm's per-replica batch \(2 then, None on 1 replica"):
+                run(cfg, str(workdir), verbose=0)
+        else:
+            assert run(cfg, str(workdir), verbose=0) == str(folder / "results.json")
 
 
 def test_an_explicit_run_name_with_another_bn_replica_batch_is_refused(cifar_dir, tmp_path):

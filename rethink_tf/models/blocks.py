@@ -22,6 +22,11 @@ def kernel_regularizer(weight_decay):
     return keras.regularizers.L2(weight_decay / 2.0) if weight_decay else None
 
 
+def scaled(channels, multiplier):
+    """A layer width times a capacity multiplier (--width; 1.0 is the paper's), rounded, at least 1."""
+    return max(1, int(round(channels * multiplier)))
+
+
 def conv_module(x, filters, kernel_size, strides=1, *, batchnorm=True, bn_momentum=0.999, bn_epsilon=1e-3,
                 bn_synchronized=False, weight_decay=0.0, name):
     """Figure 3(c): Conv(k×k, SAME) -> [BN(β only)] -> ReLU. BN statistics per replica unless bn_synchronized."""

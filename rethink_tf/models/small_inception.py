@@ -11,7 +11,7 @@ from rethink_tf.models import blocks
 
 
 def build(input_shape, num_classes, *, batchnorm=True, weight_decay=0.0, bn_momentum=0.999, bn_epsilon=1e-3,
-          bn_synchronized=False, name=None):
+          bn_synchronized=False, width_multiplier=1.0, name=None):
     """Figure 3(a). Shapes below are for a 28×28×3 input.
 
     Args:
@@ -21,6 +21,7 @@ def build(input_shape, num_classes, *, batchnorm=True, weight_decay=0.0, bn_mome
       weight_decay: TF l2_loss-style decay on conv/dense kernels (0: off, the paper's default for randomizations).
       bn_momentum, bn_epsilon: BN moving-average momentum and epsilon (TF contrib defaults 0.999, 1e-3).
       bn_synchronized: BN statistics over the global batch under a multi-replica strategy (default: per replica).
+      width_multiplier: beyond the paper (capacity sweeps, --width): every convolution's filters × it.
     """
     if bn_synchronized and not batchnorm:
         from rethink_tf.errors import UserError
@@ -28,18 +29,22 @@ def build(input_shape, num_classes, *, batchnorm=True, weight_decay=0.0, bn_mome
         raise UserError("bn_synchronized applies only to the model with BatchNorm")
     opts = dict(batchnorm=batchnorm, bn_momentum=bn_momentum, bn_epsilon=bn_epsilon, weight_decay=weight_decay,
                 bn_synchronized=bn_synchronized)
+
+    def c(n):
+        return blocks.scaled(n, width_multiplier)
+
     inputs = keras.Input(input_shape, name="image")
-    x = blocks.conv_module(inputs, 96, 3, name="conv1", **opts)         # 28×28×96
-    x = blocks.inception_module(x, 32, 32, name="inception1", **opts)   # 28×28×64
-    x = blocks.inception_module(x, 32, 48, name="inception2", **opts)   # 28×28×80
-    x = blocks.downsample_module(x, 80, name="downsample1", **opts)     # 14×14×160
-    x = blocks.inception_module(x, 112, 48, name="inception3", **opts)  # 14×14×160
-    x = blocks.inception_module(x, 96, 64, name="inception4", **opts)   # 14×14×160
-    x = blocks.inception_module(x, 80, 80, name="inception5", **opts)   # 14×14×160
-    x = blocks.inception_module(x, 48, 96, name="inception6", **opts)   # 14×14×144
-    x = blocks.downsample_module(x, 96, name="downsample2", **opts)     # 7×7×240
-    x = blocks.inception_module(x, 176, 160, name="inception7", **opts)  # 7×7×336
-    x = blocks.inception_module(x, 176, 160, name="inception8", **opts)  # 7×7×336
+    x = blocks.conv_module(inputs, c(96), 3, name="conv1", **opts)         # 28×28×96
+    x = blocks.inception_module(x, c(32), c(32), name="inception1", **opts)   # 28×28×64
+    x = blocks.inception_module(x, c(32), c(48), name="inception2", **opts)   # 28×28×80
+    x = blocks.downsample_module(x, c(80), name="downsample1", **opts)     # 14×14×160
+    x = blocks.inception_module(x, c(112), c(48), name="inception3", **opts)  # 14×14×160
+    x = blocks.inception_module(x, c(96), c(64), name="inception4", **opts)   # 14×14×160
+    x = blocks.inception_module(x, c(80), c(80), name="inception5", **opts)   # 14×14×160
+    x = blocks.inception_module(x, c(48), c(96), name="inception6", **opts)   # 14×14×144
+    x = blocks.downsample_module(x, c(96), name="downsample2", **opts)     # 7×7×240
+    x = blocks.inception_module(x, c(176), c(160), name="inception7", **opts)  # 7×7×336
+    x = blocks.inception_module(x, c(176), c(160), name="inception8", **opts)  # 7×7×336
     x = layers.GlobalAveragePooling2D(name="mean_pool")(x)              # 336 (7×7 mean pooling)
     logits = layers.Dense(num_classes, kernel_regularizer=blocks.kernel_regularizer(weight_decay),
                           dtype="float32", name="logits")(x)  # float32 logits under mixed precision

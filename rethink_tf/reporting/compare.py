@@ -99,7 +99,7 @@ def differences(result, paper_row):
                     out.append(f"{k.replace('_', ' ')} {have[k]:g} (paper: {v:g})" if not isinstance(v, str)
                                else f"{k.replace('_', ' ')} {have[k]} (paper: {v})")
     else:
-        out.append(f"{c['kernel']} kernel" + (f" gamma {c['gamma']:g}" if c["kernel"] == "gaussian" else ""))
+        out.append(f"{c['kernel']} kernel" + (f" gamma {c['gamma']:g}" if c["kernel"] in ("gaussian", "laplacian") else ""))
     if c.get("seed"):
         out.append(f"seed {c['seed']}")
     return "; ".join(out)
@@ -166,7 +166,7 @@ def comparison_rows(results):
             rows.append({**base, "table": pr.table, "metric": pr.metric, "measured": mean, "std": std, "n": n,
                          "paper": pr.value if pr.value is not None else pr.note, "difference": diff,
                          "tag": pr.tag, "differences": differences(r, pr)})
-    return rows + slowdown_rows(results)
+    return rows + slowdown_rows(results) + test_error_rows(results)
 
 
 def corruption_curves(results, key=None):
@@ -216,6 +216,27 @@ def slowdown_rows(results):
                          "difference": None, "tag": "S" if p == 1.0 else "",
                          "differences": differences(by_p[p][0], None)
                          + ("" if fitted else "; not fitted within budget")})
+    return rows
+
+
+def test_error_rows(results):
+    """Figure 1c in the table: for each label-corruption curve, the clean test error (%) at each p, mean ± std over
+    seeds. The paper gives Figure 1c's values only as a plot; beside p = 0 and p = 1 of its three CIFAR-10 models
+    stand Table 1's no-regularizer test errors, which are the curve's end points."""
+    rows = []
+    for _, by_p in sorted(corruption_curves(results).items()):
+        c = next(iter(by_p.values()))[0]["config"]
+        anchors = paper.figure1c_anchors(c["model"]) if c.get("dataset") == "cifar10" else None
+        for p in sorted(by_p):
+            mean, std, n = _combine([100 * (1 - r["metrics"]["test_accuracy"]) for r in by_p[p]])
+            ref = anchors[0] if anchors and p == 0.0 else anchors[1] if anchors and p == 1.0 else None
+            rows.append({"run": ", ".join(r.get("run_dir", "").rstrip("/").split("/")[-1] for r in by_p[p]),
+                         "dataset": c["dataset"], "model": c["model"],
+                         "corrupt": "none" if p == 0.0 else "random_labels" if p == 1.0 else "labels", "p": p,
+                         "table": "figure1c", "metric": "test error (%)", "measured": mean, "std": std, "n": n,
+                         "paper": ref, "difference": None if ref is None or mean is None else mean - ref,
+                         "tag": "I (Table 1)" if ref is not None else "",
+                         "differences": differences(by_p[p][0], None)})
     return rows
 
 

@@ -7,6 +7,9 @@ Figure 2: test accuracy vs steps, with the cumulative best shaded (the potential
 Memorization (not in the paper): training accuracy on the changed vs the intact labels per epoch, for 0 < p < 1.
 Dynamics (not in the paper; --per_example): memorized / original / other on the changed examples per epoch, and
 forgetting events of intact vs changed examples.
+Width sweep (not in the paper; --width): train/test error against parameters per p, and per epoch.
+Kernels vs p (not in the paper): kernel interpolants' norm and test error against label corruption p.
+Measures (not in the paper; --measures): complexity measures of the trained networks against label corruption p.
 Runs are grouped by *protocol* (config.protocol_key: the whole run identity without seeds and corruption: model,
 dataset, subset, epochs, stop rule, lr, decay, batch, regularizers, dtype, ...), so only runs trained the same way
 share a panel or a curve; Figures 1b and 1c average the seeds of a point (1a, 2 and the memorization figure
@@ -24,6 +27,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from rethink_tf import dynamics as dynamics_lib  # noqa: E402
+from rethink_tf import measures as measures_lib  # noqa: E402
 from rethink_tf import paper  # noqa: E402
 from rethink_tf.data import corruption as corruption_lib  # noqa: E402
 from rethink_tf.reporting import compare  # noqa: E402
@@ -366,7 +370,130 @@ def dynamics(results, out_dir):
     return _save(fig, out_dir, "dynamics")
 
 
+def measures_vs_p(results, out_dir):
+    """Complexity measures (--measures, beyond the paper) against label corruption p, one curve per protocol (seeds
+    averaged, ± 1 std): the analysis of Bartlett et al. 2017, Neyshabur et al. 2017 and Novak et al. 2018, who ask
+    which measure grows with p as the test error does (Figure 1c), i.e. which one tells memorization apart."""
+    groups = collections.defaultdict(lambda: collections.defaultdict(list))
+    for r in _train_runs(results):
+        kind, p = label_setting(r["config"])
+        if r.get("measures") and kind in ("none", "labels", "random_labels"):
+            groups[_group_key(r)][p].append(r)
+    if not groups:
+        return []
+    names = list(measures_lib.SCALARS)
+    cols = 3
+    rows = -(-len(names) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.6 * rows), squeeze=False, constrained_layout=True)
+    labels = _labels(groups)
+    for ax, name in zip(axes.flat, names):
+        for i, (key, by_p) in enumerate(sorted(groups.items())):
+            ps = [p for p in sorted(by_p) if all(measures_lib.scalar(r["measures"], name) is not None
+                                                 for r in by_p[p])]
+            if not ps:
+                continue
+            values = {p: [measures_lib.scalar(r["measures"], name) for r in by_p[p]] for p in ps}
+            runs = [r for p in ps for r in by_p[p]]
+            ax.errorbar(ps, [np.mean(values[p]) for p in ps],
+                        yerr=[np.std(values[p]) for p in ps] if _seeds(runs) else None, fmt=_line_style(len(ps)),
+                        color=f"C{i}", capsize=3, label=labels[key].replace("\n", _seeds(runs) + "\n"))
+        ax.set(xlabel="label corruption p", ylabel=measures_lib.SCALARS[name], xlim=(-0.05, 1.05))
+    for ax in list(axes.flat)[len(names):]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=7, loc="upper left", bbox_to_anchor=(0, -0.2))
+    fig.suptitle("Complexity measures of the trained networks against label corruption (beyond the paper; "
+                 "rethink_tf.measures)")
+    return _save(fig, out_dir, "measures")
+
+
+def _width_protocol(r):
+    """The protocol without the width: the runs of one capacity sweep."""
+    import json
+
+    proto = json.loads(protocol_key(r["config"]))
+    proto.pop("width", None)
+    return json.dumps(proto, sort_keys=True)
+
+
+def width_sweep(results, out_dir):
+    """Capacity sweeps (--width, beyond the paper): final train and test error against the trainable parameter
+    count, one curve per label corruption p (model-wise double descent, Nakkiran et al. 2020: the test error may
+    peak where the model can just fit the noisy training set), and the test error per epoch of the widest model
+    per p (epoch-wise). One row per protocol with at least two widths."""
+    groups = collections.defaultdict(list)
+    for r in _train_runs(results):
+        kind, p = label_setting(r["config"])
+        if kind in ("none", "labels", "random_labels", "flip"):
+            groups[_width_protocol(r)].append(r)
+    groups = {k: v for k, v in groups.items() if len({r["config"].get("width") or 1.0 for r in v}) >= 2}
+    if not groups:
+        return []
+    fig, axes = plt.subplots(len(groups), 2, figsize=(12, 4.4 * len(groups)), squeeze=False, constrained_layout=True)
+    for (left, right), (_, runs) in zip(axes, sorted(groups.items())):
+        by_p = collections.defaultdict(lambda: collections.defaultdict(list))
+        for r in runs:
+            by_p[_corruption(r["config"])][r["metrics"]["trainable_parameters"]].append(r)
+        for i, (corr, by_n) in enumerate(sorted(by_p.items())):
+            ns = sorted(by_n)
+            for key, marker, line, what in (("test_accuracy", "o", "-", "test"), ("train_accuracy", "s", "--", "train")):
+                err = {n: [100 * (1 - r["metrics"][key]) for r in by_n[n]] for n in ns}
+                left.errorbar(ns, [np.mean(err[n]) for n in ns], yerr=[np.std(err[n]) for n in ns]
+                              if _seeds([r for n in ns for r in by_n[n]]) else None,
+                              fmt=marker + (line if len(ns) >= 3 else ""), color=f"C{i}", capsize=3,
+                              mfc="none" if what == "train" else None, label=f"{what} error, {corr}")
+            widest = by_n[ns[-1]][0]
+            hist = widest["history"]
+            right.plot([h["epoch"] for h in hist], [100 * (1 - h.get("test_accuracy", np.nan)) for h in hist], "-",
+                       color=f"C{i}", label=f"{corr}, width {widest['config'].get('width') or 1.0:g}")
+        left.set(xscale="log", xlabel="trainable parameters", ylabel="error (%) on the labels trained on (train) / "
+                 "clean (test)")
+        first = runs[0]
+        left.set_title(_title(first["config"], first.get("display")).split("\n")[0] + " at several widths\n"
+                       + stop_rule(first["config"]), fontsize=8)
+        right.set(xlabel="epoch", ylabel="test error (%)", title="test error per epoch, widest model per corruption")
+        for ax in (left, right):
+            ax.legend(fontsize=7)
+    fig.suptitle("Capacity sweep (beyond the paper): model-wise and epoch-wise double descent (Nakkiran et al. 2020)")
+    return _save(fig, out_dir, "width_sweep")
+
+
+def kernels_vs_p(results, out_dir):
+    """Kernel interpolation (§5) against label corruption p (beyond the paper, which solves true labels only):
+    the RKHS norm of the interpolant and the test error, one curve per kernel and features (Gaussian beside
+    Laplacian: Belkin et al. 2018's kernel analogue of Figure 1c). Drawn for curves with at least two p values."""
+    curves = collections.defaultdict(lambda: collections.defaultdict(list))
+    for r in results:
+        if r.get("kind") != "kernel" or "metrics" not in r:
+            continue
+        c = r["config"]
+        kind, p = label_setting(c)
+        if kind not in ("none", "labels", "random_labels"):
+            continue
+        name = (f"{c['kernel']}" + (f" γ={c['gamma']:g}" if c["kernel"] in ("gaussian", "laplacian") else "")
+                + f", {c.get('features', 'none')} features, {c['dataset']}"
+                + (f" ({c['train_examples']:,} train)" if c.get("train_examples") else ""))
+        curves[name][p].append(r)
+    curves = {k: v for k, v in curves.items() if len(v) >= 2}
+    if not curves:
+        return []
+    fig, (ax_n, ax_e) = plt.subplots(1, 2, figsize=(11, 4.2), constrained_layout=True)
+    for i, (name, by_p) in enumerate(sorted(curves.items())):
+        ps = sorted(by_p)
+        for ax, key, scale in ((ax_n, "norm", 1.0), (ax_e, "test_error", 100.0)):
+            values = {p: [scale * r["metrics"][key] for r in by_p[p]] for p in ps}
+            seeds = max(len(v) for v in values.values()) > 1
+            ax.errorbar(ps, [np.mean(values[p]) for p in ps], yerr=[np.std(values[p]) for p in ps] if seeds else None,
+                        fmt=_line_style(len(ps)), color=f"C{i}", capsize=3, label=name)
+    ax_n.set(xlabel="label corruption p", ylabel="RKHS norm of the interpolant", title="norm of the interpolating "
+             "solution")
+    ax_e.set(xlabel="label corruption p", ylabel="test error (%)", title="test error (clean test labels)")
+    ax_n.legend(fontsize=7)
+    fig.suptitle("Kernel interpolation against label noise (beyond the paper: Belkin, Ma, Mandal 2018)")
+    return _save(fig, out_dir, "kernels_vs_p")
+
+
 def all_figures(results, out_dir, fit_threshold=None):
     """Writes every figure the results allow; returns the paths written."""
     return (figure1a(results, out_dir) + figure1bc(results, out_dir, fit_threshold) + figure2(results, out_dir)
-            + memorization(results, out_dir) + dynamics(results, out_dir))
+            + memorization(results, out_dir) + dynamics(results, out_dir) + measures_vs_p(results, out_dir)
+            + width_sweep(results, out_dir) + kernels_vs_p(results, out_dir))

@@ -96,13 +96,14 @@ class Checkpoint(keras.callbacks.Callback):
     is hours long). Diverged weights are never saved (save_checkpoint's guard).
 
     Each checkpoint has a STATE record beside it, keyed by its step: the history rows so far (history.jsonl can be
-    rebuilt from it when a row is torn or lost) and, at a mid-epoch checkpoint, the epoch's running metric totals; a
+    rebuilt from it when a row is torn or lost), the run's config.json (recovered from it when damaged) and, at a mid-epoch checkpoint, the epoch's running metric totals; a
     run resumed there starts its partial epoch from those totals (`resume_totals`): the epoch's train loss and
     accuracy, the stop rule and the time to fit then see the whole epoch, as in an uninterrupted run.
     """
 
-    def __init__(self, run_dir, steps_per_epoch, every_steps=None, resume_totals=None, history=()):
+    def __init__(self, run_dir, steps_per_epoch, every_steps=None, resume_totals=None, history=(), config=None):
         super().__init__()
+        self.config = config  # the run's config.json dict, kept in each STATE record (config.json's backup)
         self.history = history  # the recorder's list of rows (appended in place)
         self.run_dir, self.steps, self.every = run_dir, steps_per_epoch, every_steps
         self._epoch = 0
@@ -138,7 +139,8 @@ class Checkpoint(keras.callbacks.Callback):
         """save_checkpoint at optimizer step `step`, then its STATE record (history, and a mid-epoch's totals)."""
         totals = _metric_totals(self.model) if mid_epoch else None  # read first: under workers a collective
         self.last_saved = save_checkpoint(self.model, self.run_dir,
-                                          state={"step": step, "totals": totals, "history": list(self.history)})
+                                          state={"step": step, "totals": totals, "history": list(self.history),
+                                                 **({"config": self.config} if self.config else {})})
         return self.last_saved
 
 
@@ -190,7 +192,7 @@ def _embed_state(path, state):
         f.create_dataset(STATE_DATASET, data=np.frombuffer(json.dumps(state).encode(), np.uint8))
 
 
-def _embedded_state(path):
+def embedded_state(path):
     """The STATE record inside a checkpoint file, or None (no file, a damaged one, or one of an older version)."""
     import h5py
 
@@ -206,7 +208,7 @@ def saved_state(run_dir, step):
     inside the checkpoint file of that step (the newest or the previous one), else the STATE file's (checkpoints
     of older versions), or {} when there is none for that step."""
     for path in (os.path.join(run_dir, CHECKPOINT), os.path.join(run_dir, PREVIOUS)):
-        record = _embedded_state(path)
+        record = embedded_state(path)
         if isinstance(record, dict) and record.get("step") == step:
             return record
     return next((r for r in reversed(_state_records(run_dir)) if r.get("step") == step), {})

@@ -73,7 +73,8 @@ def one_hot_labels(ds, num_classes):
 
 
 def fit_and_evaluate(model, cfg, datasets, run_dir, *, initial_step=0, history=(), extra_callbacks=(), verbose=1,
-                     replicas=1, strategy=None, loop="fit", resume_totals=None, checkpoint_on_signal=True):
+                     replicas=1, strategy=None, loop="fit", resume_totals=None, checkpoint_on_signal=True,
+                     run_config=None):
     """Trains from optimizer step `initial_step` to the end of cfg.epochs, then evaluates the final model.
 
     Args:
@@ -81,6 +82,8 @@ def fit_and_evaluate(model, cfg, datasets, run_dir, *, initial_step=0, history=(
         evaluation on each worker's copy of the weights: evaluate_local).
       resume_totals: the running metric totals recorded with a mid-epoch checkpoint at initial_step
         (checkpoint.saved_state), which the partial epoch starts from; every worker of a cluster passes them.
+      run_config: the run's config.json dict, copied into every checkpoint's STATE record (a damaged config.json
+        is recovered from it).
       checkpoint_on_signal: SIGINT/SIGTERM checkpoint at the next step boundary (callbacks.StopOnSignal); on a
         multi-host cluster (strategy_run under a multi-worker strategy) the workers agree on it first, so a signal
         that reaches one worker stops every worker at the same step.
@@ -110,7 +113,7 @@ def fit_and_evaluate(model, cfg, datasets, run_dir, *, initial_step=0, history=(
                                            totals_restored=lambda: checkpoint.totals_restored)
     checkpoint = checkpoint_lib.Checkpoint(
         run_dir, steps, cfg.checkpoint_every_steps, history=recorder.history,
-        resume_totals=resume_totals)
+        resume_totals=resume_totals, config=run_config)
     divergence = callbacks_lib.StopOnDivergence()
     callbacks = [recorder, checkpoint]  # at an epoch's end the history row is written before the checkpoint
     if cfg.tensorboard:

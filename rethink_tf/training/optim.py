@@ -38,11 +38,13 @@ def make_optimizer(cfg, model=None):
     ema = {"use_ema": True, "ema_momentum": cfg.ema_decay} if cfg.ema_decay else {}
     if cfg.optimizer == "sgd":
         opt = AveragedSGD(make_schedule(cfg), momentum=cfg.momentum, **ema)
+    elif cfg.optimizer == "adam":  # beyond the paper: Nakkiran et al. 2020's double-descent recipe (Keras defaults)
+        opt = AveragedAdam(make_schedule(cfg), **ema)
     elif cfg.optimizer == "rmsprop":  # the TF inception package: decay 0.9, momentum 0.9, epsilon 1.0
         opt = ReferenceRMSprop(make_schedule(cfg), rho=0.9, momentum=cfg.momentum, epsilon=1.0,
                                initial_ms=cfg.rmsprop_initial_ms, **ema)
     else:
-        raise UserError(f"unknown optimizer {cfg.optimizer!r}; use sgd or rmsprop")
+        raise UserError(f"unknown optimizer {cfg.optimizer!r}; use sgd, rmsprop or adam")
     if cfg.ema_decay:
         # Keras' fit() ends by overwriting the weights with the average (finalize_variable_values). That would
         # corrupt a run trained in two fit() calls (a mid-epoch resume) and the checkpoint; we swap explicitly
@@ -109,6 +111,11 @@ class ReferenceAverage:
 
 class AveragedSGD(ReferenceAverage, keras.optimizers.SGD):
     """SGD with the reference's weight average (ReferenceAverage) when use_ema is set; plain SGD otherwise."""
+
+
+class AveragedAdam(ReferenceAverage, keras.optimizers.Adam):
+    """Adam (beta 0.9 / 0.999, epsilon 1e-7: Keras' defaults) with the reference's weight average when use_ema is
+    set; not a recipe of the paper (Nakkiran et al. 2020 train their double-descent sweeps with it)."""
 
 
 class ReferenceRMSprop(ReferenceAverage, keras.optimizers.RMSprop):

@@ -40,11 +40,11 @@ def model_options(cfg):
     from rethink_tf import models
 
     wanted = {"weight_decay": cfg.weight_decay, "dropout": cfg.dropout, "bn_momentum": cfg.bn_momentum,
-              "bn_synchronized": cfg.sync_batchnorm}
+              "bn_synchronized": cfg.sync_batchnorm, "width_multiplier": None if cfg.width in (None, 1.0) else cfg.width}
     accepted = models.options_of(cfg.model)
     for name, value in wanted.items():
         if value and name not in accepted:
-            flag = {"bn_synchronized": "sync_batchnorm"}.get(name, name)
+            flag = {"bn_synchronized": "sync_batchnorm", "width_multiplier": "width"}.get(name, name)
             raise UserError(f"--{flag} does not apply to --model={cfg.model}")
     return {k: v for k, v in wanted.items() if k in accepted}
 
@@ -102,12 +102,13 @@ def run(config, workdir, strategy=None, datasets=None, extra_callbacks=(), verbo
     final = os.path.join(run_dir, results.RESULTS)
     config_path = os.path.join(run_dir, results.CONFIG)
     changed = {}
-    stored = _stored_config(config_path) or _stored_config(final, key="config")
+    stored_json = _stored_run_config(run_dir)  # config.json (or, damaged, its copy inside the checkpoint)
+    stored = stored_json or _stored_config(final, key="config")
     if stored is not None:  # compared first: an explicit run name may point at another run's directory
         old, new = _jsonable(TrainConfig.from_dict(stored).to_dict()), _jsonable(cfg.to_dict())
         differ = sorted(k for k in new if old.get(k) != new[k])
         clash = [k for k in differ if k not in NON_IDENTITY_FIELDS]
-        stored_bn = (_stored_config(config_path) or {}).get(BN_REPLICA_BATCH)
+        stored_bn = _stored_bn_batch(run_dir, stored_json or {}, cfg)
         if stored_bn != bn_batch and os.path.exists(config_path):
             clash.append(f"BatchNorm's per-replica batch ({stored_bn} then, {bn_batch} on {replicas} replica(s) now)")
         if clash:
@@ -128,13 +129,17 @@ def run(config, workdir, strategy=None, datasets=None, extra_callbacks=(), verbo
                         "not held in memory")
     fingerprint = datasets.summary.get("data_fingerprint")
     keys = datasets.summary.get(EXAMPLE_KEYS)
-    _check_same_data(run_dir, fingerprint, keys)
+    _check_same_data(run_dir, fingerprint, keys, stored_json or {})
     if os.path.exists(final):
-        if results.valid_results(final):
+        if _complete(final, cfg):
             print(f"{run_dir}: already complete", flush=True)
             return final
-        print(f"warning: {final} is unreadable or incomplete; evaluating the run's last checkpoint again to "
-              "rewrite it", flush=True)
+        if results.valid_results(final):
+            print(f"{run_dir}: finished without --measures; measuring its last checkpoint and rewriting "
+                  f"{results.RESULTS} with them", flush=True)
+        else:
+            print(f"warning: {final} is unreadable or incomplete; evaluating the run's last checkpoint again to "
+                  "rewrite it", flush=True)
     options = model_options(cfg)
     keras.utils.set_random_seed(cfg.seed)
     with dtype_policy(cfg.dtype_policy):
@@ -147,15 +152,27 @@ def run(config, workdir, strategy=None, datasets=None, extra_callbacks=(), verbo
         out_dir = run_dir if chief else _scratch_dir(member)
         os.makedirs(out_dir, exist_ok=True)
         with (lock_lib.RunLock(run_dir) if chief else contextlib.nullcontext()):  # one process per run
-            if chief and results.valid_results(final):  # finished while this process waited for the lock
+            if chief and _complete(final, cfg):  # finished while this process waited for the lock
                 print(f"{run_dir}: already complete", flush=True)
                 return final
+            run_config = {**cfg.to_dict(), DATA_FINGERPRINT: fingerprint, EXAMPLE_KEYS: keys,
+                          BN_REPLICA_BATCH: bn_batch}  # config.json, and its copy in every checkpoint
             initial_step = checkpoint.restore(model, run_dir, strategy)
+            source = None
+            if cfg.init_from and not initial_step:
+                source = _init_source(cfg, datasets)
+                model.set_weights(_source_model(cfg, datasets, build_model, options).get_weights())
+                print(f"initialized from {source['run_dir']} (its final weights; a fresh optimizer)", flush=True)
+            elif cfg.init_from:  # a resume continues from its own checkpoint; the source is only described
+                try:
+                    source = _init_source(cfg, datasets)
+                except UserError:
+                    source = {"run_dir": os.path.abspath(cfg.init_from), "name": os.path.basename(
+                        os.path.normpath(cfg.init_from)), "note": "not readable when this run last resumed"}
             initial_epoch = initial_step // datasets.steps_per_epoch
             state = checkpoint.saved_state(run_dir, initial_step)  # the record written with that checkpoint
             if chief:
-                results.write_json(config_path, {**cfg.to_dict(), DATA_FINGERPRINT: fingerprint, EXAMPLE_KEYS: keys,
-                                                  BN_REPLICA_BATCH: bn_batch})
+                results.write_json(config_path, run_config)
                 history = results.truncate_history(run_dir, initial_epoch)
                 dynamics.clear(run_dir, initial_epoch)  # epochs after the checkpoint are retrained
             else:
@@ -178,7 +195,7 @@ def run(config, workdir, strategy=None, datasets=None, extra_callbacks=(), verbo
                 verbose = 1 if sys.stdout.isatty() else 2
             try:
                 metrics, history, status = loop_lib.fit_and_evaluate(
-                    model, cfg, datasets, out_dir, initial_step=initial_step, history=history,
+                    model, cfg, datasets, out_dir, initial_step=initial_step, history=history, run_config=run_config,
                     extra_callbacks=extra_callbacks, verbose=verbose, replicas=replicas, strategy=strategy, loop=loop,
                     resume_totals=state.get("totals"))
             finally:
@@ -202,11 +219,94 @@ def run(config, workdir, strategy=None, datasets=None, extra_callbacks=(), verbo
             if not chief:
                 print(f"{member.kind} {member.index}: done; the chief writes {final}", flush=True)
                 return final
+            if source:
+                record["init_from"] = source
             if cfg.per_example:
                 record["per_example"] = dynamics.export(run_dir, history, datasets.train_labels)
+            if cfg.measures:
+                record["measures"] = _measures(cfg, model, datasets, build_model, options)
             results.write_json(final, record)
             print(summary(cfg, datasets, metrics, status, final, workdir), flush=True)
             return final
+
+
+def _init_source(cfg, datasets):
+    """The finished run --init_from names, checked: its results.json is complete, its checkpoint is there, and it
+    trained the same model (and width) on images of the same shape and classes. A summary for results.json."""
+    from rethink_tf.training import checkpoint
+
+    src = os.path.normpath(cfg.init_from)
+    final = os.path.join(src, results.RESULTS)
+    if not results.valid_results(final):
+        raise UserError(f"--init_from={cfg.init_from}: no finished run there ({results.RESULTS} missing or "
+                        "incomplete); give the directory of a finished training run")
+    if not os.path.exists(os.path.join(src, checkpoint.CHECKPOINT)):
+        raise UserError(f"--init_from={cfg.init_from}: its {checkpoint.CHECKPOINT} is missing")
+    r = results.read_json(final)
+    c = r["config"]
+    theirs = (c.get("model"), c.get("width") or None)
+    ours = (cfg.model, cfg.width if cfg.width not in (None, 1.0) else None)
+    if theirs != ours:
+        raise UserError(f"--init_from={cfg.init_from} trained {theirs[0]} at width {theirs[1] or 1.0:g}; this run "
+                        f"builds {ours[0]} at width {ours[1] or 1.0:g}: the weights do not fit")
+    return {"run_dir": os.path.abspath(src), "name": os.path.basename(src), "corrupt": c.get("corrupt"),
+            "corrupt_prob": c.get("corrupt_prob"), "dataset": c.get("dataset"),
+            "epochs_trained": r["metrics"].get("epochs_trained"), "train_accuracy": r["metrics"].get("train_accuracy"),
+            "test_accuracy": r["metrics"].get("test_accuracy")}
+
+
+def _source_model(cfg, datasets, build_model, options):
+    """A one-device model holding the final (raw, trained) weights of the run --init_from names."""
+    from rethink_tf import models
+    from rethink_tf.training import checkpoint
+
+    model = models.build(cfg.model, datasets.input_shape, datasets.num_classes, builder=build_model, **options)
+    try:
+        model.load_weights(os.path.join(os.path.normpath(cfg.init_from), checkpoint.CHECKPOINT))
+    except Exception as e:  # noqa: BLE001 (h5py / Keras raise ValueError, KeyError, OSError on a mismatch)
+        raise UserError(f"--init_from={cfg.init_from}: its checkpoint does not load into this model "
+                        f"({type(e).__name__}: {(str(e).splitlines() or [''])[0][:120]})") from None
+    return model
+
+
+def _complete(final, cfg):
+    """A valid results.json that holds everything this invocation asks for (with --measures: the measures, which a
+    finished run gains from its last checkpoint without training again)."""
+    return results.valid_results(final) and (not cfg.measures or "measures" in results.read_json(final))
+
+
+def _measures(cfg, model, datasets, build_model, options):
+    """rethink_tf.measures of the weights the run reports (the moving average with --ema_decay), computed on a
+    one-device copy of the model (the same code under every strategy), with the run's initialization rebuilt from
+    its seed for the distance from it."""
+    import keras
+
+    from rethink_tf import measures, models
+    from rethink_tf.training import optim
+
+    print("measuring the trained network (--measures) ...", flush=True)
+    if cfg.ema_decay:
+        with optim.ema_weights(model):
+            weights = model.get_weights()
+    else:
+        weights = model.get_weights()
+    with dtype_policy(cfg.dtype_policy):
+        keras.utils.set_random_seed(cfg.seed)  # as run() seeds the model it trains: the same initial weights
+        try:  # --init_from: the distance is from the weights it started from (None: the source is gone)
+            initial = (_source_model(cfg, datasets, build_model, options) if cfg.init_from else
+                       models.build(cfg.model, datasets.input_shape, datasets.num_classes, builder=build_model,
+                                    **options))
+        except UserError as e:
+            print(f"warning: no distance from initialization: {e}", flush=True)
+            initial = None
+        trained = models.build(cfg.model, datasets.input_shape, datasets.num_classes, builder=build_model, **options)
+    trained.set_weights(weights)
+    out = measures.compute(trained, datasets.train_eval, datasets.test, initial=initial)
+    print(f"  measured in {out['seconds']:.1f} s: log10 product of spectral norms "
+          f"{out.get('log10_product_spectral', float('nan')):.2f}, distance from init "
+          f"{out.get('distance_from_init', float('nan')):.3g}, median margin {out['margins']['quantiles']['0.5']:.3g}"
+          f", sharpness {out['sharpness']['top_hessian_eigenvalue']:.3g}", flush=True)
+    return out
 
 
 STALLED_LR_FRACTION = 0.01  # an unfitted run whose lr fell below this fraction of its start has stalled, not failed
@@ -336,13 +436,13 @@ BN_REPLICA_BATCH = "bn_replica_batch"  # config.json: TrainConfig.bn_replica_bat
 EXAMPLE_KEYS = "example_keys"  # config.json's record of how examples were keyed (sources.KEY_SCHEME)
 
 
-def _check_same_data(run_dir, fingerprint, keys=None):
+def _check_same_data(run_dir, fingerprint, keys=None, config=None):
     """One line when the run directory's run was trained on other data than this invocation reads (other files
     behind --data_dir, labels replaced in place, another source): resuming or reporting it would mix two.
 
     An unfinished run started by a version of the package that keyed in-memory examples by file index (before
     sources.KEY_SCHEME) drew other random labels and subsets: it cannot be continued with today's."""
-    config = _stored_config(os.path.join(run_dir, results.CONFIG)) or {}
+    config = config if config is not None else (_stored_config(os.path.join(run_dir, results.CONFIG)) or {})
     stored = config.get(DATA_FINGERPRINT)
     final = os.path.join(run_dir, results.RESULTS)
     if config and keys and config.get(EXAMPLE_KEYS) != keys and not results.valid_results(final):
@@ -356,6 +456,41 @@ def _check_same_data(run_dir, fingerprint, keys=None):
         raise UserError(f"{run_dir} was trained on other data (fingerprint {stored}) than these settings read now "
                         f"(fingerprint {fingerprint}): --data_dir holds other files, or they changed; point "
                         "--data_dir at the run's data, or use another --workdir or --run_name")
+
+
+def _stored_bn_batch(run_dir, stored, cfg):
+    """BatchNorm's per-replica batch of the run in run_dir: config.json's record, or, for a run started before
+    config.json recorded it, TrainConfig.bn_replica_batch of the replica count it ran on (results.json's env, else
+    its first recorded resume); None when neither tells (a run killed before it ever resumed)."""
+    if BN_REPLICA_BATCH in stored or not stored:
+        return stored.get(BN_REPLICA_BATCH)
+    replicas = None
+    final = os.path.join(run_dir, results.RESULTS)
+    if results.valid_results(final):
+        replicas = (results.read_json(final).get("env") or {}).get("replicas")
+    if replicas is None:
+        replicas = next((r.get("replicas") for r in results.read_resumes(run_dir)
+                         if isinstance(r, dict) and r.get("replicas")), None)
+    return cfg.bn_replica_batch(int(replicas)) if replicas else None
+
+
+def _stored_run_config(run_dir):
+    """The run directory's config.json dict (None: no config.json). When config.json is damaged (a torn write, a
+    disk error), the copy each checkpoint carries in its STATE record takes its place, with a warning (run()
+    rewrites config.json from it); only when no checkpoint holds one is it the one line of _stored_config."""
+    from rethink_tf.training import checkpoint
+
+    path = os.path.join(run_dir, results.CONFIG)
+    try:
+        return _stored_config(path)
+    except UserError:
+        for name in (checkpoint.CHECKPOINT, checkpoint.PREVIOUS):
+            state = checkpoint.embedded_state(os.path.join(run_dir, name))
+            if isinstance(state, dict) and isinstance(state.get("config"), dict) and "model" in state["config"]:
+                print(f"warning: {path} is unreadable; using the copy of the run's config inside its checkpoint "
+                      f"{name} (config.json is rewritten from it)", flush=True)
+                return state["config"]
+        raise
 
 
 def _stored_config(path, key=None):
