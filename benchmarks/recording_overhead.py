@@ -9,7 +9,10 @@ seconds per epoch against the plain run, and, for --measures, the seconds its en
 """
 
 import argparse
+import contextlib
+import io
 import json
+import os
 import tempfile
 import time
 
@@ -32,12 +35,15 @@ def main():
     for name, extra in (("plain", {}), ("per_example", {"per_example": True}), ("measures", {"measures": True})):
         with tempfile.TemporaryDirectory() as workdir:
             start = time.perf_counter()
-            path = run(TrainConfig(**{**base.__dict__, **extra}), workdir, verbose=0)
+            with contextlib.redirect_stdout(io.StringIO()):  # the run's own lines: not this file's JSON lines
+                path = run(TrainConfig(**{**base.__dict__, **extra}), workdir, verbose=0)
             wall = time.perf_counter() - start
             r = results.read_json(path)
+            exported = os.path.exists(os.path.join(os.path.dirname(path), "per_example.npz"))
         plain = wall if plain is None else plain
-        print(json.dumps({"variant": name, "epochs": len(r["history"]), "wall_seconds": round(wall, 2),
+        print(json.dumps({"variant": name, "epochs": len(r["history"]), "wall_seconds": round(wall, 3),
                           "extra_seconds_per_epoch": round((wall - plain) / len(r["history"]), 3),
+                          "per_example_npz": exported,
                           "measures_seconds": round(r["measures"]["seconds"], 2) if "measures" in r else None}),
               flush=True)
 

@@ -234,7 +234,10 @@ class TrainConfig:
     def protocol(self):
         """The identity without seeds and the corruption: runs of one protocol differ only in the data's labels or
         pixels and the seed, so they may share a figure series or be averaged (seeds) and compared (corruptions)."""
-        return {k: v for k, v in self.identity().items() if k not in WITHIN_PROTOCOL_FIELDS}
+        out = {k: v for k, v in self.identity().items() if k not in WITHIN_PROTOCOL_FIELDS}
+        if self.init_from:  # a warm start trains from other weights: never one curve with runs from scratch
+            out["init_from_run"] = os.path.basename(os.path.normpath(self.init_from))
+        return out
 
     def to_dict(self):
         """Flat dict keyed by flag name (the data fields inline), as config.json and results.json hold it."""

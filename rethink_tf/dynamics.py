@@ -75,10 +75,10 @@ def changed_curves(predictions, trained, clean, changed):
     p = np.asarray(predictions)[:, changed]
     if not p.shape[1]:
         return {"memorized": [], "predicts_original": [], "other": []}
-    memorized = (p == trained[changed]).mean(axis=1)
-    original = (p == clean[changed]).mean(axis=1)
-    return {"memorized": memorized.tolist(), "predicts_original": original.tolist(),
-            "other": (1.0 - memorized - original).tolist()}
+    memorized = p == trained[changed]
+    original = p == clean[changed]
+    return {"memorized": memorized.mean(axis=1).tolist(), "predicts_original": original.mean(axis=1).tolist(),
+            "other": (~memorized & ~original).mean(axis=1).tolist()}  # counted: never a -1e-17 from 1 - a - b
 
 
 def export(run_dir, history, arrays):

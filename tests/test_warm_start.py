@@ -43,6 +43,7 @@ def test_a_run_starts_from_the_source_runs_final_weights_with_a_fresh_optimizer(
     assert r["metrics"]["steps_trained"] == 10
     scratch = dataclasses.replace(fine, init_from=None)
     assert "-init-" in fine.name() and fine.name() != scratch.name()
+    assert fine.protocol() != scratch.protocol()  # never one figure curve or seed average with runs from scratch
     moved = tmp_path / "elsewhere" / os.path.basename(source)  # the same source found at another path
     shutil.copytree(source, moved)
     assert dataclasses.replace(fine, init_from=str(moved)).name() == fine.name()

@@ -470,7 +470,8 @@ def kernels_vs_p(results, out_dir):
         if kind not in ("none", "labels", "random_labels"):
             continue
         name = (f"{c['kernel']}" + (f" γ={c['gamma']:g}" if c["kernel"] in ("gaussian", "laplacian") else "")
-                + f", {c.get('features', 'none')} features, {c['dataset']}"
+                + (f", {c['features']} features" if c.get("features", "none") != "none" else ", pixels")
+                + f", {c['dataset']}"
                 + (f" ({c['train_examples']:,} train)" if c.get("train_examples") else ""))
         curves[name][p].append(r)
     curves = {k: v for k, v in curves.items() if len(v) >= 2}
