@@ -116,13 +116,15 @@ def margins(logits, labels):
     return true - others.max(axis=1)
 
 
-def margin_summary(gammas, scale=None):
-    """Quantiles of the margins (and of γ / scale: Bartlett et al.'s normalization with scale = R_A ||X||_F / n)."""
+def margin_summary(gammas, log10_scale=None):
+    """Quantiles of the margins, and of γ / scale (Bartlett et al.'s normalization, scale = R_A ||X||_F / n, given
+    as its log10: R_A of a deep network can exceed float range; a normalized margin below ~1e-300 reads 0)."""
     out = {"examples": int(len(gammas)), "fraction_negative": float(np.mean(gammas < 0)),
            "quantiles": {f"{q:g}": float(np.quantile(gammas, q)) for q in MARGIN_QUANTILES}}
-    if scale:
-        out["normalized_quantiles"] = {f"{q:g}": float(np.quantile(gammas / scale, q)) for q in MARGIN_QUANTILES}
-        out["normalization"] = scale
+    if log10_scale is not None:
+        out["normalized_quantiles"] = {f"{q:g}": float(np.quantile(gammas, q)) * 10.0 ** -log10_scale
+                                       for q in MARGIN_QUANTILES}
+        out["log10_normalization"] = log10_scale
     return out
 
 
@@ -141,21 +143,50 @@ def _batches(dataset, limit=None):
     return (x[:limit], y[:limit]) if limit is not None else (x, y)
 
 
-def input_jacobian_norms(model, images, batch_size=32):
-    """||∂ softmax(f(x)) / ∂x||_F per image (Novak et al. 2018), in inference mode."""
+JACOBIAN_EXACT_CLASSES = 16  # up to this many classes the whole Jacobian; beyond, a Gaussian-projection estimate
+JACOBIAN_PROJECTIONS = 16
+
+
+def input_jacobian_norms(model, images, batch_size=32, seed=0):
+    """||∂ softmax(f(x)) / ∂x||_F per image (Novak et al. 2018), in inference mode. With more than
+    JACOBIAN_EXACT_CLASSES classes (ImageNet's 1,000) the full Jacobian is 1,000 backward passes and 1 GB per
+    image: it is estimated instead as sqrt(mean over JACOBIAN_PROJECTIONS Gaussian vectors v of ||vᵀJ||²), which
+    is unbiased for ||J||_F² (E[vvᵀ] = I)."""
     import tensorflow as tf
 
+    images = np.asarray(images, np.float32)
+    classes = int(model.output_shape[-1])
+    per_image = classes * int(np.prod(images.shape[1:])) if classes <= JACOBIAN_EXACT_CLASSES else 0
+    batch = max(1, min(batch_size, int(2e8 // per_image))) if per_image else batch_size  # <= 0.8 GB Jacobian
+
     @tf.function(reduce_retracing=True)
-    def norms(x):
+    def exact(x):
         with tf.GradientTape() as tape:
             tape.watch(x)
             probs = tf.nn.softmax(tf.cast(model(x, training=False), tf.float32))
         jac = tape.batch_jacobian(probs, x)  # (b, classes, *input)
-        return tf.sqrt(tf.reduce_sum(tf.reshape(jac, [tf.shape(jac)[0], -1]) ** 2, axis=1))
+        return tf.reduce_sum(tf.reshape(jac, [tf.shape(jac)[0], -1]) ** 2, axis=1)
 
-    out = [norms(tf.constant(images[i:i + batch_size], tf.float32)).numpy() for i in range(0, len(images),
-                                                                                              batch_size)]
-    return np.concatenate(out).astype(np.float64)
+    @tf.function(reduce_retracing=True)
+    def projected(x, v):  # ||vᵀ J||² per image for one Gaussian v per image
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            probs = tf.nn.softmax(tf.cast(model(x, training=False), tf.float32))
+            dot = tf.reduce_sum(probs * v)
+        g = tape.gradient(dot, x)
+        return tf.reduce_sum(tf.reshape(g, [tf.shape(g)[0], -1]) ** 2, axis=1)
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(0, len(images), batch):
+        x = tf.constant(images[i:i + batch])
+        if per_image:
+            out.append(exact(x).numpy())
+        else:
+            draws = [projected(x, tf.constant(rng.standard_normal((len(images[i:i + batch]), classes)), tf.float32))
+                     .numpy() for _ in range(JACOBIAN_PROJECTIONS)]
+            out.append(np.mean(draws, axis=0))
+    return np.sqrt(np.concatenate(out).astype(np.float64))
 
 
 def top_hessian_eigenvalue(model, images, labels, max_products=MAX_HESSIAN_PRODUCTS, batch_size=256, tol=1e-4):
@@ -222,28 +253,29 @@ def compute(model, train, test, initial=None, jacobian_points=JACOBIAN_POINTS,
     start = time.perf_counter()
     rows = layer_norms(model, initial)
     out = {"layers": rows, **norm_summary(rows)}
-    logits, labels, kept_x, kept_y, square_sum = [], [], [], [], 0.0
+    gammas, kept_x, kept_y, square_sum = [], [], [], 0.0
     kept = 0
-    for x, y in train:  # one pass; only the Hessian's images kept
+    for x, y in train:  # one pass, keeping one margin per example and only the Hessian's images
         x = np.asarray(x)
         y = np.asarray(y)
         y = y.argmax(axis=-1) if y.ndim == 2 else y  # one-hot (label smoothing)
-        logits.append(keras.ops.convert_to_numpy(model(x, training=False)).astype(np.float64))
-        labels.append(y)
+        gammas.append(margins(keras.ops.convert_to_numpy(model(x, training=False)), y))
         square_sum += float(np.sum(x.astype(np.float64) ** 2))
         if kept < sharpness_examples:
             kept_x.append(x[:sharpness_examples - kept])
             kept_y.append(y[:sharpness_examples - kept])
             kept += len(kept_x[-1])
-    logits, labels = np.concatenate(logits), np.concatenate(labels)
-    scale = None
-    if "log10_spectral_complexity" in out:  # Bartlett et al.: γ / (R_A ||X||_F / n)
-        scale = 10 ** out["log10_spectral_complexity"] * math.sqrt(square_sum) / len(labels)
-    out["margins"] = margin_summary(margins(logits, labels), scale)
+    gammas = np.concatenate(gammas)
+    log10_scale = None
+    if "log10_spectral_complexity" in out:  # Bartlett et al.: γ / (R_A ||X||_F / n), in logs (R_A may pass 1e308)
+        log10_scale = out["log10_spectral_complexity"] + math.log10(math.sqrt(square_sum) / len(gammas))
+    out["margins"] = margin_summary(gammas, log10_scale=log10_scale)
     tx, _ = _batches(test, jacobian_points)
     jac = input_jacobian_norms(model, tx)
     out["input_jacobian"] = {"points": int(len(jac)), "mean": float(jac.mean()), "std": float(jac.std()),
-                             "median": float(np.median(jac))}
+                             "median": float(np.median(jac)),
+                             "method": "exact" if int(model.output_shape[-1]) <= JACOBIAN_EXACT_CLASSES else
+                             f"estimate from {JACOBIAN_PROJECTIONS} Gaussian projections"}
     sx, sy = np.concatenate(kept_x), np.concatenate(kept_y)
     eigen, products = top_hessian_eigenvalue(model, sx, sy, max_products)
     out["sharpness"] = {"top_hessian_eigenvalue": eigen, "examples": int(len(sy)),

@@ -146,12 +146,19 @@ def run_dir_of(run, workdir):
     return os.path.join(workdir, cfg.run_name or cfg.name())
 
 
-def done(run_dir, program):
-    """Whether a run folder holds a complete results.json of its program."""
-    from rethink_tf import results
+def done(run_dir, program, argv=()):
+    """Whether a run folder holds a complete results.json of its program, with everything its arguments ask for
+    (--measures: the measures, which the run then adds to a finished run without training)."""
+    from rethink_tf import flags_lib, results
 
-    return results.valid_results(os.path.join(run_dir, results.RESULTS),
-                                 "train" if program == "rethink_tf.train" else "kernel")
+    path = os.path.join(run_dir, results.RESULTS)
+    if not results.valid_results(path, "train" if program == "rethink_tf.train" else "kernel"):
+        return False
+    wants_measures = False
+    for a in flags_lib.expand_flagfiles(argv) if program == "rethink_tf.train" else ():  # the last one counts
+        if a in ("--measures", "--nomeasures") or a.startswith("--measures="):
+            wants_measures = a == "--measures" or a.split("=", 1)[-1].lower() in ("true", "1")
+    return not wants_measures or "measures" in results.read_json(path)
 
 
 def _die_with_parent():
@@ -185,7 +192,7 @@ def execute(planned, workdir, parallel=1, log=print):
       (run directories of all planned runs, list of (label, log path, last line) of the runs that failed).
     """
     dirs = [run_dir_of(r, workdir) for r in planned]
-    todo = [(r, d) for r, d in zip(planned, dirs) if not done(d, r.program)]
+    todo = [(r, d) for r, d in zip(planned, dirs) if not done(d, r.program, r.argv)]
     log(f"{len(planned)} run(s) planned: {len(planned) - len(todo)} done, {len(todo)} to do; logs in "
         f"{os.path.join(workdir, 'logs')}")
     if not todo:
@@ -210,7 +217,7 @@ def execute(planned, workdir, parallel=1, log=print):
             run, run_dir, began, _, log_path = running.pop(proc)
             finished += 1
             took = time.time() - began
-            if proc.returncode == 0 and done(run_dir, run.program):
+            if proc.returncode == 0 and done(run_dir, run.program, run.argv):
                 durations.append(took)
                 r = runs_lib.row(run_dir)
                 outcome = ", ".join(x for x in (r["fitted at"], r["train acc"] and f"train {r['train acc']}",
@@ -296,7 +303,7 @@ def main(argv=None):
         commands = [" ".join(["python -m", r.program, *r.argv, f"--workdir={workdir}"]) for r in planned]
         if args.dry_run:
             for r, cmd in zip(planned, commands):
-                finished = done(run_dir_of(r, workdir), r.program)
+                finished = done(run_dir_of(r, workdir), r.program, r.argv)
                 print(f"{'done' if finished else 'to do'}  {cmd}")
             return 0
         start = time.time()

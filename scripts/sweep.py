@@ -67,7 +67,7 @@ def main():
     try:
         if args.dry_run:
             for r in planned:
-                if not reproduce.done(reproduce.run_dir_of(r, workdir), r.program):
+                if not reproduce.done(reproduce.run_dir_of(r, workdir), r.program, r.argv):
                     print(" ".join(["python -m", r.program, *r.argv, f"--workdir={workdir}"]))
             return 0
         dirs, failed = reproduce.execute(planned, workdir, args.parallel)

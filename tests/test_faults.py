@@ -366,3 +366,58 @@ def test_a_mid_epoch_resume_under_mirrored_replicas_restores_the_epochs_totals(c
     for a, b in zip(out["straight"], out["killed"]):  # 2 replicas: each held half of the recorded sums
         for key in ("train_loss", "train_accuracy", "test_loss", "test_accuracy"):
             assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-6), (a["epoch"], key)
+
+
+MIRRORED_SIGNAL = r"""
+import json, sys
+import tensorflow as tf
+tf.config.set_logical_device_configuration(tf.config.list_physical_devices("CPU")[0],
+                                           [tf.config.LogicalDeviceConfiguration()] * 2)
+from rethink_tf.config import DataConfig, TrainConfig
+from rethink_tf.errors import Interrupted
+from rethink_tf.train import run
+cfg = TrainConfig(model="mlp_1x512", epochs=20, batch_size=8, tensorboard=False, steps_per_execution=1,
+                  data=DataConfig(dataset="cifar10", data_dir=sys.argv[1], corrupt="random_labels"))
+try:
+    path = run(cfg, sys.argv[2], strategy=tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]), verbose=0)
+    print("RESULT" + json.dumps(json.load(open(path))))
+except Interrupted as e:
+    print("INTERRUPTED", e.exit_code, str(e))
+"""
+
+
+def test_a_sigterm_under_mirrored_replicas_checkpoints_and_the_rerun_equals_an_uninterrupted_run(cifar_dir, tmp_path):
+    """SIGTERM (Slurm's, Kubernetes') under MirroredStrategy on 2 logical CPUs: a checkpoint at the next step
+    boundary and Interrupted with exit code 143; the rerun resumes and ends where an uninterrupted mirrored run ends."""
+    import subprocess
+    import sys
+    import time
+
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    workdir = tmp_path / "w"
+    proc = subprocess.Popen([sys.executable, "-c", MIRRORED_SIGNAL, cifar_dir, str(workdir)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+    deadline, history = time.time() + 180, None
+    while time.time() < deadline and proc.poll() is None:
+        found = [os.path.join(r, "history.jsonl") for r, _, f in os.walk(workdir) if "history.jsonl" in f]
+        if found and len(open(found[0]).read().splitlines()) >= 2:
+            history = found[0]
+            break
+        time.sleep(0.02)
+    assert history and proc.poll() is None, "the run ended before it could be interrupted"
+    proc.send_signal(15)
+    out, err = proc.communicate(timeout=180)
+    line = [x for x in out.splitlines() if x.startswith("INTERRUPTED")]
+    assert line and line[0].split()[1] == "143" and "checkpoint saved" in line[0], (out + err)[-2000:]
+    run_dir = os.path.dirname(history)
+    assert os.path.exists(os.path.join(run_dir, checkpoint.CHECKPOINT))
+    assert not os.path.exists(os.path.join(run_dir, results.RESULTS))
+    resumed = run_result_script(MIRRORED_SIGNAL, cifar_dir, workdir)
+    uninterrupted = run_result_script(MIRRORED_SIGNAL, cifar_dir, tmp_path / "straight")
+    assert len(resumed["resumes"]) == 1 and resumed["resumes"][0]["replicas"] == 2
+    assert resumed["metrics"]["steps_trained"] == uninterrupted["metrics"]["steps_trained"] == 5 * 20
+    for key in ("train_loss", "test_loss", "train_accuracy", "test_accuracy"):
+        assert resumed["metrics"][key] == pytest.approx(uninterrupted["metrics"][key], rel=1e-5, abs=1e-6), key
+    assert [r["epoch"] for r in resumed["history"]] == [r["epoch"] for r in uninterrupted["history"]]
+    for a, b in zip(resumed["history"], uninterrupted["history"]):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5), a["epoch"]

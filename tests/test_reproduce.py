@@ -1,5 +1,6 @@
 """One command per paper experiment (rethink_tf.reproduce) and the listing of a workdir (rethink_tf.runs)."""
 
+import json
 import os
 import subprocess
 import sys
@@ -112,3 +113,15 @@ def test_runs_lists_each_run_with_its_status(tmp_path):
     empty = subprocess.run([sys.executable, "-m", "rethink_tf.runs", f"--results={tmp_path / 'none'}"],
                            capture_output=True, text=True, env=ENV, timeout=120)
     assert empty.returncode == 2 and empty.stderr.startswith("error: no runs")
+
+
+def test_a_finished_run_is_not_done_for_an_invocation_that_asks_for_measures_it_lacks(tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    record = {"schema_version": 1, "kind": "train", "config": {"model": "mlp_1x512"}, "metrics": {}, "history": []}
+    (run_dir / "results.json").write_text(json.dumps(record))
+    assert reproduce.done(str(run_dir), "rethink_tf.train", ())
+    assert not reproduce.done(str(run_dir), "rethink_tf.train", ("--epochs=3", "--measures"))
+    assert reproduce.done(str(run_dir), "rethink_tf.train", ("--measures", "--nomeasures"))  # the last one counts
+    (run_dir / "results.json").write_text(json.dumps({**record, "measures": {"seconds": 1.0}}))
+    assert reproduce.done(str(run_dir), "rethink_tf.train", ("--measures=true",))

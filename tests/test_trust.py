@@ -325,7 +325,7 @@ def test_a_resume_on_data_changed_in_place_is_refused(tmp_path):
         run(cfg, str(tmp_path / "w"), verbose=0)
 
 
-def test_an_unfinished_run_keyed_by_an_older_version_is_not_resumed_with_other_labels(tmp_path):
+def test_an_unfinished_run_keyed_by_an_older_version_is_not_resumed_with_other_labels(tmp_path, capsys):
     """A run started before content keys (its config.json has no example_keys) drew its random labels from file
     indices: continuing it with today's keys would train half the run on other labels."""
     data = tmp_path / "data"
@@ -341,6 +341,13 @@ def test_an_unfinished_run_keyed_by_an_older_version_is_not_resumed_with_other_l
     with pytest.raises(UserError, match="was started with file-index keys .* cannot be resumed; rerun it under "
                                         "another --workdir"):
         run(cfg, str(tmp_path / "w"), verbose=0)
+    # finished by that version: still its results, with a note that today's keys would draw other labels
+    final = os.path.join(os.path.dirname(config_path), "results.json")
+    json.dump({"schema_version": 1, "kind": "train", "config": old, "metrics": {}, "history": []}, open(final, "w"))
+    capsys.readouterr()
+    assert run(cfg, str(tmp_path / "w"), verbose=0) == final
+    out = capsys.readouterr().out
+    assert "note: " in out and "keyed examples by file index" in out and "already complete" in out
 
 
 def test_a_finished_run_is_not_reported_complete_for_other_data(tmp_path):

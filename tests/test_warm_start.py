@@ -52,3 +52,11 @@ def test_a_run_starts_from_the_source_runs_final_weights_with_a_fresh_optimizer(
         run(dataclasses.replace(fine, init_from=str(tmp_path / "nowhere")), str(tmp_path / "x"), verbose=0)
     with pytest.raises(UserError, match="trained mlp_1x512 at width 1; this run builds mlp_3x512"):
         run(dataclasses.replace(fine, model="mlp_3x512"), str(tmp_path / "y"), verbose=0)
+    assert not os.path.exists(tmp_path / "x") and not os.path.exists(tmp_path / "y")  # nothing written
+    assert results.read_json(os.path.join(os.path.dirname(path), "config.json"))["init_from_sha256"] == \
+        r["init_from"]["sha256"]
+    # an explicit run name that trained from scratch is not taken for a warm start (nor the reverse)
+    named = dataclasses.replace(scratch, run_name="mine", epochs=1)
+    run(named, str(tmp_path / "named"), verbose=0)
+    with pytest.raises(UserError, match=r"the --init_from run \(None then, "):
+        run(dataclasses.replace(named, init_from=source, measures=True), str(tmp_path / "named"), verbose=0)

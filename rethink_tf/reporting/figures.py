@@ -227,7 +227,7 @@ def figure1bc(results, out_dir, fit_threshold=None):
         ax_c.errorbar(ps, [np.mean(acc[p]) for p in ps], yerr=[np.std(acc[p]) for p in ps] if _seeds(runs) else None,
                       fmt=_line_style(len(ps)), color=f"C{i}", capsize=3, label=name)
         config = runs[0]["config"]
-        anchors = paper.figure1c_anchors(config["model"]) if config.get("dataset") == "cifar10" else None
+        anchors = paper.figure1c_anchors(config["model"]) if compare.table1_unregularized(config) else None
         if anchors:
             paper_c = True
             ax_c.plot([0, 1], anchors, "D--", color=f"C{i}", mfc="none", lw=0.8,
@@ -461,6 +461,11 @@ def kernels_vs_p(results, out_dir):
     """Kernel interpolation (§5) against label corruption p (beyond the paper, which solves true labels only):
     the RKHS norm of the interpolant and the test error, one curve per kernel and features (Gaussian beside
     Laplacian: Belkin et al. 2018's kernel analogue of Figure 1c). Drawn for curves with at least two p values."""
+    import json
+
+    from rethink_tf.config import KERNEL_NON_IDENTITY_FIELDS
+
+    within = {"corrupt", "corrupt_prob", "corrupt_seed", "seed"}  # what a curve's points and seeds differ in
     curves = collections.defaultdict(lambda: collections.defaultdict(list))
     for r in results:
         if r.get("kind") != "kernel" or "metrics" not in r:
@@ -473,12 +478,16 @@ def kernels_vs_p(results, out_dir):
                 + (f", {c['features']} features" if c.get("features", "none") != "none" else ", pixels")
                 + f", {c['dataset']}"
                 + (f" ({c['train_examples']:,} train)" if c.get("train_examples") else ""))
-        curves[name][p].append(r)
+        protocol = json.dumps({k: v for k, v in c.items() if k not in KERNEL_NON_IDENTITY_FIELDS | within},
+                              sort_keys=True, default=str)
+        curves[(name, protocol)][p].append(r)
     curves = {k: v for k, v in curves.items() if len(v) >= 2}
     if not curves:
         return []
+    labels = _labels(curves)  # a short protocol hash where two curves share a readable name
     fig, (ax_n, ax_e) = plt.subplots(1, 2, figsize=(11, 4.2), constrained_layout=True)
-    for i, (name, by_p) in enumerate(sorted(curves.items())):
+    for i, (key, by_p) in enumerate(sorted(curves.items())):
+        name = labels[key]
         ps = sorted(by_p)
         for ax, key, scale in ((ax_n, "norm", 1.0), (ax_e, "test_error", 100.0)):
             values = {p: [scale * r["metrics"][key] for r in by_p[p]] for p in ps}

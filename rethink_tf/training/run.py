@@ -108,6 +108,9 @@ def run(config, workdir, strategy=None, datasets=None, extra_callbacks=(), verbo
         old, new = _jsonable(TrainConfig.from_dict(stored).to_dict()), _jsonable(cfg.to_dict())
         differ = sorted(k for k in new if old.get(k) != new[k])
         clash = [k for k in differ if k not in NON_IDENTITY_FIELDS]
+        if _source_name(old.get("init_from")) != _source_name(cfg.init_from):  # the path may move, not the run
+            clash.append(f"the --init_from run ({_source_name(old.get('init_from'))} then, "
+                         f"{_source_name(cfg.init_from)} now)")
         stored_bn = _stored_bn_batch(run_dir, stored_json or {}, cfg)
         if stored_bn != bn_batch and os.path.exists(config_path):
             clash.append(f"BatchNorm's per-replica batch ({stored_bn} then, {bn_batch} on {replicas} replica(s) now)")
@@ -130,13 +133,28 @@ def run(config, workdir, strategy=None, datasets=None, extra_callbacks=(), verbo
     fingerprint = datasets.summary.get("data_fingerprint")
     keys = datasets.summary.get(EXAMPLE_KEYS)
     _check_same_data(run_dir, fingerprint, keys, stored_json or {})
+    source = None
+    if cfg.init_from:  # checked before the run directory is touched
+        try:
+            source = _init_source(cfg, datasets)
+        except UserError:
+            if not (stored_json or os.path.exists(final)):
+                raise
+            # a started run goes on from its own checkpoint: the source is only described then
+            source = {"run_dir": os.path.abspath(cfg.init_from), "name": _source_name(cfg.init_from),
+                      "sha256": (stored_json or {}).get(INIT_SHA256), "note": "not readable at this start"}
+        was = (stored_json or {}).get(INIT_SHA256)
+        if was and source.get("sha256") and was != source["sha256"]:
+            print(f"warning: {source['run_dir']}'s checkpoint changed since this run started from it; the run goes on from its own checkpoint, and --measures will not measure a "
+                  "distance from the changed weights", flush=True)
+            source["sha256"] = was
     if os.path.exists(final):
         if _complete(final, cfg):
             print(f"{run_dir}: already complete", flush=True)
             return final
         if results.valid_results(final):
-            print(f"{run_dir}: finished without --measures; measuring its last checkpoint and rewriting "
-                  f"{results.RESULTS} with them", flush=True)
+            print(f"{run_dir}: finished without --measures; measuring its last checkpoint (its results stay as "
+                  "they are, the measures are added)", flush=True)
         else:
             print(f"warning: {final} is unreadable or incomplete; evaluating the run's last checkpoint again to "
                   "rewrite it", flush=True)
@@ -156,19 +174,20 @@ def run(config, workdir, strategy=None, datasets=None, extra_callbacks=(), verbo
                 print(f"{run_dir}: already complete", flush=True)
                 return final
             run_config = {**cfg.to_dict(), DATA_FINGERPRINT: fingerprint, EXAMPLE_KEYS: keys,
-                          BN_REPLICA_BATCH: bn_batch}  # config.json, and its copy in every checkpoint
+                          BN_REPLICA_BATCH: bn_batch,  # config.json, and its copy in every checkpoint
+                          **({INIT_SHA256: source.get("sha256")} if source else {})}
             initial_step = checkpoint.restore(model, run_dir, strategy)
-            source = None
+            if results.valid_results(final):  # finished, only --measures missing: add them, change nothing else
+                if chief:
+                    record = results.read_json(final)
+                    record["measures"] = _measures(cfg, model, datasets, build_model, options,
+                                                   run_config.get(INIT_SHA256))
+                    record["config"]["measures"] = True
+                    results.write_json(final, record)
+                return final
             if cfg.init_from and not initial_step:
-                source = _init_source(cfg, datasets)
                 model.set_weights(_source_model(cfg, datasets, build_model, options).get_weights())
                 print(f"initialized from {source['run_dir']} (its final weights; a fresh optimizer)", flush=True)
-            elif cfg.init_from:  # a resume continues from its own checkpoint; the source is only described
-                try:
-                    source = _init_source(cfg, datasets)
-                except UserError:
-                    source = {"run_dir": os.path.abspath(cfg.init_from), "name": os.path.basename(
-                        os.path.normpath(cfg.init_from)), "note": "not readable when this run last resumed"}
             initial_epoch = initial_step // datasets.steps_per_epoch
             state = checkpoint.saved_state(run_dir, initial_step)  # the record written with that checkpoint
             if chief:
@@ -224,7 +243,8 @@ def run(config, workdir, strategy=None, datasets=None, extra_callbacks=(), verbo
             if cfg.per_example:
                 record["per_example"] = dynamics.export(run_dir, history, datasets.train_labels)
             if cfg.measures:
-                record["measures"] = _measures(cfg, model, datasets, build_model, options)
+                record["measures"] = _measures(cfg, model, datasets, build_model, options,
+                                               run_config.get(INIT_SHA256))
             results.write_json(final, record)
             print(summary(cfg, datasets, metrics, status, final, workdir), flush=True)
             return final
@@ -249,10 +269,27 @@ def _init_source(cfg, datasets):
     if theirs != ours:
         raise UserError(f"--init_from={cfg.init_from} trained {theirs[0]} at width {theirs[1] or 1.0:g}; this run "
                         f"builds {ours[0]} at width {ours[1] or 1.0:g}: the weights do not fit")
-    return {"run_dir": os.path.abspath(src), "name": os.path.basename(src), "corrupt": c.get("corrupt"),
+    classes = len(((r.get("corruption") or {}).get("test_labels") or {}).get("class_histogram") or []) or None
+    if c.get("dataset") != cfg.data.dataset or (classes and classes != datasets.num_classes):
+        raise UserError(f"--init_from={cfg.init_from} trained on {c.get('dataset')} ({classes or '?'} classes); this "
+                        f"run trains on {cfg.data.dataset} ({datasets.num_classes} classes): start from a run on the "
+                        "same data (a subset, or other labels, of it)")
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(os.path.join(src, checkpoint.CHECKPOINT), "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):  # hashlib.file_digest is Python >= 3.11
+            digest.update(block)
+    sha = digest.hexdigest()
+    return {"run_dir": os.path.abspath(src), "name": os.path.basename(src), "sha256": sha, "corrupt": c.get("corrupt"),
             "corrupt_prob": c.get("corrupt_prob"), "dataset": c.get("dataset"),
             "epochs_trained": r["metrics"].get("epochs_trained"), "train_accuracy": r["metrics"].get("train_accuracy"),
             "test_accuracy": r["metrics"].get("test_accuracy")}
+
+
+def _source_name(init_from):
+    """The --init_from run's directory name (its identity; the path it is found at may change), or None."""
+    return os.path.basename(os.path.normpath(init_from)) if init_from else None
 
 
 def _source_model(cfg, datasets, build_model, options):
@@ -275,11 +312,12 @@ def _complete(final, cfg):
     return results.valid_results(final) and (not cfg.measures or "measures" in results.read_json(final))
 
 
-def _measures(cfg, model, datasets, build_model, options):
+def _measures(cfg, model, datasets, build_model, options, init_sha=None):
     """rethink_tf.measures of the weights the run reports (the moving average with --ema_decay), computed on a
     one-device copy of the model (the same code under every strategy), with the run's initialization rebuilt from
     its seed for the distance from it."""
     import keras
+    import tensorflow as tf
 
     from rethink_tf import measures, models
     from rethink_tf.training import optim
@@ -292,7 +330,9 @@ def _measures(cfg, model, datasets, build_model, options):
         weights = model.get_weights()
     with dtype_policy(cfg.dtype_policy):
         keras.utils.set_random_seed(cfg.seed)  # as run() seeds the model it trains: the same initial weights
-        try:  # --init_from: the distance is from the weights it started from (None: the source is gone)
+        try:  # --init_from: the distance is from the weights it started from, if they are still those
+            if cfg.init_from and _init_source(cfg, datasets)["sha256"] != init_sha:
+                raise UserError(f"{cfg.init_from}'s checkpoint is not the one this run started from")
             initial = (_source_model(cfg, datasets, build_model, options) if cfg.init_from else
                        models.build(cfg.model, datasets.input_shape, datasets.num_classes, builder=build_model,
                                     **options))
@@ -301,7 +341,12 @@ def _measures(cfg, model, datasets, build_model, options):
             initial = None
         trained = models.build(cfg.model, datasets.input_shape, datasets.num_classes, builder=build_model, **options)
     trained.set_weights(weights)
-    out = measures.compute(trained, datasets.train_eval, datasets.test, initial=initial)
+    try:
+        out = measures.compute(trained, datasets.train_eval, datasets.test, initial=initial)
+    except (ArithmeticError, MemoryError, ValueError, tf.errors.OpError) as e:  # never costs the run's results
+        print(f"warning: --measures failed ({type(e).__name__}: {str(e)[:200]}); results.json records the error",
+              flush=True)
+        return {"error": f"{type(e).__name__}: {str(e)[:500]}"}
     print(f"  measured in {out['seconds']:.1f} s: log10 product of spectral norms "
           f"{out.get('log10_product_spectral', float('nan')):.2f}, distance from init "
           f"{out.get('distance_from_init', float('nan')):.3g}, median margin {out['margins']['quantiles']['0.5']:.3g}"
@@ -431,6 +476,7 @@ def _check_writable(run_dir):
                         "another --workdir")
 
 
+INIT_SHA256 = "init_from_sha256"  # config.json: SHA-256 of the --init_from checkpoint this run started from
 DATA_FINGERPRINT = "data_fingerprint"  # config.json's record of the data (sources.fingerprint), beside the fields
 BN_REPLICA_BATCH = "bn_replica_batch"  # config.json: TrainConfig.bn_replica_batch of the run (None: the global batch)
 EXAMPLE_KEYS = "example_keys"  # config.json's record of how examples were keyed (sources.KEY_SCHEME)
@@ -441,7 +487,8 @@ def _check_same_data(run_dir, fingerprint, keys=None, config=None):
     behind --data_dir, labels replaced in place, another source): resuming or reporting it would mix two.
 
     An unfinished run started by a version of the package that keyed in-memory examples by file index (before
-    sources.KEY_SCHEME) drew other random labels and subsets: it cannot be continued with today's."""
+    sources.KEY_SCHEME) drew other random labels and subsets: it cannot be continued with today's; a finished one
+    is still reported, with a note that says so."""
     config = config if config is not None else (_stored_config(os.path.join(run_dir, results.CONFIG)) or {})
     stored = config.get(DATA_FINGERPRINT)
     final = os.path.join(run_dir, results.RESULTS)
@@ -450,6 +497,11 @@ def _check_same_data(run_dir, fingerprint, keys=None, config=None):
         raise UserError(f"{run_dir} was started with {was}, this version keys examples by {keys}: its corrupted "
                         "labels and subsets differ, so it cannot be resumed; rerun it under another --workdir (or "
                         "finish it with the version that started it)")
+    if config and keys and config.get(EXAMPLE_KEYS) != keys and results.valid_results(final):
+        print(f"note: {run_dir} was trained by a version that keyed examples by "
+              f"{config.get(EXAMPLE_KEYS) or 'file index'}: its corrupted labels, subsets and batch order differ from "
+              f"what this version ({keys}) draws; its numbers stand for that version (rerun under another --workdir "
+              "to reproduce them with this one)", flush=True)
     if stored is None and results.valid_results(final):  # a finished run whose config.json went missing
         stored = (results.read_json(final).get("corruption") or {}).get(DATA_FINGERPRINT)
     if stored and fingerprint and stored != fingerprint:
