@@ -246,8 +246,7 @@ def report(name, workdir, dirs, commands, failed=(), fit_threshold=None):
              if os.path.exists(os.path.join(d, results.RESULTS)) and
              (results.valid_results(os.path.join(d, results.RESULTS)) or
               results.valid_results(os.path.join(d, results.RESULTS), "kernel"))]
-    train = [r for r in found if r.get("kind", "train") == "train"]
-    written = plots.all_figures(train, os.path.join(workdir, "figures"), fit_threshold) if train else []
+    written = plots.all_figures(found, os.path.join(workdir, "figures"), fit_threshold) if found else []
     rows = compare.comparison_rows(found) if found else []
     with open(os.path.join(workdir, "comparison.md"), "w") as f:
         f.write(compare.to_markdown(rows) if rows else "no finished runs\n")

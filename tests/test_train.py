@@ -395,10 +395,14 @@ from rethink_tf import models
 from rethink_tf.training import checkpoint
 from rethink_tf.train import run
 out = {}
+# One MirroredStrategy for every mirrored run of this process: two strategy objects number their collectives from
+# the same keys, and a second model of another size then meets the first one's collective ("Shape mismatch in the
+# collective instance"); the package's distribute.get_strategy reuses one object per device set for that reason.
+mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
 for name, model_name, strategy in (
         ("one", "small_inception_nobn", tf.distribute.OneDeviceStrategy("/cpu:0")),
-        ("two", "small_inception_nobn", tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])),
-        ("two_bn", "small_inception", tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))):
+        ("two", "small_inception_nobn", mirrored),
+        ("two_bn", "small_inception", mirrored)):
     # lr 0.01 and wd 0.05 over 5 steps: an L2 term counted twice would move weights by ~1.6e-3, float
     # reduction-order noise between 1 and 2 replicas is ~1e-5 (measured), the update itself ~1e-2.
     width = 0.25 if name == "two_bn" else None  # the BN run only checks its metrics: a quarter of the widths
@@ -411,7 +415,6 @@ for name, model_name, strategy in (
                  "replicas": r["env"]["replicas"], "history": r["history"]}
 # Kill-and-resume under MirroredStrategy: small_inception (BN), 3 epochs, killed after epoch 1 and resumed.
 from test_train import _Kill, _KillAfter
-mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
 for name in ("m_straight", "m_killed"):
     # lr 0.01: at the recipe's 0.1 this 4-image-per-replica BN run blows up (test loss ~20), and its chaotic
     # trajectory turns all-reduce rounding into 1e-5 relative differences that say nothing about the resume.

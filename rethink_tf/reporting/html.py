@@ -69,10 +69,9 @@ def report(patterns, title=None, fit_threshold=None, figures=None, comparison=No
              "by rethink_tf.reporting.html from the runs' results files.</p>",
              "<h2>Runs</h2>", _table(runs.COLUMNS, [runs.row(d) for d in dirs],
                                      numeric=("epochs", "train acc", "test acc"))]
-    train = [r for r in found if r.get("kind", "train") == "train"]
     with tempfile.TemporaryDirectory() as tmp:
         if figures is None:
-            figures = plots.all_figures(train, tmp, fit_threshold) if train else []
+            figures = plots.all_figures(found, tmp, fit_threshold) if found else []  # kernel runs: kernels_vs_p
         pngs = [p for p in figures if p.endswith(".png")]
         parts.append("<h2>Figures</h2>")
         if not pngs:

@@ -42,7 +42,17 @@ def get_strategy(kind="none", num_gpus=None, cross_device_ops="auto"):
         if num_gpus > len(gpus):
             raise UserError(f"--num_gpus={num_gpus} but only {len(gpus)} GPU(s) are visible")
         gpus = gpus[:num_gpus]
-    ops = {"auto": None, "nccl": tf.distribute.NcclAllReduce(),
-           "hierarchical_copy": tf.distribute.HierarchicalCopyAllReduce(),
-           "one_device": tf.distribute.ReductionToOneDevice()}[cross_device_ops]
-    return tf.distribute.MirroredStrategy(gpus, cross_device_ops=ops)
+    key = (tuple(gpus), cross_device_ops)
+    if key not in _MIRRORED:
+        ops = {"auto": None, "nccl": tf.distribute.NcclAllReduce(),
+               "hierarchical_copy": tf.distribute.HierarchicalCopyAllReduce(),
+               "one_device": tf.distribute.ReductionToOneDevice()}[cross_device_ops]
+        _MIRRORED[key] = tf.distribute.MirroredStrategy(gpus, cross_device_ops=ops)
+    return _MIRRORED[key]
+
+
+# One MirroredStrategy per device set and reduction, for the whole process: several runs in one process
+# (randomization_test, a notebook) would otherwise each make their own, and strategy objects number their
+# collectives from the same keys, so a second model of another size meets the first one's collective instance
+# ("Shape mismatch in the collective instance", seen on 2 logical CPUs with CollectiveAllReduce).
+_MIRRORED = {}
