@@ -221,7 +221,7 @@ class TrainConfig:
             label_smoothing=self.label_smoothing if self.label_smoothing is not None else recipe.label_smoothing,
             dropout=self.dropout if self.dropout is not None else builder.get("dropout"),
             bn_momentum=self.bn_momentum if self.bn_momentum is not None else builder.get("bn_momentum"),
-            width=None if self.width in (None, 1.0) else self.width,  # 1.0 is the paper's model: the same run
+            width=nondefault_width(self.width),  # 1.0 is the paper's model: the same run
             jit_compile=(self.jit_compile if self.jit_compile is not None
                          else models.XLA_DEFAULT.get(self.model, False)),
         )
@@ -236,7 +236,7 @@ class TrainConfig:
         pixels and the seed, so they may share a figure series or be averaged (seeds) and compared (corruptions)."""
         out = {k: v for k, v in self.identity().items() if k not in WITHIN_PROTOCOL_FIELDS}
         if self.init_from:  # a warm start trains from other weights: never one curve with runs from scratch
-            out["init_from_run"] = os.path.basename(os.path.normpath(self.init_from))
+            out["init_from_run"] = source_run_name(self.init_from)
         return out
 
     def to_dict(self):
@@ -266,7 +266,7 @@ class TrainConfig:
                   if flag]
         if self.weight_decay:
             parts.append(f"wd{self.weight_decay:g}")
-        if self.width not in (None, 1.0):
+        if nondefault_width(self.width):
             parts.append(f"w{self.width:g}")
         if d.train_examples:
             parts.append(f"n{d.train_examples}")
@@ -286,7 +286,7 @@ class TrainConfig:
         if bn_batch is not None:
             named["bn_replica_batch"] = bn_batch
         if self.init_from:  # the source run's name (its config digest), not the path it is found at
-            named["init_from_run"] = os.path.basename(os.path.normpath(self.init_from))
+            named["init_from_run"] = source_run_name(self.init_from)
         if self.ema_decay:  # the reference's average (warm-up, BN statistics) replaced Keras' in version 2 of names
             named["ema"] = "tf1_warmup_with_bn_statistics"
         return named
@@ -304,6 +304,17 @@ class TrainConfig:
         if replicas <= 1 or self.sync_batchnorm or not models.has_batchnorm(self.model):
             return None
         return self.batch_size // replicas
+
+
+def nondefault_width(width):
+    """A --width multiplier as the run records it: None for the paper's widths (unset or 1.0, one and the same run)."""
+    return None if width in (None, 1.0) else width
+
+
+def source_run_name(init_from):
+    """The --init_from run's directory name, None without one: its own name (config digest) identifies the weights
+    a warm start begins from, wherever the folder is found (the path may change, the run may not)."""
+    return os.path.basename(os.path.normpath(init_from)) if init_from else None
 
 
 def digest(identity):

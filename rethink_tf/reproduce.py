@@ -124,40 +124,42 @@ def _flag_in(path, flag):
     return values[-1] if values else None
 
 
-def run_dir_of(run, workdir):
-    """The folder a run writes, from its parsed flags (the programs' own naming)."""
+def config_of(program, argv, label=""):
+    """The TrainConfig or KernelConfig a program makes of its arguments, parsed by the program's own flags."""
     from absl import flags
 
     from rethink_tf import flags_lib
 
     fv = flags.FlagValues()
-    if run.program == "rethink_tf.train":
+    if program == "rethink_tf.train":
         flags_lib.define_train_flags(fv)
     else:
         flags_lib.define_kernel_flags(fv)
     try:
-        fv(["prog", *flags_lib.expand_flagfiles(run.argv), f"--workdir={workdir}"])
+        fv(["prog", *flags_lib.expand_flagfiles(argv)])
     except (flags.Error, OSError) as e:  # a bad value, an unknown flag, a missing flagfile
-        raise UserError(f"{run.label}: {str(e).splitlines()[0]}") from None
-    if run.program == "rethink_tf.train":
-        cfg = flags_lib.config_from_flags(fv)
-        return os.path.join(workdir, cfg.run_name or cfg.resolved().name())
-    cfg = flags_lib.kernel_config_from_flags(fv)
-    return os.path.join(workdir, cfg.run_name or cfg.name())
+        raise UserError(f"{label}: {str(e).splitlines()[0]}") from None
+    if program == "rethink_tf.train":
+        return flags_lib.config_from_flags(fv)
+    return flags_lib.kernel_config_from_flags(fv)
+
+
+def run_dir_of(run, workdir):
+    """The folder a run writes, from its parsed flags (the programs' own naming)."""
+    cfg = config_of(run.program, run.argv, run.label)
+    return os.path.join(workdir, cfg.run_name or (cfg.resolved().name() if run.program == "rethink_tf.train"
+                                                  else cfg.name()))
 
 
 def done(run_dir, program, argv=()):
     """Whether a run folder holds a complete results.json of its program, with everything its arguments ask for
     (--measures: the measures, which the run then adds to a finished run without training)."""
-    from rethink_tf import flags_lib, results
+    from rethink_tf import results
 
     path = os.path.join(run_dir, results.RESULTS)
     if not results.valid_results(path, "train" if program == "rethink_tf.train" else "kernel"):
         return False
-    wants_measures = False
-    for a in flags_lib.expand_flagfiles(argv) if program == "rethink_tf.train" else ():  # the last one counts
-        if a in ("--measures", "--nomeasures") or a.startswith("--measures="):
-            wants_measures = a == "--measures" or a.split("=", 1)[-1].lower() in ("true", "1")
+    wants_measures = program == "rethink_tf.train" and bool(argv) and config_of(program, argv).measures
     return not wants_measures or "measures" in results.read_json(path)
 
 

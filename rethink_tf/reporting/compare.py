@@ -17,7 +17,7 @@ import json
 import numpy as np
 
 from rethink_tf import paper
-from rethink_tf.config import label_setting, resolved_config
+from rethink_tf.config import label_setting, nondefault_width, resolved_config
 from rethink_tf.results import steps_to_accuracy
 
 SEED_FIELDS = ("seed", "corrupt_seed", "run_name")
@@ -224,7 +224,7 @@ def table1_unregularized(c):
     crop, augmentation, weight decay or dropout, no warm start): only then are Table 1's errors its reference."""
     return (c.get("dataset") == "cifar10" and not (c.get("random_crop") or c.get("augment") or c.get("weight_decay")
                                                    or c.get("dropout") or c.get("init_from"))
-            and c.get("width") in (None, 1.0) and c.get("optimizer") in (None, "sgd"))
+            and nondefault_width(c.get("width")) is None and c.get("optimizer") in (None, "sgd"))
 
 
 def test_error_rows(results):

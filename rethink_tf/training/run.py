@@ -17,7 +17,7 @@ import sys
 import tempfile
 
 from rethink_tf import dynamics, results
-from rethink_tf.config import NON_IDENTITY_FIELDS, TrainConfig
+from rethink_tf.config import NON_IDENTITY_FIELDS, TrainConfig, nondefault_width, source_run_name
 from rethink_tf.data import corruption as corruption_lib
 from rethink_tf.errors import UserError
 
@@ -40,7 +40,7 @@ def model_options(cfg):
     from rethink_tf import models
 
     wanted = {"weight_decay": cfg.weight_decay, "dropout": cfg.dropout, "bn_momentum": cfg.bn_momentum,
-              "bn_synchronized": cfg.sync_batchnorm, "width_multiplier": None if cfg.width in (None, 1.0) else cfg.width}
+              "bn_synchronized": cfg.sync_batchnorm, "width_multiplier": nondefault_width(cfg.width)}
     accepted = models.options_of(cfg.model)
     for name, value in wanted.items():
         if value and name not in accepted:
@@ -108,9 +108,9 @@ def run(config, workdir, strategy=None, datasets=None, extra_callbacks=(), verbo
         old, new = _jsonable(TrainConfig.from_dict(stored).to_dict()), _jsonable(cfg.to_dict())
         differ = sorted(k for k in new if old.get(k) != new[k])
         clash = [k for k in differ if k not in NON_IDENTITY_FIELDS]
-        if _source_name(old.get("init_from")) != _source_name(cfg.init_from):  # the path may move, not the run
-            clash.append(f"the --init_from run ({_source_name(old.get('init_from'))} then, "
-                         f"{_source_name(cfg.init_from)} now)")
+        if source_run_name(old.get("init_from")) != source_run_name(cfg.init_from):  # the path may move, not the run
+            clash.append(f"the --init_from run ({source_run_name(old.get('init_from'))} then, "
+                         f"{source_run_name(cfg.init_from)} now)")
         stored_bn = _stored_bn_batch(run_dir, stored_json or {}, cfg)
         if stored_bn != bn_batch and os.path.exists(config_path):
             clash.append(f"BatchNorm's per-replica batch ({stored_bn} then, {bn_batch} on {replicas} replica(s) now)")
@@ -141,7 +141,7 @@ def run(config, workdir, strategy=None, datasets=None, extra_callbacks=(), verbo
             if not (stored_json or os.path.exists(final)):
                 raise
             # a started run goes on from its own checkpoint: the source is only described then
-            source = {"run_dir": os.path.abspath(cfg.init_from), "name": _source_name(cfg.init_from),
+            source = {"run_dir": os.path.abspath(cfg.init_from), "name": source_run_name(cfg.init_from),
                       "sha256": (stored_json or {}).get(INIT_SHA256), "note": "not readable at this start"}
         was = (stored_json or {}).get(INIT_SHA256)
         if was and source.get("sha256") and was != source["sha256"]:
@@ -264,8 +264,8 @@ def _init_source(cfg, datasets):
         raise UserError(f"--init_from={cfg.init_from}: its {checkpoint.CHECKPOINT} is missing")
     r = results.read_json(final)
     c = r["config"]
-    theirs = (c.get("model"), c.get("width") or None)
-    ours = (cfg.model, cfg.width if cfg.width not in (None, 1.0) else None)
+    theirs = (c.get("model"), nondefault_width(c.get("width")))
+    ours = (cfg.model, nondefault_width(cfg.width))
     if theirs != ours:
         raise UserError(f"--init_from={cfg.init_from} trained {theirs[0]} at width {theirs[1] or 1.0:g}; this run "
                         f"builds {ours[0]} at width {ours[1] or 1.0:g}: the weights do not fit")
@@ -285,11 +285,6 @@ def _init_source(cfg, datasets):
             "corrupt_prob": c.get("corrupt_prob"), "dataset": c.get("dataset"),
             "epochs_trained": r["metrics"].get("epochs_trained"), "train_accuracy": r["metrics"].get("train_accuracy"),
             "test_accuracy": r["metrics"].get("test_accuracy")}
-
-
-def _source_name(init_from):
-    """The --init_from run's directory name (its identity; the path it is found at may change), or None."""
-    return os.path.basename(os.path.normpath(init_from)) if init_from else None
 
 
 def _source_model(cfg, datasets, build_model, options):
@@ -492,17 +487,18 @@ def _check_same_data(run_dir, fingerprint, keys=None, config=None):
     config = config if config is not None else (_stored_config(os.path.join(run_dir, results.CONFIG)) or {})
     stored = config.get(DATA_FINGERPRINT)
     final = os.path.join(run_dir, results.RESULTS)
-    if config and keys and config.get(EXAMPLE_KEYS) != keys and not results.valid_results(final):
-        was = config.get(EXAMPLE_KEYS) or "file-index keys (rethink_tf before content keys)"
-        raise UserError(f"{run_dir} was started with {was}, this version keys examples by {keys}: its corrupted "
-                        "labels and subsets differ, so it cannot be resumed; rerun it under another --workdir (or "
-                        "finish it with the version that started it)")
-    if config and keys and config.get(EXAMPLE_KEYS) != keys and results.valid_results(final):
+    finished = results.valid_results(final)
+    if config and keys and config.get(EXAMPLE_KEYS) != keys:
+        if not finished:
+            was = config.get(EXAMPLE_KEYS) or "file-index keys (rethink_tf before content keys)"
+            raise UserError(f"{run_dir} was started with {was}, this version keys examples by {keys}: its corrupted "
+                            "labels and subsets differ, so it cannot be resumed; rerun it under another --workdir (or "
+                            "finish it with the version that started it)")
         print(f"note: {run_dir} was trained by a version that keyed examples by "
               f"{config.get(EXAMPLE_KEYS) or 'file index'}: its corrupted labels, subsets and batch order differ from "
               f"what this version ({keys}) draws; its numbers stand for that version (rerun under another --workdir "
               "to reproduce them with this one)", flush=True)
-    if stored is None and results.valid_results(final):  # a finished run whose config.json went missing
+    if stored is None and finished:  # a finished run whose config.json went missing
         stored = (results.read_json(final).get("corruption") or {}).get(DATA_FINGERPRINT)
     if stored and fingerprint and stored != fingerprint:
         raise UserError(f"{run_dir} was trained on other data (fingerprint {stored}) than these settings read now "
