@@ -128,19 +128,15 @@ def margin_summary(gammas, log10_scale=None):
     return out
 
 
-def _batches(dataset, limit=None):
-    """(images, labels) NumPy arrays from a dataset of (image, label) batches, the first `limit` examples."""
-    xs, ys, n = [], [], 0
-    for x, y in dataset.as_numpy_iterator() if hasattr(dataset, "as_numpy_iterator") else dataset:
+def _first_images(dataset, limit):
+    """The first `limit` images of a dataset of (image, label) batches, as one NumPy array."""
+    xs, n = [], 0
+    for x, _ in dataset:
         xs.append(np.asarray(x))
-        ys.append(np.asarray(y))
         n += len(xs[-1])
-        if limit is not None and n >= limit:
+        if n >= limit:
             break
-    x, y = np.concatenate(xs), np.concatenate(ys)
-    if y.ndim == 2:  # one-hot (label smoothing)
-        y = y.argmax(axis=-1)
-    return (x[:limit], y[:limit]) if limit is not None else (x, y)
+    return np.concatenate(xs)[:limit]
 
 
 JACOBIAN_EXACT_CLASSES = 16  # up to this many classes the whole Jacobian; beyond, a Gaussian-projection estimate
@@ -270,7 +266,7 @@ def compute(model, train, test, initial=None, jacobian_points=JACOBIAN_POINTS,
     if "log10_spectral_complexity" in out:  # Bartlett et al.: γ / (R_A ||X||_F / n), in logs (R_A may pass 1e308)
         log10_scale = out["log10_spectral_complexity"] + math.log10(math.sqrt(square_sum) / len(gammas))
     out["margins"] = margin_summary(gammas, log10_scale=log10_scale)
-    tx, _ = _batches(test, jacobian_points)
+    tx = _first_images(test, jacobian_points)
     jac = input_jacobian_norms(model, tx)
     out["input_jacobian"] = {"points": int(len(jac)), "mean": float(jac.mean()), "std": float(jac.std()),
                              "median": float(np.median(jac)),

@@ -124,6 +124,11 @@ def _seedless(result):
     return json.dumps([result.get("kind", "train"), c], sort_keys=True, default=str)
 
 
+def _run_names(runs):
+    """The run folders' names of a table row, comma-separated."""
+    return ", ".join(r.get("run_dir", "").rstrip("/").split("/")[-1] for r in runs)
+
+
 def _combine(values):
     """(mean, std, n) of the measured values (None when none was measured)."""
     values = [v for v in values if v is not None]
@@ -149,7 +154,7 @@ def comparison_rows(results):
         c = r["config"]
         corrupt, p = label_setting(c)
         matches = _candidates(r)
-        base = {"run": ", ".join(g.get("run_dir", "").rstrip("/").split("/")[-1] for g in group),
+        base = {"run": _run_names(group),
                 "dataset": c["dataset"], "model": c.get("model") or f"kernel/{c.get('features')}",
                 "corrupt": corrupt, "p": p}
         if not matches:
@@ -207,7 +212,7 @@ def slowdown_rows(results):
             fitted = all(steps)
             mean, std, n = _combine([s / np.mean(base_steps) for s in steps] if fitted else [])
             low, high = paper.FIGURE1B_SLOWDOWN_AT_P1
-            rows.append({"run": ", ".join(r.get("run_dir", "").rstrip("/").split("/")[-1] for r in by_p[p]),
+            rows.append({"run": _run_names(by_p[p]),
                          "dataset": c["dataset"], "model": c["model"],
                          "corrupt": "random_labels" if p == 1.0 else "labels", "p": p, "table": "figure1b",
                          "metric": f"steps to {100 * threshold:g}% train acc. / p = 0",
@@ -238,7 +243,7 @@ def test_error_rows(results):
         for p in sorted(by_p):
             mean, std, n = _combine([100 * (1 - r["metrics"]["test_accuracy"]) for r in by_p[p]])
             ref = anchors[0] if anchors and p == 0.0 else anchors[1] if anchors and p == 1.0 else None
-            rows.append({"run": ", ".join(r.get("run_dir", "").rstrip("/").split("/")[-1] for r in by_p[p]),
+            rows.append({"run": _run_names(by_p[p]),
                          "dataset": c["dataset"], "model": c["model"],
                          "corrupt": "none" if p == 0.0 else "random_labels" if p == 1.0 else "labels", "p": p,
                          "table": "figure1c", "metric": "test error (%)", "measured": mean, "std": std, "n": n,

@@ -18,6 +18,7 @@ different protocols even when both have true labels, and never share a point.
 """
 
 import collections
+import json
 import os
 
 import matplotlib
@@ -31,7 +32,7 @@ from rethink_tf import measures as measures_lib  # noqa: E402
 from rethink_tf import paper  # noqa: E402
 from rethink_tf.data import corruption as corruption_lib  # noqa: E402
 from rethink_tf.reporting import compare  # noqa: E402
-from rethink_tf.config import label_setting, protocol_key  # noqa: E402
+from rethink_tf.config import KERNEL_NON_IDENTITY_FIELDS, label_setting, protocol_key  # noqa: E402
 from rethink_tf.results import FIT_THRESHOLDS, steps_to_accuracy  # noqa: E402  (steps_to_accuracy: re-exported)
 
 FIG1A_SERIES = ("none", "random_labels", "shuffled_pixels", "random_pixels", "gaussian")
@@ -408,8 +409,6 @@ def measures_vs_p(results, out_dir):
 
 def _width_protocol(r):
     """The protocol without the width: the runs of one capacity sweep."""
-    import json
-
     proto = json.loads(protocol_key(r["config"]))
     proto.pop("width", None)
     return json.dumps(proto, sort_keys=True)
@@ -461,10 +460,6 @@ def kernels_vs_p(results, out_dir):
     """Kernel interpolation (§5) against label corruption p (beyond the paper, which solves true labels only):
     the RKHS norm of the interpolant and the test error, one curve per kernel and features (Gaussian beside
     Laplacian: Belkin et al. 2018's kernel analogue of Figure 1c). Drawn for curves with at least two p values."""
-    import json
-
-    from rethink_tf.config import KERNEL_NON_IDENTITY_FIELDS
-
     within = {"corrupt", "corrupt_prob", "corrupt_seed", "seed"}  # what a curve's points and seeds differ in
     curves = collections.defaultdict(lambda: collections.defaultdict(list))
     for r in results:
