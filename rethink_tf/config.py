@@ -37,7 +37,7 @@ NAME_V1_FIELDS = frozenset({
 # Fields that vary *within* one protocol: the randomization test compares corruptions under one protocol and
 # averages seeds (figures, report).
 WITHIN_PROTOCOL_FIELDS = frozenset({"seed", "shuffle_seed", "corrupt", "corrupt_prob", "corrupt_seed",
-                                    "corrupt_test_labels"})
+                                    "corrupt_test_labels", "noise_std", "train_label_feature"})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,6 +59,10 @@ class DataConfig:
       noise_matrix: class_conditional's transition matrix: a corruption.NOISE_PAIRS name ("cifar10_pairs") or the
         matrix itself as text (rows "a b ...; c d ..."; the entry point reads a file into this form, so that the
         run is named after the matrix, not after a path).
+      noise_std: --corrupt=additive_gaussian's σ in [0, 1] pixel units (beyond the paper).
+      train_label_feature: --corrupt=human_labels: the tfds feature holding the annotators' training labels
+        (CIFAR-10N's worse_label, aggre_label, random_label1..3; CIFAR-100N's noise_label); label_feature stays the
+        clean label, which the test split is scored on and "changed" is measured against.
       corrupt_seed: seed of the corruption, independent of the training seed.
       corrupt_test_labels: also corrupt the test labels (off: test accuracy is on clean labels).
       random_crop: Table 1's random 28×28 crop at training time (CIFAR-10).
@@ -81,6 +85,8 @@ class DataConfig:
     corrupt: str = "none"
     corrupt_prob: Optional[float] = None
     noise_matrix: Optional[str] = None
+    noise_std: Optional[float] = None
+    train_label_feature: Optional[str] = None
     corrupt_seed: int = 0
     corrupt_test_labels: bool = False
     random_crop: bool = False
@@ -262,6 +268,10 @@ class TrainConfig:
         parts = [d.dataset.replace(":", "-"), self.model.replace(":", "-"), d.corrupt]
         if d.corrupt_prob is not None and d.corrupt != "random_labels":  # labels, flip, a partial pixel kind
             parts.append(f"p{d.corrupt_prob:g}")
+        if d.noise_std is not None:
+            parts.append(f"sd{d.noise_std:g}")
+        if d.train_label_feature:
+            parts.append(d.train_label_feature.replace("_", ""))
         parts += [tag for flag, tag in ((d.random_crop, "crop"), (d.augment, "aug"), (d.imagenet_augment, "aug"))
                   if flag]
         if self.weight_decay:

@@ -79,7 +79,8 @@ TRAIN_HELP_GROUPS = (
     ("data", ("dataset", "data_dir", "source", "download", "manual_dir", "train_examples", "test_examples",
               "image_feature", "label_feature")),
     ("corruption (the paper's randomizations, and noise models beyond it)",
-     ("corrupt", "corrupt_prob", "noise_matrix", "corrupt_seed", "corrupt_test_labels")),
+     ("corrupt", "corrupt_prob", "noise_matrix", "noise_std", "train_label_feature", "corrupt_seed",
+      "corrupt_test_labels")),
     ("model", ("model", "width", "init_from", "dropout", "bn_momentum", "sync_batchnorm", "dtype_policy")),
     ("recipe", ("optimizer", "learning_rate", "lr_decay", "lr_decay_examples", "momentum", "rmsprop_initial_ms",
                 "batch_size", "epochs", "weight_decay", "label_smoothing", "ema_decay", "random_crop", "augment",
@@ -177,7 +178,9 @@ def define_data_flags(fv=flags.FLAGS):
     flags.DEFINE_enum("corrupt", "none", list(corruption.KINDS), "Randomization test of §2.1: labels (with "
                       "probability --corrupt_prob), random_labels (p = 1), shuffled_pixels, random_pixels, gaussian. "
                       "Beyond the paper: flip (exactly a fraction --corrupt_prob of labels moved to another class), "
-                      "class_conditional (labels drawn from the rows of --noise_matrix).", flag_values=fv)
+                      "class_conditional (labels drawn from the rows of --noise_matrix), additive_gaussian (x + "
+                      "--noise_std · N(0, 1) on every pixel value), human_labels (CIFAR-10N/100N's annotators' labels,"
+                      " --train_label_feature).", flag_values=fv)
     flags.DEFINE_float("corrupt_prob", None, "Label corruption probability p in [0, 1] for --corrupt=labels (a "
                        "corrupted label is uniform over all classes, so about 0.9·p of labels change) and flip "
                        "(exactly round(p·n) labels change). With a pixel kind: corrupt only a fraction p of the "
@@ -188,6 +191,14 @@ def define_data_flags(fv=flags.FLAGS):
                         "with probability T[y, j]): cifar10_pairs (truck->automobile, bird->airplane, deer->horse, "
                         "cat<->dog, each with probability --corrupt_prob), a .npy or text file of a K x K "
                         "row-stochastic matrix, or its rows inline ('0.6 0.4; 0.3 0.7').", flag_values=fv)
+    flags.DEFINE_float("noise_std", None, "--corrupt=additive_gaussian: the standard deviation σ of the Gaussian "
+                       "noise added to every value of the image, in [0, 1] pixel units (not clipped; Toneva et al. "
+                       "2019's pixel noise). With --corrupt_prob: only that fraction of the images.", flag_values=fv)
+    flags.DEFINE_string("train_label_feature", None, "--corrupt=human_labels: the feature of a tfds dataset that "
+                        "holds the human training labels (--dataset=tfds:cifar10_n: aggre_label, worse_label, "
+                        "random_label1..3; tfds:cifar100_n: noise_label). Tests are scored on --label_feature, the "
+                        "clean labels. CIFAR-N needs a manual download: see `tfds build cifar10_n`'s instructions.",
+                        flag_values=fv)
     flags.DEFINE_integer("corrupt_seed", 0, "Seed of the corruption (independent of --seed).", lower_bound=0,
                          flag_values=fv)
     flags.DEFINE_bool("corrupt_test_labels", False, "Also corrupt the test labels (off: test accuracy on true "
@@ -199,16 +210,19 @@ def define_data_flags(fv=flags.FLAGS):
     flags.DEFINE_bool("imagenet_augment", False, "Table 2's 'data aug': the TF inception train-time distortions.",
                       flag_values=fv)
 
-    @flags.multi_flags_validator(["corrupt", "corrupt_prob", "noise_matrix"], flag_values=fv)
+    @flags.multi_flags_validator(["corrupt", "corrupt_prob", "noise_matrix", "noise_std", "train_label_feature"],
+                                 flag_values=fv)
     def _prob(f):
         try:
-            corruption.check_kind(f["corrupt"], f["corrupt_prob"], read_noise_matrix(f["noise_matrix"]))
+            corruption.check_kind(f["corrupt"], f["corrupt_prob"], read_noise_matrix(f["noise_matrix"]), f["noise_std"],
+                                  f["train_label_feature"])
         except UserError as e:
             raise flags.ValidationError(str(e)) from None
         return True
 
     @flags.multi_flags_validator(["corrupt", "random_crop", "augment", "imagenet_augment"], flag_values=fv,
-                                 message="pixel corruptions (shuffled_pixels, random_pixels, gaussian) cannot be "
+                                 message="pixel corruptions (shuffled_pixels, random_pixels, gaussian, "
+                                         "additive_gaussian) cannot be "
                                          "combined with --random_crop/--augment: the paper does not define it")
     def _pixels(f):
         return not (f["corrupt"] in corruption.PIXEL_KINDS and (f["random_crop"] or f["augment"]
@@ -422,6 +436,14 @@ def _define_kernel_flags(fv):
                       "semantics).", flag_values=fv)
     flags.DEFINE_float("corrupt_prob", None, "p for --corrupt=labels.", lower_bound=0.0, upper_bound=1.0,
                        flag_values=fv)
+    flags.DEFINE_float("noise_std", None, "--corrupt=additive_gaussian: the standard deviation σ of the Gaussian "
+                       "noise added to every value of the image, in [0, 1] pixel units (not clipped; Toneva et al. "
+                       "2019's pixel noise). With --corrupt_prob: only that fraction of the images.", flag_values=fv)
+    flags.DEFINE_string("train_label_feature", None, "--corrupt=human_labels: the feature of a tfds dataset that "
+                        "holds the human training labels (--dataset=tfds:cifar10_n: aggre_label, worse_label, "
+                        "random_label1..3; tfds:cifar100_n: noise_label). Tests are scored on --label_feature, the "
+                        "clean labels. CIFAR-N needs a manual download: see `tfds build cifar10_n`'s instructions.",
+                        flag_values=fv)
     flags.DEFINE_integer("corrupt_seed", 0, "Corruption seed.", lower_bound=0, flag_values=fv)
     flags.DEFINE_integer("seed", 0, "Seed of the random_conv filters.", lower_bound=0, flag_values=fv)
     flags.DEFINE_integer("block_size", 2048, "Rows per Gram-matrix block.", lower_bound=1, flag_values=fv)

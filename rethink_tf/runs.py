@@ -57,7 +57,8 @@ def corruption_label(config):
     """"labels p=0.4", "random_labels", "none" (true labels): the corruption a config trains on."""
     from rethink_tf.data.corruption import describe
 
-    return describe(config.get("corrupt"), config.get("corrupt_prob"), config.get("noise_matrix"))
+    return describe(config.get("corrupt"), config.get("corrupt_prob"), config.get("noise_matrix"),
+                    config.get("noise_std"), config.get("train_label_feature"))
 
 
 def _history(run_dir):

@@ -18,9 +18,11 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def fake_train_result(workdir, model="mlp_1x512", corrupt="none", p=None, fit_epoch=10, test_acc=0.5, seed=0,
-                      dataset="cifar10", train_examples=None, epochs=None, random_crop=False, **cfg_kw):
+                      dataset="cifar10", train_examples=None, epochs=None, random_crop=False, noise_std=None,
+                      **cfg_kw):
     cfg = TrainConfig(model=model, data=DataConfig(dataset=dataset, corrupt=corrupt, corrupt_prob=p,
-                                                   train_examples=train_examples, random_crop=random_crop),
+                                                   train_examples=train_examples, random_crop=random_crop,
+                                                   noise_std=noise_std),
                       seed=seed, **cfg_kw).resolved()
     n_epochs = epochs or (fit_epoch or 20)
     history = [{"epoch": e, "step": e * 390, "train_loss": 2.3 / e, "train_accuracy": min(1.0, e / (fit_epoch or 1e9)),
@@ -372,3 +374,22 @@ def test_html_report_renders_its_tables_and_figures_in_a_headless_browser(sweep_
 
     pixels = matplotlib.image.imread(str(shot))
     assert pixels.shape[0] >= 1600 and pixels[..., :3].std() > 0.05  # a page, not a blank canvas
+
+
+def test_pixel_noise_figure_puts_mixtures_and_additive_noise_on_their_own_axes(tmp_path):
+    w = str(tmp_path)
+    fake_train_result(w, fit_epoch=10, test_acc=0.5)  # the clean run: x = 0 of both series
+    fake_train_result(w, corrupt="random_pixels", p=0.5, fit_epoch=14, test_acc=0.3)
+    fake_train_result(w, corrupt="random_pixels", fit_epoch=20, test_acc=0.1)  # every image: x = 1
+    fake_train_result(w, corrupt="additive_gaussian", noise_std=0.1, fit_epoch=11, test_acc=0.45)
+    fake_train_result(w, corrupt="additive_gaussian", noise_std=0.3, fit_epoch=None, test_acc=0.35, epochs=30)
+    fake_train_result(w, corrupt="labels", p=0.4, fit_epoch=15, test_acc=0.33)  # a label series: not here
+    runs = results.load_all(w)
+    series = plots._pixel_series(runs)
+    by_name = {k[1]: {x: [r["metrics"]["test_accuracy"] for r in v] for x, v in by_x.items()}
+               for k, by_x in series.items()}
+    assert by_name == {"random pixels": {0.0: [0.5], 0.5: [0.3], 1.0: [0.1]},
+                       "additive Gaussian": {0.0: [0.5], 0.1: [0.45], 0.3: [0.35]}}
+    paths = plots.pixel_noise(runs, str(tmp_path / "figs"))
+    assert [os.path.basename(p) for p in paths] == ["pixel_noise.png", "pixel_noise.pdf"]
+    assert plots.pixel_noise([r for r in runs if r["config"]["corrupt"] != "none"][:1], str(tmp_path / "f2")) == []

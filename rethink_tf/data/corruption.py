@@ -24,6 +24,13 @@ Beyond the paper (the noise models of its follow-up literature; none is a defaul
     bird→airplane, deer→horse, cat↔dog, each with probability p).
   * a pixel kind with p < 1: only a fraction of images (each with probability p, keyed) is corrupted, Arpit et al.
     2017's mixtures of real and noise images: the pixel-side analogue of Figure 1b/1c's label p.
+  * additive_gaussian (σ): every value gets x + σ·z, z ~ N(0, 1) keyed per value (Toneva et al. 2019, Fig. 11's
+    increasing pixel noise), not clipped: clipping to [0, 1] would bias the noise's mean near black and white
+    pixels, and per-image whitening follows anyway. With p < 1 only a fraction of the images, as above.
+  * human_labels: the labels human annotators gave (CIFAR-10N / CIFAR-100N, Wei et al. 2022: tfds cifar10_n,
+    cifar100_n), read from the dataset's own train label feature (--train_label_feature, e.g. worse_label); a
+    "changed" label is one that differs from the clean label. Nothing is drawn: the noise is the data's. Test
+    labels stay the clean ones (the annotators labelled the training set only).
 
 Pixel corruptions act on the model-input crop (28×28 for CIFAR-10), in [0, 1] float units, before per-image
 whitening (which is permutation-invariant, so the order relative to whitening does not matter; the order
@@ -32,6 +39,7 @@ relative to the crop does).
 
 import dataclasses
 import hashlib
+import math
 from typing import Optional
 
 import numpy as np
@@ -41,9 +49,10 @@ from rethink_tf.data.keyed_random import uniform
 from rethink_tf.errors import UserError
 
 KINDS = ("none", "labels", "random_labels", "shuffled_pixels", "random_pixels", "gaussian", "flip",
-         "class_conditional")
-PIXEL_KINDS = ("shuffled_pixels", "random_pixels", "gaussian")
-LABEL_KINDS = ("labels", "random_labels", "flip", "class_conditional")
+         "class_conditional", "additive_gaussian", "human_labels")
+PIXEL_KINDS = ("shuffled_pixels", "random_pixels", "gaussian", "additive_gaussian")
+LABEL_KINDS = ("labels", "random_labels", "flip", "class_conditional", "human_labels")
+NEW_VALUES = ("gaussian", "additive_gaussian")  # pixel kinds that make new values (float images, not uint8)
 NEEDS_PROB = ("labels", "flip")  # kinds that take a probability and have no default for it
 
 # Asymmetric noise: (from, to) class pairs, each label of `from` moved to `to` with probability p. CIFAR-10's are
@@ -70,6 +79,7 @@ class Corruption:
       matrix: class_conditional: the row-stochastic transition matrix T as a tuple of rows.
       flip_thresholds: flip: {split: the hashed-uniform threshold that selects exactly round(p·n) of its examples}
         as a tuple of (split, threshold) pairs (with_flip_thresholds sets them from the split's keys).
+      noise_std: additive_gaussian: σ, in [0, 1] pixel units.
     """
 
     kind: str = "none"
@@ -83,6 +93,7 @@ class Corruption:
     pixel_fraction: Optional[float] = None
     matrix: Optional[tuple] = None
     flip_thresholds: tuple = ()
+    noise_std: Optional[float] = None
 
     @property
     def drawn_from(self):
@@ -93,18 +104,32 @@ class Corruption:
     def touches_labels(self):
         if self.kind == "class_conditional":
             return not np.array_equal(np.asarray(self.matrix), np.eye(len(self.matrix)))
-        return self.kind in LABEL_KINDS and self.prob > 0
+        return self.kind == "human_labels" or (self.kind in LABEL_KINDS and self.prob > 0)
 
     @property
     def touches_pixels(self):
         return self.kind in PIXEL_KINDS
 
 
-def check_kind(kind, prob=None, noise_matrix=None):
-    """Raises UserError unless `kind` is known and `prob` and `noise_matrix` fit it (cheap: entry points call it
-    before any data)."""
+def check_kind(kind, prob=None, noise_matrix=None, noise_std=None, train_label_feature=None):
+    """Raises UserError unless `kind` is known and `prob`, `noise_matrix`, `noise_std` and `train_label_feature` fit
+    it (cheap: entry points call it before any data)."""
     if kind not in KINDS:
         raise UserError(f"unknown corruption {kind!r}; known: {', '.join(KINDS)}")
+    if (kind == "additive_gaussian") != (noise_std is not None):
+        raise UserError("--corrupt=additive_gaussian adds noise of standard deviation --noise_std: give it"
+                        if noise_std is None else
+                        f"--noise_std is the σ of --corrupt=additive_gaussian only (received --corrupt={kind})")
+    if noise_std is not None and not (math.isfinite(noise_std) and noise_std > 0):
+        raise UserError(f"--noise_std must be a positive number (σ in [0, 1] pixel units); received {noise_std}")
+    if (kind == "human_labels") != bool(train_label_feature):
+        raise UserError("--corrupt=human_labels trains on the annotators' labels of --train_label_feature (CIFAR-10N:"
+                        " aggre_label, worse_label, random_label1..3; CIFAR-100N: noise_label): give it"
+                        if not train_label_feature else
+                        f"--train_label_feature names the human labels of --corrupt=human_labels only (received "
+                        f"--corrupt={kind})")
+    if kind == "human_labels" and prob is not None:
+        raise UserError("--corrupt=human_labels takes the annotators' labels as they are; drop --corrupt_prob")
     if prob is not None and not 0.0 <= float(prob) <= 1.0:
         raise UserError(f"corruption probability must lie in [0, 1]; received {prob}")
     if kind == "none" and prob is not None:
@@ -162,10 +187,15 @@ def transition_matrix(noise_matrix, prob, num_classes):
     return m
 
 
-def describe(kind, prob=None, noise_matrix=None):
+def describe(kind, prob=None, noise_matrix=None, noise_std=None, train_label_feature=None):
     """A corruption in a few words for tables and lines: "labels p=0.4", "flip p=0.2", "random_pixels p=0.5",
-    "class_conditional cifar10_pairs p=0.4", "random_labels", "none"."""
+    "class_conditional cifar10_pairs p=0.4", "additive_gaussian σ=0.1", "human_labels worse_label",
+    "random_labels", "none"."""
     kind = kind or "none"
+    if kind == "additive_gaussian":
+        return f"{kind} σ={noise_std:g}" + (f" p={prob:g}" if prob is not None and prob < 1.0 else "")
+    if kind == "human_labels":
+        return f"{kind} {train_label_feature}"
     if kind == "class_conditional":
         return f"{kind} " + (f"{noise_matrix} p={prob:g}" if noise_matrix in NOISE_PAIRS else "matrix")
     if prob is not None and kind != "random_labels" and not (kind in PIXEL_KINDS and prob == 1.0):
@@ -174,7 +204,7 @@ def describe(kind, prob=None, noise_matrix=None):
 
 
 def make(kind, prob=None, seed=0, num_classes=10, mean=None, std=None, corrupt_test_labels=False, classes=None,
-         noise_matrix=None):
+         noise_matrix=None, noise_std=None, train_label_feature=None):
     """Validates and builds a Corruption.
 
     Args:
@@ -188,11 +218,17 @@ def make(kind, prob=None, seed=0, num_classes=10, mean=None, std=None, corrupt_t
       corrupt_test_labels: corrupt the test labels too.
       classes: the label ids present (a class subset), or None for all num_classes.
       noise_matrix: class_conditional: a NOISE_PAIRS name or a matrix text (parse_matrix).
+      noise_std: additive_gaussian: σ.
+      train_label_feature: human_labels: the dataset feature holding the annotators' labels (only checked here:
+        the labels themselves come with the data, corrupt_labels' `given`).
 
     Raises:
       UserError: unknown kind, p outside [0, 1], missing moments.
     """
-    check_kind(kind, prob, noise_matrix)
+    check_kind(kind, prob, noise_matrix, noise_std, train_label_feature)
+    if kind == "human_labels" and corrupt_test_labels:
+        raise UserError("--corrupt=human_labels: the annotators labelled the training set only; drop "
+                        "--corrupt_test_labels")
     if kind == "random_labels":
         if prob not in (None, 1.0, 1):
             raise UserError(f"random_labels means p = 1; received p = {prob} (use --corrupt=labels for p < 1)")
@@ -210,7 +246,8 @@ def make(kind, prob=None, seed=0, num_classes=10, mean=None, std=None, corrupt_t
     return Corruption(kind, float(prob) if kind in LABEL_KINDS and prob is not None else 0.0, int(seed),
                       int(num_classes), None if mean is None else tuple(float(m) for m in mean),
                       None if std is None else tuple(float(s) for s in std), bool(corrupt_test_labels),
-                      None if classes is None else tuple(int(k) for k in classes), fraction, matrix)
+                      None if classes is None else tuple(int(k) for k in classes), fraction, matrix,
+                      noise_std=None if noise_std is None else float(noise_std))
 
 
 def flip_threshold(c, keys, split):
@@ -235,16 +272,21 @@ def with_flip_thresholds(c, keys_by_split):
 
 # ------------------------------------------------------------------------------------------- the maps
 
-def corrupt_labels(c, labels, keys, split="train"):
+def corrupt_labels(c, labels, keys, split="train", given=None):
     """Returns the labels after corruption `c`, element-wise over tensors of any shape.
 
     Used per example inside tf.data and, on whole arrays, for the fingerprint: one implementation for both.
+    `given`: human_labels: the annotators' labels, aligned with `labels` (the data's own noise; nothing drawn).
     """
     import tensorflow as tf
 
     labels = tf.cast(labels, tf.int64)
     if not c.touches_labels or (split == "test" and not c.corrupt_test_labels):
         return labels
+    if c.kind == "human_labels":
+        if given is None:
+            raise ValueError("human_labels corruption without the annotators' labels (given=)")
+        return tf.cast(given, tf.int64)
     s = _SPLIT_ID[split]
     if c.kind == "flip":
         thresholds = dict(c.flip_thresholds)
@@ -285,35 +327,46 @@ def corrupt_image(c, image, key, split="train"):
     if c.kind == "random_pixels":
         perm = tf.argsort(uniform(c.seed, kr.RANDOM_PIXELS, s, key, tf.range(positions, dtype=tf.int64)), stable=True)
         return tf.reshape(tf.gather(flat, perm), shape)
-    # gaussian: Box-Muller on two hashed uniforms per value.
-    n = tf.cast(tf.size(image), tf.int64)
+    if c.kind == "additive_gaussian":
+        return image + tf.constant(c.noise_std, tf.float32) * _normal(c.seed, kr.ADDITIVE_GAUSSIAN, s, key, shape)
+    return tf.constant(c.mean, tf.float32) + tf.constant(c.std, tf.float32) * _normal(c.seed, kr.GAUSSIAN, s, key,
+                                                                                      shape)
+
+
+def _normal(seed, stream, split_id, key, shape):
+    """Standard normals of `shape`, one per value, keyed on (seed, stream, split, key, position): Box-Muller on two
+    hashed uniforms per value."""
+    import tensorflow as tf
+
+    n = tf.cast(tf.reduce_prod(shape), tf.int64)
     idx = tf.range(n, dtype=tf.int64)
-    u1 = 1.0 - uniform(c.seed, kr.GAUSSIAN, s, key, 2 * idx)  # in (0, 1]
-    u2 = uniform(c.seed, kr.GAUSSIAN, s, key, 2 * idx + 1)
+    u1 = 1.0 - uniform(seed, stream, split_id, key, 2 * idx)  # in (0, 1]
+    u2 = uniform(seed, stream, split_id, key, 2 * idx + 1)
     z = tf.sqrt(-2.0 * tf.math.log(u1)) * tf.cos(2.0 * np.pi * u2)
-    z = tf.reshape(tf.cast(z, tf.float32), shape)
-    return tf.constant(c.mean, tf.float32) + tf.constant(c.std, tf.float32) * z
+    return tf.reshape(tf.cast(z, tf.float32), shape)
 
 
 def example_map(c, split):
-    """A tf.data map fn {image float32 [0,1], label, key} -> same dict, corrupted; pure in (c, split, key)."""
+    """A tf.data map fn {image float32 [0,1], label, key[, human_label]} -> same dict, corrupted; pure in
+    (c, split, key) (human_labels: the example's own annotator label)."""
 
     def fn(ex):
         out = dict(ex)
-        out["label"] = corrupt_labels(c, ex["label"], ex["key"], split)
+        out["label"] = corrupt_labels(c, ex["label"], ex["key"], split, given=ex.get("human_label"))
         out["image"] = corrupt_image(c, ex["image"], ex["key"], split)
         return out
 
     return fn
 
 
-def label_summary(c, labels, keys, split="train"):
+def label_summary(c, labels, keys, split="train", given=None):
     """What a run records about its training labels: realized changed fraction, histogram, SHA-256.
 
     Args:
       c: the Corruption.
       labels, keys: numpy arrays of the *clean* labels and the example keys.
       split: which split these are.
+      given: human_labels: the annotators' labels aligned with `labels` (the train split's).
 
     Returns:
       dict with kind, prob, seed, num_examples, changed_fraction, expected_changed_fraction, class_histogram,
@@ -323,12 +376,14 @@ def label_summary(c, labels, keys, split="train"):
     """
     order = np.argsort(keys, kind="stable")
     clean = np.asarray(labels, np.int64)[order]
-    corrupted = np.asarray(corrupt_labels(c, clean, np.asarray(keys, np.int64)[order], split))
+    given = None if given is None else np.asarray(given, np.int64)[order]
+    corrupted = np.asarray(corrupt_labels(c, clean, np.asarray(keys, np.int64)[order], split, given))
     k = c.num_classes
     out = {
         "kind": c.kind, "prob": c.prob, "seed": c.seed, "split": split, "num_examples": int(len(clean)),
         "changed_fraction": float(np.mean(corrupted != clean)) if len(clean) else 0.0,
-        "expected_changed_fraction": expected_changed_fraction(c, clean),
+        "expected_changed_fraction": (float(np.mean(corrupted != clean)) if c.kind == "human_labels" and len(clean)
+                                      else expected_changed_fraction(c, clean)),  # human: the data's own rate
         "class_histogram": np.bincount(corrupted, minlength=k).tolist(),
         "noise_matrix": np.bincount(clean * k + corrupted, minlength=k * k).reshape(k, k).tolist(),
         "sha256": hashlib.sha256(corrupted.astype("<i8").tobytes()).hexdigest(),

@@ -29,13 +29,14 @@ STREAMS = {
     "flip_value": 29,  # flip: the shift to one of the other classes
     "pixel_mask": 31,  # a pixel corruption with p < 1: is this image corrupted? (uniform < p)
     "class_conditional": 37,  # class_conditional: the uniform inverted through the label's row of T
+    "additive_gaussian": 41,  # additive_gaussian: Box-Muller uniforms of the noise added to each value
 }
 LABEL_MASK, LABEL_VALUE = STREAMS["label_mask"], STREAMS["label_value"]
 SHUFFLED_PIXELS, RANDOM_PIXELS, GAUSSIAN = STREAMS["shuffled_pixels"], STREAMS["random_pixels"], STREAMS["gaussian"]
 EPOCH_ORDER, AUGMENT, IMAGENET_DISTORT = STREAMS["epoch_order"], STREAMS["augment"], STREAMS["imagenet_distort"]
 DROPOUT = STREAMS["dropout"]
 FLIP_MASK, FLIP_VALUE, PIXEL_MASK = STREAMS["flip_mask"], STREAMS["flip_value"], STREAMS["pixel_mask"]
-CLASS_CONDITIONAL = STREAMS["class_conditional"]
+CLASS_CONDITIONAL, ADDITIVE_GAUSSIAN = STREAMS["class_conditional"], STREAMS["additive_gaussian"]
 
 _GOLDEN = 0x9E3779B97F4A7C15
 _M1, _M2 = 0xBF58476D1CE4E5B9, 0x94D049BB133111EB

@@ -78,7 +78,10 @@ def model_input_shape(spec):
 
 def check_combination(cfg):
     """Rejects corruption/augmentation combinations that the paper does not define, with one line each."""
-    corruption_lib.check_kind(cfg.corrupt, cfg.corrupt_prob, cfg.noise_matrix)
+    corruption_lib.check_kind(cfg.corrupt, cfg.corrupt_prob, cfg.noise_matrix, cfg.noise_std, cfg.train_label_feature)
+    if cfg.train_label_feature and not cfg.dataset.startswith(sources.TFDS_PREFIX):
+        raise UserError(f"--train_label_feature reads the annotators' labels of a tfds dataset (--dataset=tfds:cifar10_n"
+                        f" or tfds:cifar100_n); {cfg.dataset} has none")
     if cfg.data_service and cfg.dataset != "imagenet2012":
         raise UserError("--data_service decodes the streamed ImageNet input; the in-memory datasets need none")
     if cfg.data_service and not re.fullmatch(r"grpc://[^:/]+:\d+", cfg.data_service):
@@ -128,7 +131,8 @@ def build(cfg, batch_size, epochs, num_replicas=1, deterministic=False, splits=N
         load = dict(data_dir=cfg.data_dir, source=cfg.source, manual_dir=cfg.manual_dir,
                     prepare_imagenet=cfg.prepare_imagenet, download=cfg.download, image_feature=cfg.image_feature,
                     label_feature=cfg.label_feature)
-        splits = (sources.load(cfg.dataset, "train", num_examples=cfg.train_examples, **load),
+        splits = (sources.load(cfg.dataset, "train", num_examples=cfg.train_examples,
+                               train_label_feature=cfg.train_label_feature, **load),
                   sources.load(cfg.dataset, "test", num_examples=cfg.test_examples, **load))
     train, test = splits
     spec = train.spec
@@ -139,7 +143,8 @@ def build(cfg, batch_size, epochs, num_replicas=1, deterministic=False, splits=N
     if cfg.corrupt == "gaussian":
         mean, std = corruption_lib.dataset_moments(preprocessing.center_crop(train.arrays["image"], shape[0]))
     corr = corruption_lib.make(cfg.corrupt, cfg.corrupt_prob, cfg.corrupt_seed, spec.num_classes, mean, std,
-                               cfg.corrupt_test_labels, classes=spec.classes, noise_matrix=cfg.noise_matrix)
+                               cfg.corrupt_test_labels, classes=spec.classes, noise_matrix=cfg.noise_matrix,
+                               noise_std=cfg.noise_std, train_label_feature=cfg.train_label_feature)
     if corr.kind == "flip":
         if not spec.in_memory:
             raise UserError(f"--corrupt=flip selects exactly round(p·n) examples of the whole split, which needs every "
@@ -150,7 +155,8 @@ def build(cfg, batch_size, epochs, num_replicas=1, deterministic=False, splits=N
                "test_size": test.size, "data_fingerprint": sources.fingerprint(train, test),
                "example_keys": sources.KEY_SCHEME if spec.in_memory else "file_name"}
     if spec.in_memory:
-        summary["train_labels"] = corruption_lib.label_summary(corr, train.arrays["label"], train.arrays["key"], "train")
+        summary["train_labels"] = corruption_lib.label_summary(corr, train.arrays["label"], train.arrays["key"], "train",
+                                                               given=train.arrays.get("human_label"))
         summary["test_labels"] = corruption_lib.label_summary(corr, test.arrays["label"], test.arrays["key"], "test")
         if mean is not None:
             summary["gaussian_mean"], summary["gaussian_std"] = list(mean), list(std)
@@ -165,7 +171,7 @@ def _prepared(corr, split, shape, crop):
     """Deterministic part, per example: [centre crop] -> corruption. Materialized once.
 
     Images stay uint8 (a quarter of float32's memory: 150 MB for CIFAR-10's training set) unless the corruption
-    makes new values (gaussian): the permutations of shuffled/random pixels move uint8 values exactly, so the
+    makes new values (gaussian, additive_gaussian): the permutations of shuffled/random pixels move uint8 values exactly, so the
     [0, 1] float image the corruption sees is converted back without loss. Float images (a user's data) are taken
     in their own units and stay float32.
     """
@@ -175,11 +181,11 @@ def _prepared(corr, split, shape, crop):
         image = preprocessing.to_unit(ex["image"]) if ex["image"].dtype == tf.uint8 else ex["image"]
         if crop:
             image = preprocessing.center_crop(image, side)
-        return {"image": image, "label": ex["label"], "key": ex["key"]}
+        return {**ex, "image": image}
 
     ds = split.dataset().map(prepare, num_parallel_calls=AUTOTUNE)
     ds = ds.map(corruption_lib.example_map(corr, split.name), num_parallel_calls=AUTOTUNE)
-    if corr.kind != "gaussian" and split.arrays["image"].dtype == np.uint8:  # back to uint8: no float32 copy
+    if corr.kind not in corruption_lib.NEW_VALUES and split.arrays["image"].dtype == np.uint8:  # uint8 again: no float copy
         ds = ds.map(lambda ex: {**ex, "image": tf.cast(tf.round(ex["image"] * 255.0), tf.uint8)},
                     num_parallel_calls=AUTOTUNE)
     return _materialize(ds, split.size)

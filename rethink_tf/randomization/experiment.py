@@ -43,6 +43,9 @@ def parse_corruption(c):
         kind, prob = c, None
     if kind not in corruption_lib.KINDS:
         raise UserError(f"unknown corruption {kind!r}; use one of {', '.join(corruption_lib.KINDS)}, or labels:P")
+    if kind == "human_labels":
+        raise UserError("human_labels are a dataset's own annotators' labels (CIFAR-10N/100N): train with "
+                        "--dataset=tfds:cifar10_n --corrupt=human_labels --train_label_feature=worse_label")
     if kind in corruption_lib.NEEDS_PROB and (prob is None or not 0.0 <= prob <= 1.0):
         raise UserError(f"corruption {c!r}: {kind} needs a probability in [0, 1], e.g. {kind}:0.4")
     if kind == "random_labels" and prob in (1.0, 1):
@@ -129,7 +132,8 @@ def randomization_test(build_model, train, test=None, corruptions=FIGURE_1A, epo
         label corruptions as "labels:0.4" or ("labels", 0.4). Test labels stay clean; pixel corruptions apply to
         the test images too, as in the paper. Beyond the paper: "flip:0.2" (exactly 20% of labels moved to another
         class), "random_pixels:0.5" (half the images), "class_conditional[:P]" with noise_matrix= in
-        train_options (see rethink_tf.data.corruption).
+        train_options, "additive_gaussian[:P]" with noise_std= (σ) in train_options (see
+        rethink_tf.data.corruption).
       epochs, batch_size: per run. Runs that reach 100% training accuracy keep training to `epochs` unless
         train_options has stop_at_train_accuracy.
       optimizer: None (the paper's CIFAR-10 recipe: SGD 0.01, momentum 0.9, x0.95 per epoch) or a function returning
@@ -164,8 +168,10 @@ def randomization_test(build_model, train, test=None, corruptions=FIGURE_1A, epo
         raise UserError("corruptions is empty")
     if not callable(build_model):
         raise UserError("build_model must be a function (input_shape, num_classes) -> keras.Model")
-    data_fields = {f.name for f in dataclasses.fields(DataConfig)} - {"dataset", "corrupt", "corrupt_prob"}
+    data_fields = {f.name for f in dataclasses.fields(DataConfig)} - {"dataset", "corrupt", "corrupt_prob",
+                                                                      "train_label_feature"}
     noise_matrix = train_options.pop("noise_matrix", None)  # class_conditional's only
+    noise_std = train_options.pop("noise_std", None)  # additive_gaussian's only
     train_fields = {f.name for f in dataclasses.fields(TrainConfig)} - {"model", "data", "epochs", "batch_size",
                                                                           "optimizer"}
     unknown = sorted(set(train_options) - data_fields - train_fields)
@@ -187,6 +193,7 @@ def randomization_test(build_model, train, test=None, corruptions=FIGURE_1A, epo
                           data=DataConfig(dataset=dataset, corrupt=kind, corrupt_prob=prob, data_dir=data_dir,
                                           image_feature=image, label_feature=label,
                                           noise_matrix=noise_matrix if kind == "class_conditional" else None,
+                                          noise_std=noise_std if kind == "additive_gaussian" else None,
                                           **data_opts), **run_opts)
         datasets = pipeline.build(cfg.data, batch_size, epochs, splits=(train_split, test_split))
         if verbose:

@@ -83,7 +83,7 @@ def tf_zero(spec):
 
 
 def randomize(dataset, kind, prob=None, seed=0, num_classes=None, key=None, image="image", label="label",
-              split="train", mean=None, std=None, noise_matrix=None):
+              split="train", mean=None, std=None, noise_matrix=None, noise_std=None):
     """Applies one of the paper's randomization tests to a tf.data dataset; usable as `ds.apply(...)` too.
 
     Args:
@@ -103,6 +103,7 @@ def randomize(dataset, kind, prob=None, seed=0, num_classes=None, key=None, imag
       mean, std: per-channel moments for "gaussian" (image_moments of the training split), in the images' units;
         Gaussian images are float32.
       noise_matrix: class_conditional's transition matrix: "cifar10_pairs" (with prob) or rows "a b; c d".
+      noise_std: additive_gaussian's σ, in the images' units.
 
     Returns:
       A dataset with the same element structure, corrupted. Pure in (seed, split, key): the same in every epoch,
@@ -117,10 +118,14 @@ def randomize(dataset, kind, prob=None, seed=0, num_classes=None, key=None, imag
         raise UserError(f"split must be 'train' or 'test'; received {split!r}")
     if kind in corruption_lib.LABEL_KINDS and not num_classes:
         raise UserError(f"randomize(..., {kind!r}) needs num_classes (labels are drawn from all classes)")
+    if kind == "human_labels":
+        raise UserError("randomize(..., 'human_labels'): the annotators' labels come with a dataset (CIFAR-10N/100N): "
+                        "train with --dataset=tfds:cifar10_n --corrupt=human_labels --train_label_feature=worse_label")
     if kind == "flip":
         raise UserError("randomize(..., 'flip') cannot select exactly round(p·n) examples of a stream: use "
                         "randomization_test or --corrupt=flip (whole splits), or 'labels' here")
-    corr = corruption_lib.make(kind, prob, seed, int(num_classes or 2), mean, std, noise_matrix=noise_matrix)
+    corr = corruption_lib.make(kind, prob, seed, int(num_classes or 2), mean, std, noise_matrix=noise_matrix,
+                               noise_std=noise_std)
     if key is not None and not isinstance(key, str):
         raise UserError(f"key must be None (content hash) or a feature name; received {key!r}")
     check_structure(dataset.element_spec, image, label, key)

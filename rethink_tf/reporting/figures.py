@@ -31,6 +31,7 @@ from rethink_tf import dynamics as dynamics_lib  # noqa: E402
 from rethink_tf import measures as measures_lib  # noqa: E402
 from rethink_tf import paper  # noqa: E402
 from rethink_tf.data import corruption as corruption_lib  # noqa: E402
+from rethink_tf.runs import corruption_label  # noqa: E402
 from rethink_tf.reporting import compare  # noqa: E402
 from rethink_tf.config import KERNEL_NON_IDENTITY_FIELDS, label_setting, protocol_key  # noqa: E402
 from rethink_tf.results import FIT_THRESHOLDS, steps_to_accuracy  # noqa: E402  (steps_to_accuracy: re-exported)
@@ -318,8 +319,7 @@ def memorization(results, out_dir):
 
 
 def _corruption(c):
-    return corruption_lib.describe(c.get("corrupt"), c.get("corrupt_prob"), c.get("noise_matrix")).replace(" p=",
-                                                                                                             " p = ")
+    return corruption_label(c).replace(" p=", " p = ").replace(" σ=", " σ = ")
 
 
 def dynamics(results, out_dir):
@@ -497,8 +497,74 @@ def kernels_vs_p(results, out_dir):
     return _save(fig, out_dir, "kernels_vs_p")
 
 
+def _pixel_series(results):
+    """{(x label, series name, group key): {amount: [runs]}}: the pixel-side analogues of Figure 1b/1c's label p.
+    Arpit et al.'s mixtures: a pixel kind on a fraction p of the images (p = 0: the protocol's clean runs, p = 1: the
+    kind on every image, the paper's); additive Gaussian noise of σ on every image (σ = 0: the clean runs)."""
+    clean = collections.defaultdict(list)
+    series = collections.defaultdict(lambda: collections.defaultdict(list))
+    for r in _train_runs(results):
+        c = r["config"]
+        kind, p = label_setting(c)
+        if kind == "none" and not c.get("corrupt_prob"):
+            clean[_group_key(r)].append(r)
+        elif kind == "additive_gaussian":
+            series[("noise σ added to every pixel value ([0, 1] units)", "additive Gaussian", _group_key(r))][
+                c["noise_std"]].append(r)
+        elif c.get("corrupt") in corruption_lib.PIXEL_KINDS and c.get("corrupt") != "additive_gaussian":
+            name = c["corrupt"] + ("" if c.get("noise_std") is None else f" σ = {c['noise_std']:g}")
+            series[("fraction of images corrupted", name.replace("_", " "), _group_key(r))][
+                p if kind.startswith("partial_") else 1.0].append(r)
+    for (_, _, group), by_x in series.items():
+        if clean.get(group):
+            by_x[0.0] = clean[group]
+    return {k: v for k, v in series.items() if len(v) >= 2}
+
+
+def pixel_noise(results, out_dir):
+    """The pixel-side analogue of Figure 1b/1c (beyond the paper): test error and steps to fit against the amount
+    of pixel noise, mean ± std over seeds; one row per x axis (fraction of corrupted images, Arpit et al. 2017's
+    mixtures; σ of additive noise, Toneva et al. 2019). Test images carry the same kind of noise (the paper's rule
+    for pixel corruptions). A point whose runs did not all fit is not drawn on the right and is listed."""
+    series = _pixel_series(results)
+    if not series:
+        return []
+    axes_of = sorted({k[0] for k in series})
+    fig, axes = plt.subplots(len(axes_of), 2, figsize=(12, 4.4 * len(axes_of)), squeeze=False,
+                             constrained_layout=True)
+    labels = _labels({k[2] for k in series})
+    for (left, right), xlabel in zip(axes, axes_of):
+        unfitted = []
+        for i, key in enumerate(sorted(k for k in series if k[0] == xlabel)):
+            by_x = series[key]
+            xs = sorted(by_x)
+            runs = [r for x in xs for r in by_x[x]]
+            name = f"{key[1]}: {labels[key[2]].split(chr(10))[0]}{_seeds(runs)}"
+            err = {x: [100 * (1 - r["metrics"]["test_accuracy"]) for r in by_x[x]] for x in xs}
+            left.errorbar(xs, [np.mean(err[x]) for x in xs], yerr=[np.std(err[x]) for x in xs] if _seeds(runs)
+                          else None, fmt=_line_style(len(xs)), color=f"C{i}", capsize=3, label=name)
+            steps = {x: [r["metrics"].get("steps_to_fit") for r in by_x[x]] for x in xs}
+            fitted = [x for x in xs if all(steps[x])]
+            if len(fitted) < len(xs):
+                unfitted.append(f"{key[1]}: {', '.join(f'{x:g}' for x in xs if x not in fitted)}")
+            if fitted:
+                right.errorbar(fitted, [np.mean(steps[x]) / 1000 for x in fitted],
+                               yerr=[np.std(steps[x]) / 1000 for x in fitted] if _seeds(runs) else None,
+                               fmt=_line_style(len(fitted)), color=f"C{i}", capsize=3, label=name)
+        right.set_xlim(left.get_xlim())  # one x scale per row, whatever could be drawn on the right
+        left.set(xlabel=xlabel, ylabel="test error (%)", title="test error (the 1c analogue)")
+        right.set(xlabel=xlabel, ylabel="thousand steps to fit", title="time to fit (the 1b analogue)")
+        if unfitted:
+            right.text(0.02, 0.98, "not fitted within budget (no point drawn):\n" + "\n".join(unfitted),
+                       transform=right.transAxes, va="top", fontsize=7, color="firebrick")
+        left.legend(fontsize=7)
+    fig.suptitle("Pixel noise against test error and time to fit (beyond the paper: Arpit et al. 2017, "
+                 "Toneva et al. 2019)")
+    return _save(fig, out_dir, "pixel_noise")
+
+
 def all_figures(results, out_dir, fit_threshold=None):
     """Writes every figure the results allow; returns the paths written."""
     return (figure1a(results, out_dir) + figure1bc(results, out_dir, fit_threshold) + figure2(results, out_dir)
             + memorization(results, out_dir) + dynamics(results, out_dir) + measures_vs_p(results, out_dir)
-            + width_sweep(results, out_dir) + kernels_vs_p(results, out_dir))
+            + width_sweep(results, out_dir) + kernels_vs_p(results, out_dir) + pixel_noise(results, out_dir))

@@ -18,8 +18,8 @@ import tempfile
 
 from rethink_tf import dynamics, results
 from rethink_tf.config import NON_IDENTITY_FIELDS, TrainConfig, nondefault_width, source_run_name
-from rethink_tf.data import corruption as corruption_lib
 from rethink_tf.errors import UserError
+from rethink_tf.runs import corruption_label
 
 
 @contextlib.contextmanager
@@ -356,8 +356,7 @@ def summary(cfg, datasets, metrics, status, path, workdir):
     """The few plain lines a run ends with: what, how well, when it fit, where the results are, what next."""
     d = cfg.data
     labels = ("true labels" if d.corrupt == "none" else f"labels corrupted with p = {d.corrupt_prob:g}"
-              if d.corrupt == "labels" else corruption_lib.describe(d.corrupt, d.corrupt_prob, d.noise_matrix)
-              .replace("_", " "))
+              if d.corrupt == "labels" else corruption_label(d.to_dict()).replace("_", " "))
     thr = f"{100 * cfg.fit_threshold:g}%"
     fit = (f"fitted (an epoch at >= {thr} training accuracy) at epoch {metrics['epochs_to_fit']}, step "
            f"{metrics['steps_to_fit']:,}" if metrics["epochs_to_fit"] else

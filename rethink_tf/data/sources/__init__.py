@@ -68,11 +68,11 @@ SOURCES = ("auto", "archive", "tfds")
 SPLITS = ("train", "test")
 
 
-def spec(name, data_dir=None, image_feature="image", label_feature="label"):
+def spec(name, data_dir=None, image_feature="image", label_feature="label", train_label_feature=None):
     """Returns the DatasetSpec of `name` (a key of DATASETS, or "tfds:NAME" for any tfds image classification
     dataset prepared under data_dir), or raises UserError naming the known datasets."""
     if name.startswith(TFDS_PREFIX):
-        return tfds_source.spec(name[len(TFDS_PREFIX):], data_dir, image_feature, label_feature)
+        return tfds_source.spec(name[len(TFDS_PREFIX):], data_dir, image_feature, label_feature, train_label_feature)
     if name not in DATASETS:
         raise UserError(f"unknown dataset {name!r}; known: {', '.join(sorted(DATASETS))}, or tfds:NAME")
     if name == "imagenet2012":  # sizes and classes of what was prepared (a subset of the classes works too)
@@ -81,7 +81,7 @@ def spec(name, data_dir=None, image_feature="image", label_feature="label"):
 
 
 def load(name, split, data_dir=None, source="auto", num_examples=None, manual_dir=None, prepare_imagenet=False,
-         download=False, image_feature="image", label_feature="label"):
+         download=False, image_feature="image", label_feature="label", train_label_feature=None):
     """Loads one split of a dataset from local files (downloading it through tfds first if asked and absent).
 
     Args:
@@ -97,6 +97,8 @@ def load(name, split, data_dir=None, source="auto", num_examples=None, manual_di
       download: when neither archives nor tfds data are found, download and prepare CIFAR-10/MNIST/Fashion-MNIST
         with tfds into data_dir (default ~/tensorflow_datasets).
       image_feature, label_feature: the feature names of a "tfds:NAME" dataset.
+      train_label_feature: a "tfds:NAME" dataset's feature of human training labels (CIFAR-10N's worse_label, ...),
+        read into arrays["human_label"] of the train split (the test split has none: its clean labels are scored).
 
     Returns:
       A Split.
@@ -104,7 +106,10 @@ def load(name, split, data_dir=None, source="auto", num_examples=None, manual_di
     Raises:
       UserError: unknown dataset/split/source, missing or truncated files, a bad subset size.
     """
-    ds_spec = spec(name, data_dir, image_feature, label_feature)
+    human = train_label_feature if split == "train" else None
+    if human and not name.startswith(TFDS_PREFIX):
+        raise UserError(f"--train_label_feature reads a tfds:NAME dataset's human labels; {name} has none")
+    ds_spec = spec(name, data_dir, image_feature, label_feature, human)
     if split not in SPLITS:
         raise UserError(f"unknown split {split!r}; use one of {SPLITS}")
     if source not in SOURCES:
@@ -123,9 +128,10 @@ def load(name, split, data_dir=None, source="auto", num_examples=None, manual_di
         return _subset(Split(ds_spec, split, len(arrays["label"]), archive, arrays=arrays), num_examples)
     if source == "archive" or ds_spec.tfds_name is None:
         raise UserError(f"no {name} archive found in {data_dir or '(no --data_dir given)'}; expected {ds_spec.archive_help}")
-    loaded = tfds_source.load(ds_spec, split, data_dir, manual_dir, prepare_imagenet, download)
+    loaded = tfds_source.load(ds_spec, split, data_dir, manual_dir, prepare_imagenet, download, human)
     if loaded.arrays is not None:
-        loaded = dataclasses.replace(loaded, arrays=in_key_order(loaded.arrays["image"], loaded.arrays["label"]))
+        more = {"human_label": loaded.arrays["human_label"]} if human else {}
+        loaded = dataclasses.replace(loaded, arrays=in_key_order(loaded.arrays["image"], loaded.arrays["label"], **more))
     return _subset(loaded, num_examples)
 
 

@@ -66,10 +66,11 @@ def content_key(image, label):
     return string_key(blob)
 
 
-def in_key_order(images, labels):
+def in_key_order(images, labels, **more):
     """The arrays {image, label, key, index} of a split with content keys, sorted by key (stable), whatever order
     the source read them in; `index` is each example's position in that order (an archive's file order), which
-    per-example exports carry for alignment with other tools."""
+    per-example exports carry for alignment with other tools. `more`: other per-example arrays (the human labels of
+    CIFAR-N), put in the same order; they do not enter the key."""
     import tensorflow as tf
 
     ds = tf.data.Dataset.from_tensor_slices((images, labels))
@@ -77,7 +78,7 @@ def in_key_order(images, labels):
     keys = np.concatenate([np.zeros(0, np.int64)] + list(ds.as_numpy_iterator()))
     order = np.argsort(keys, kind="stable")
     return {"image": np.ascontiguousarray(images[order]), "label": np.asarray(labels, np.int64)[order],
-            "key": keys[order], "index": order.astype(np.int64)}
+            "key": keys[order], "index": order.astype(np.int64), **{k: np.asarray(v)[order] for k, v in more.items()}}
 
 
 def from_arrays(name, split, images, labels, num_classes, keys):
@@ -111,7 +112,8 @@ class Split:
       size: number of examples (after any subset).
       origin: where the examples were read from, for the run record.
       arrays: dict of numpy arrays image (N,H,W,C) uint8, label (N,) int64, key (N,) int64 and, when the source
-        read them in an order of its own, index (N,) int64 (in_key_order); or None.
+        read them in an order of its own, index (N,) int64 (in_key_order); a CIFAR-N train split read with
+        train_label_feature also human_label (N,) int64, the annotators' labels; or None.
       records: the encoded records of a streamed split (imagenet.Records); or None.
     """
 
@@ -126,7 +128,8 @@ class Split:
         """The in-memory split as a tf.data.Dataset of {image, label, key} dicts in key order (archives)."""
         import tensorflow as tf
 
-        return tf.data.Dataset.from_tensor_slices({k: self.arrays[k] for k in ("image", "label", "key")})
+        return tf.data.Dataset.from_tensor_slices({k: self.arrays[k] for k in ("image", "label", "key", "human_label")
+                                                   if k in self.arrays})
 
 
 def fingerprint(*splits):
@@ -137,7 +140,9 @@ def fingerprint(*splits):
     for split in splits:
         h.update(f"{split.name}:{split.size}".encode())
         if split.arrays is not None:
-            for k in ("image", "label", "key"):
+            for k in ("image", "label", "key", "human_label"):  # human_label: CIFAR-N's annotators (if any)
+                if k not in split.arrays:
+                    continue
                 a = split.arrays[k]
                 h.update(f"{k}{a.dtype.str}{a.shape}".encode())
                 h.update(memoryview(a if a.flags.c_contiguous else a.copy()).cast("B"))

@@ -16,7 +16,7 @@ from rethink_tf.errors import UserError
 TFDS_PREFIX = "tfds:"
 
 
-def spec(tfds_name, data_dir=None, image_feature="image", label_feature="label"):
+def spec(tfds_name, data_dir=None, image_feature="image", label_feature="label", train_label_feature=None):
     """The DatasetSpec of a tfds image classification dataset prepared under data_dir (a user's own data).
 
     It is held in memory like CIFAR-10 (so its images must have one fixed shape), its keys are content keys,
@@ -43,6 +43,12 @@ def spec(tfds_name, data_dir=None, image_feature="image", label_feature="label")
     if not isinstance(label, tfds.features.ClassLabel):
         raise UserError(f"--dataset={name} has no class-label feature {label_feature!r} (features: {names}); "
                         "name it with --label_feature")
+    if train_label_feature:
+        human = features[train_label_feature] if train_label_feature in features else None
+        if not isinstance(human, tfds.features.ClassLabel) or human.num_classes != label.num_classes:
+            raise UserError(f"--dataset={name} has no class-label feature {train_label_feature!r} over the "
+                            f"{label.num_classes} classes of {label_feature!r} (features: {names}); CIFAR-10N's are "
+                            "aggre_label, worse_label, random_label1..3, CIFAR-100N's noise_label")
     if any(d is None for d in image.shape):
         raise UserError(f"--dataset={name}: its images vary in shape {image.shape}; only fixed-size images are "
                         "held in memory (resize them in a tfds config, or pass a tf.data dataset to "
@@ -58,7 +64,9 @@ def spec(tfds_name, data_dir=None, image_feature="image", label_feature="label")
                        label_feature=label_feature)
 
 
-def load(ds_spec, split, data_dir, manual_dir, prepare_imagenet, download=False):
+def load(ds_spec, split, data_dir, manual_dir, prepare_imagenet, download=False, human_label_feature=None):
+    """One split of a tfds-prepared dataset as a Split (in tfds's order); `human_label_feature`: also read that
+    feature (CIFAR-N's annotators' labels) into arrays["human_label"], checked to be labels of the classes."""
     import tensorflow as tf
     import tensorflow_datasets as tfds
 
@@ -90,10 +98,23 @@ def load(ds_spec, split, data_dir, manual_dir, prepare_imagenet, download=False)
         if image.shape.rank == 2:
             image = image[..., None]
         image = image if image.dtype == tf.uint8 else tf.cast(image, tf.float32)
-        return {"image": image, "label": tf.cast(ex[ds_spec.label_feature], tf.int64)}
+        out = {"image": image, "label": tf.cast(ex[ds_spec.label_feature], tf.int64)}
+        if human_label_feature:
+            out["human_label"] = tf.cast(ex[human_label_feature], tf.int64)
+        return out
 
     ds = ds.map(to_example, num_parallel_calls=tf.data.AUTOTUNE)
     origin = f"tfds:{ds_spec.tfds_name}/{tfds_split} in {data_dir}"
     batches = list(tfds.as_numpy(ds.batch(10_000)))
-    arrays = {k: np.concatenate([b[k] for b in batches]) for k in ("image", "label")}
+    names = ("image", "label", "human_label") if human_label_feature else ("image", "label")
+    arrays = {k: np.concatenate([b[k] for b in batches]) for k in names}
+    if human_label_feature:
+        human = arrays["human_label"]
+        bad = (human < 0) | (human >= ds_spec.num_classes)
+        if bad.any():
+            raise UserError(f"--train_label_feature={human_label_feature}: {int(bad.sum())} of {len(human)} "
+                            f"{ds_spec.name} {tfds_split} examples have no annotator label (values "
+                            f"{sorted(set(human[bad].tolist()))[:3]}); it must label every training example")
+        origin += f", trained on its {human_label_feature} labels"
     return Split(ds_spec, split, len(arrays["label"]), origin, arrays=arrays)
+
