@@ -23,7 +23,7 @@ NON_IDENTITY_FIELDS = frozenset({
     "tensorboard", "run_name", "strategy", "num_gpus", "cross_device_ops", "data_dir", "source", "manual_dir",
     "prepare_imagenet", "download", "jit_compile", "steps_per_execution", "deterministic", "checkpoint_every_steps",
     "fit_threshold", "worker_hosts", "task_index", "cluster_timeout", "data_service", "per_example",
-    "measures", "init_from"})
+    "measures", "init_from", "extra_test"})
 # The identity fields of run names as first derived (name version 1): their values, defaults included, are hashed as
 # they always were, so that existing run directories keep their names. A field added since joins the hash only when
 # its value differs from its default: adding a field renames no run (killed runs still resume, sweeps still skip
@@ -72,6 +72,9 @@ class DataConfig:
       image_feature, label_feature: the feature names of a tfds:NAME dataset.
       data_service: "grpc://HOST:PORT" of a tf.data service dispatcher that decodes the ImageNet stream
         (rethink_tf.data.service); None: decode locally.
+      extra_test: comma-separated "tfds:NAME" test sets evaluated beside the test set after every epoch and at the
+        end (CIFAR-10.1: tfds:cifar10_1; beyond the paper, Recht et al. 2019). It measures, it does not change what
+        trains: not part of the run's identity.
     """
 
     dataset: str = "cifar10"
@@ -96,9 +99,14 @@ class DataConfig:
     image_feature: str = "image"
     label_feature: str = "label"
     data_service: Optional[str] = None
+    extra_test: Optional[str] = None
 
     def to_dict(self):
         return dataclasses.asdict(self)
+
+    def extra_test_names(self):
+        """The --extra_test datasets as a tuple, in the order given, without repeats."""
+        return tuple(dict.fromkeys(n.strip() for n in (self.extra_test or "").split(",") if n.strip()))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -77,7 +77,7 @@ def expand_flagfiles(argv, including=None, _stack=()):
 # `--help` of `python -m rethink_tf.train`: the package's flags by what they set (--helpfull: absl's, TF's too).
 TRAIN_HELP_GROUPS = (
     ("data", ("dataset", "data_dir", "source", "download", "manual_dir", "train_examples", "test_examples",
-              "image_feature", "label_feature")),
+              "image_feature", "label_feature", "extra_test")),
     ("corruption (the paper's randomizations, and noise models beyond it)",
      ("corrupt", "corrupt_prob", "noise_matrix", "noise_std", "train_label_feature", "corrupt_seed",
       "corrupt_test_labels")),
@@ -170,6 +170,11 @@ def define_data_flags(fv=flags.FLAGS):
     flags.DEFINE_string("manual_dir", None, "ImageNet: folder with ILSVRC2012_img_{train,val}.tar.", flag_values=fv)
     flags.DEFINE_bool("prepare_imagenet", False, "ImageNet: build the tfds TFRecords from --manual_dir first "
                       "(hours, ~150 GB).", flag_values=fv)
+    flags.DEFINE_string("extra_test", None, "Beyond the paper: more test sets, comma-separated tfds:NAME (e.g. "
+                        "tfds:cifar10_1 or tfds:cifar10_1/v6, CIFAR-10.1 of Recht et al. 2019), of the run's image "
+                        "shape and classes, evaluated beside the test set after every epoch and at the end "
+                        "(downloaded by tfds unless --nodownload). Records only: a finished run asked for one later "
+                        "evaluates its last checkpoint.", flag_values=fv)
     flags.DEFINE_integer("train_examples", None, "Use only the first N training examples in key order (a "
                          "pseudo-random subset, the same whichever source reads the data).", lower_bound=1,
                          flag_values=fv)
@@ -436,14 +441,6 @@ def _define_kernel_flags(fv):
                       "semantics).", flag_values=fv)
     flags.DEFINE_float("corrupt_prob", None, "p for --corrupt=labels.", lower_bound=0.0, upper_bound=1.0,
                        flag_values=fv)
-    flags.DEFINE_float("noise_std", None, "--corrupt=additive_gaussian: the standard deviation σ of the Gaussian "
-                       "noise added to every value of the image, in [0, 1] pixel units (not clipped; Toneva et al. "
-                       "2019's pixel noise). With --corrupt_prob: only that fraction of the images.", flag_values=fv)
-    flags.DEFINE_string("train_label_feature", None, "--corrupt=human_labels: the feature of a tfds dataset that "
-                        "holds the human training labels (--dataset=tfds:cifar10_n: aggre_label, worse_label, "
-                        "random_label1..3; tfds:cifar100_n: noise_label). Tests are scored on --label_feature, the "
-                        "clean labels. CIFAR-N needs a manual download: see `tfds build cifar10_n`'s instructions.",
-                        flag_values=fv)
     flags.DEFINE_integer("corrupt_seed", 0, "Corruption seed.", lower_bound=0, flag_values=fv)
     flags.DEFINE_integer("seed", 0, "Seed of the random_conv filters.", lower_bound=0, flag_values=fv)
     flags.DEFINE_integer("block_size", 2048, "Rows per Gram-matrix block.", lower_bound=1, flag_values=fv)

@@ -153,14 +153,15 @@ def run_dir_of(run, workdir):
 
 def done(run_dir, program, argv=()):
     """Whether a run folder holds a complete results.json of its program, with everything its arguments ask for
-    (--measures: the measures, which the run then adds to a finished run without training)."""
+    (--measures, --extra_test: what the run then adds to a finished run without training, results.lacks)."""
     from rethink_tf import results
 
     path = os.path.join(run_dir, results.RESULTS)
     if not results.valid_results(path, "train" if program == "rethink_tf.train" else "kernel"):
         return False
-    wants_measures = program == "rethink_tf.train" and bool(argv) and config_of(program, argv).measures
-    return not wants_measures or "measures" in results.read_json(path)
+    if program != "rethink_tf.train" or not argv:
+        return True
+    return not results.lacks(results.read_json(path), config_of(program, argv))
 
 
 def _die_with_parent():

@@ -40,6 +40,15 @@ def _default(o):
     raise TypeError(f"not JSON serializable: {type(o).__name__}")
 
 
+def lacks(record, config):
+    """What a finished run's record lacks of what `config` (a TrainConfig) asks to be recorded without changing the
+    training: "measures" (--measures) and the --extra_test sets not yet evaluated. A run adds them from its last
+    checkpoint without training again."""
+    out = ["measures"] if config.measures and "measures" not in record else []
+    have = (record.get("metrics") or {}).get("extra_test") or {}
+    return out + [n for n in config.data.extra_test_names() if n not in have]
+
+
 def valid_results(path, kind="train"):
     """True when path is a complete results.json of a `kind` run (the keys a report reads are there): a torn or
     garbage file never counts as a finished run."""

@@ -64,6 +64,7 @@ class Datasets:
     summary: dict
     changed: object = None
     train_labels: object = None  # in-memory: {key, clean, trained, index} arrays of the training set in key order
+    extra_test: dict = dataclasses.field(default_factory=dict)  # --extra_test: {name: (image, label) batches}
 
 
 def model_input_shape(spec):
@@ -82,6 +83,8 @@ def check_combination(cfg):
     if cfg.train_label_feature and not cfg.dataset.startswith(sources.TFDS_PREFIX):
         raise UserError(f"--train_label_feature reads the annotators' labels of a tfds dataset (--dataset=tfds:cifar10_n"
                         f" or tfds:cifar100_n); {cfg.dataset} has none")
+    if cfg.extra_test and cfg.dataset == "imagenet2012":
+        raise UserError("--extra_test evaluates in-memory test sets of the run's image shape; imagenet2012 is streamed")
     if cfg.data_service and cfg.dataset != "imagenet2012":
         raise UserError("--data_service decodes the streamed ImageNet input; the in-memory datasets need none")
     if cfg.data_service and not re.fullmatch(r"grpc://[^:/]+:\d+", cfg.data_service):
@@ -233,6 +236,16 @@ def _build_in_memory(cfg, corr, train, test, shape, batch_size, epochs, steps, s
     train_full = _prepared(corr, train, shape, crop=needs_crop and not cfg.random_crop)
     train_eval = _prepared(corr, train, shape, crop=needs_crop) if cfg.random_crop else train_full
     test_arr = _prepared(corr, test, shape, crop=needs_crop)
+    extra = {}
+    for name in cfg.extra_test_names():  # prepared as the test set is: same crop, pixel corruption, whitening
+        split = sources.load_extra_test(name, cfg.data_dir, cfg.download)
+        if split.spec.image_shape != train.spec.image_shape or split.spec.num_classes != train.spec.num_classes:
+            raise UserError(f"--extra_test={name} holds {split.spec.num_classes} classes of "
+                            f"{'x'.join(map(str, split.spec.image_shape))} images; the run's data hold "
+                            f"{train.spec.num_classes} of {'x'.join(map(str, train.spec.image_shape))}")
+        extra[name] = _eval_dataset(_prepared(corr, split, shape, crop=needs_crop), batch_size)
+        summary.setdefault("extra_test", {})[name] = {"origin": split.origin, "size": split.size,
+                                                      "data_fingerprint": sources.fingerprint(split)}
     images, labels, keys = (tf.constant(train_full[k]) for k in ("image", "label", "key"))
     side, size = shape[0], train.size
 
@@ -268,7 +281,7 @@ def _build_in_memory(cfg, corr, train, test, shape, batch_size, epochs, steps, s
                     "index": index}
     return Datasets(train_stream, _eval_dataset(train_eval, batch_size), _eval_dataset(test_arr, batch_size),
                     steps, train.size, test.size, shape, train.spec.num_classes, corr, summary, changed,
-                    train_labels)
+                    train_labels, extra)
 
 
 def _shard(ds, batch_size, shard):

@@ -165,6 +165,9 @@ def epoch_line(row, epochs=None, eta=None, at_most=False):
         parts.append(f"train loss {row['train_loss']:.4f} acc {100 * row.get('train_accuracy', 0):.2f}%")
     if "test_loss" in row:
         parts.append(f"test loss {row['test_loss']:.4f} acc {100 * row.get('test_accuracy', 0):.2f}%")
+    for key in row:  # --extra_test sets: "cifar10_1 acc 71.20%"
+        if key.endswith("_test_accuracy") and key not in ("test_accuracy", "best_test_accuracy"):
+            parts.append(f"{key[:-len('_test_accuracy')]} acc {100 * row[key]:.2f}%")
     if "train_accuracy_changed" in row:
         parts.append(f"fit changed {100 * row['train_accuracy_changed']:.1f}% / intact "
                      f"{100 * row['train_accuracy_intact']:.1f}%")

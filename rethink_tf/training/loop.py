@@ -107,6 +107,16 @@ def fit_and_evaluate(model, cfg, datasets, run_dir, *, initial_step=0, history=(
     if changed is not None or save is not None:
         memorization = callbacks_lib.memorization_metrics(
             datasets.train_eval, changed, local=local, clean=None if labels is None else labels["clean"], save=save)
+    extra_test = getattr(datasets, "extra_test", None) or {}
+    if extra_test:  # --extra_test: each set's loss and accuracy in every epoch's row, beside the test set's
+        remember = memorization
+
+        def memorization(model, epoch):
+            row = remember(model, epoch) if remember else {}
+            for name, ds in extra_test.items():
+                ev = _evaluate(model, wrap(ds), local, cfg.label_smoothing)
+                row.update({extra_test_key(name, k): v for k, v in ev.items()})
+            return row
     recorder = callbacks_lib.EpochRecorder(run_dir, steps, cfg.batch_size, history, schedule,
                                            cfg.stop_at_train_accuracy, datasets.num_classes, replicas,
                                            epochs=cfg.epochs, print_lines=verbose == 2, memorization=memorization,
@@ -146,12 +156,10 @@ def fit_and_evaluate(model, cfg, datasets, run_dir, *, initial_step=0, history=(
     def evaluate():
         out = {}
         for split, ds in (("train", datasets.train_eval), ("test", datasets.test)):
-            ev = (evaluate_local(model, wrap(ds), cfg.label_smoothing) if local
-                  else model.evaluate(wrap(ds), verbose=0, return_dict=True))
-            out[f"{split}_loss"] = float(ev["loss"])
-            out[f"{split}_accuracy"] = float(ev["accuracy"])
-            if "top5_accuracy" in ev:
-                out[f"{split}_top5_accuracy"] = float(ev["top5_accuracy"])
+            ev = _evaluate(model, wrap(ds), local, cfg.label_smoothing)
+            out.update({f"{split}_{k}": v for k, v in ev.items()})
+        for name, ds in extra_test.items():
+            out.setdefault("extra_test", {})[name] = _evaluate(model, wrap(ds), local, cfg.label_smoothing)
         return out
 
     metrics = evaluate()
@@ -175,6 +183,19 @@ def fit_and_evaluate(model, cfg, datasets, run_dir, *, initial_step=0, history=(
     metrics["steps_trained"] = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
     metrics["final_lr"] = float(schedule(max(metrics["steps_trained"] - 1, 0)))  # the lr of the last update
     return metrics, hist, status
+
+
+def extra_test_key(name, metric):
+    """The history key of an --extra_test set's metric: "cifar10_1_test_accuracy" for tfds:cifar10_1."""
+    return name.split(":", 1)[-1].replace("/", "_") + f"_test_{metric}"
+
+
+def _evaluate(model, dataset, local, label_smoothing):
+    """{loss, accuracy[, top5_accuracy]} of the model on a dataset: Keras' evaluate, or evaluate_local on this
+    worker's weights under the strategy.run loop."""
+    ev = (evaluate_local(model, dataset, label_smoothing) if local
+          else model.evaluate(dataset, verbose=0, return_dict=True))
+    return {k: float(ev[k]) for k in ("loss", "accuracy", "top5_accuracy") if k in ev}
 
 
 def _met_stop_rule(history, stop_at):

@@ -153,8 +153,9 @@ def run(config, workdir, strategy=None, datasets=None, extra_callbacks=(), verbo
             print(f"{run_dir}: already complete", flush=True)
             return final
         if results.valid_results(final):
-            print(f"{run_dir}: finished without --measures; measuring its last checkpoint (its results stay as "
-                  "they are, the measures are added)", flush=True)
+            what = " and ".join(results.lacks(results.read_json(final), cfg))
+            print(f"{run_dir}: finished without {what}; evaluating its last checkpoint (its results stay as "
+                  "they are, these are added)", flush=True)
         else:
             print(f"warning: {final} is unreadable or incomplete; evaluating the run's last checkpoint again to "
                   "rewrite it", flush=True)
@@ -177,12 +178,16 @@ def run(config, workdir, strategy=None, datasets=None, extra_callbacks=(), verbo
                           BN_REPLICA_BATCH: bn_batch,  # config.json, and its copy in every checkpoint
                           **({INIT_SHA256: source.get("sha256")} if source else {})}
             initial_step = checkpoint.restore(model, run_dir, strategy)
-            if results.valid_results(final):  # finished, only --measures missing: add them, change nothing else
+            if results.valid_results(final):  # finished, only measures or extra tests missing: add, change nothing
                 if chief:
                     record = results.read_json(final)
-                    record["measures"] = _measures(cfg, model, datasets, build_model, options,
-                                                   run_config.get(INIT_SHA256))
-                    record["config"]["measures"] = True
+                    missing = results.lacks(record, cfg)
+                    if "measures" in missing:
+                        record["measures"] = _measures(cfg, model, datasets, build_model, options,
+                                                       run_config.get(INIT_SHA256))
+                        record["config"]["measures"] = True
+                    if set(missing) - {"measures"}:
+                        _add_extra_tests(record, cfg, model, datasets, [n for n in missing if n != "measures"])
                     results.write_json(final, record)
                 return final
             if cfg.init_from and not initial_step:
@@ -302,9 +307,9 @@ def _source_model(cfg, datasets, build_model, options):
 
 
 def _complete(final, cfg):
-    """A valid results.json that holds everything this invocation asks for (with --measures: the measures, which a
-    finished run gains from its last checkpoint without training again)."""
-    return results.valid_results(final) and (not cfg.measures or "measures" in results.read_json(final))
+    """A valid results.json that holds everything this invocation asks for (--measures, --extra_test: what a
+    finished run gains from its last checkpoint without training again, results.lacks)."""
+    return results.valid_results(final) and not results.lacks(results.read_json(final), cfg)
 
 
 def _measures(cfg, model, datasets, build_model, options, init_sha=None):
@@ -349,6 +354,27 @@ def _measures(cfg, model, datasets, build_model, options, init_sha=None):
     return out
 
 
+def _add_extra_tests(record, cfg, model, datasets, names):
+    """The final evaluation of --extra_test sets a finished run did not have, on the weights it reports (the
+    moving average with --ema_decay), into its metrics; its history has no per-epoch values of them (noted)."""
+    from rethink_tf.training import loop as loop_lib
+    from rethink_tf.training import optim
+
+    wrap = ((lambda ds: loop_lib.one_hot_labels(ds, datasets.num_classes)) if cfg.label_smoothing
+            else (lambda ds: ds))
+    with (optim.ema_weights(model) if cfg.ema_decay else contextlib.nullcontext()):
+        for name in names:
+            ev = loop_lib.evaluate_local(model, wrap(datasets.extra_test[name]), cfg.label_smoothing)
+            record["metrics"].setdefault("extra_test", {})[name] = {
+                **{k: float(v) for k, v in ev.items()}, "added_after_training": True}
+            print(f"  {name}: test accuracy {100 * ev['accuracy']:.2f}% (evaluated after training: no per-epoch "
+                  "values in its history)", flush=True)
+    record["config"]["extra_test"] = ",".join(dict.fromkeys(
+        [*TrainConfig.from_dict(record["config"]).data.extra_test_names(), *names]))
+    record.setdefault("corruption", {}).setdefault("extra_test", {}).update(
+        {n: datasets.summary["extra_test"][n] for n in names})
+
+
 STALLED_LR_FRACTION = 0.01  # an unfitted run whose lr fell below this fraction of its start has stalled, not failed
 
 
@@ -372,6 +398,8 @@ def summary(cfg, datasets, metrics, status, path, workdir):
                                                            else ""),
         f"  train accuracy {100 * metrics['train_accuracy']:.2f}% on the labels trained on, test accuracy "
         f"{100 * metrics['test_accuracy']:.2f}% on clean labels{weights}",
+        *[f"  extra test {name}: accuracy {100 * ev['accuracy']:.2f}% ({datasets.summary['extra_test'][name]['size']:,}"
+          f" images)" for name, ev in (metrics.get("extra_test") or {}).items()],
         f"  {fit}",
         f"  results: {path}",
         f"  figures: python scripts/make_figures.py --results={workdir} --out=figures"]

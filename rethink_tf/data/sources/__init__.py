@@ -146,3 +146,13 @@ def _subset(split, num_examples):
         arrays = {k: v[:num_examples] for k, v in split.arrays.items()}
         return dataclasses.replace(split, size=num_examples, arrays=arrays)
     return dataclasses.replace(split, size=num_examples, records=split.records.take(num_examples))
+
+
+def load_extra_test(name, data_dir=None, download=False, image_feature="image", label_feature="label"):
+    """The evaluation split of an extra test set ("tfds:NAME", e.g. tfds:cifar10_1, tfds:cifar10_1/v6) as a
+    Split named "test" in key order (content keys, as every in-memory split), for --extra_test."""
+    if not name.startswith(TFDS_PREFIX):
+        raise UserError(f"--extra_test takes tfds:NAME datasets (e.g. tfds:cifar10_1); received {name!r}")
+    ds_spec = tfds_source.extra_test_spec(name[len(TFDS_PREFIX):], data_dir, download, image_feature, label_feature)
+    loaded = tfds_source.load(ds_spec, "test", data_dir, None, False)
+    return dataclasses.replace(loaded, arrays=in_key_order(loaded.arrays["image"], loaded.arrays["label"]))

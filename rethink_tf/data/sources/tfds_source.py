@@ -118,3 +118,42 @@ def load(ds_spec, split, data_dir, manual_dir, prepare_imagenet, download=False,
         origin += f", trained on its {human_label_feature} labels"
     return Split(ds_spec, split, len(arrays["label"]), origin, arrays=arrays)
 
+
+def extra_test_spec(tfds_name, data_dir=None, download=False, image_feature="image", label_feature="label"):
+    """The DatasetSpec of a test-only tfds dataset evaluated beside a run's test set (--extra_test, e.g.
+    cifar10_1, Recht et al. 2019's new CIFAR-10 test set): its "test" split, else "validation", else its only
+    split. Not prepared and `download` on: tfds's own download and prepare (small sets; its host probed first)."""
+    import tensorflow_datasets as tfds
+
+    data_dir = data_dir or os.path.expanduser("~/tensorflow_datasets")
+    name = TFDS_PREFIX + tfds_name
+    try:
+        builder = tfds.builder(tfds_name, data_dir=data_dir)
+    except (tfds.core.registered.DatasetNotFoundError, ValueError) as e:
+        raise UserError(f"--extra_test={name}: tfds knows no such dataset ({str(e).splitlines()[0][:120]})") from None
+    if not builder.is_prepared():
+        homepage = builder.info.homepage or "https://github.com"
+        ok, why = download_lib.network_reachable(homepage) if download else (False, "--nodownload")
+        if not ok:
+            raise UserError(f"--extra_test={name} is not prepared in {data_dir} and cannot be downloaded ({why}): "
+                            f"run `tfds build {tfds_name} --data_dir={data_dir}` on a machine with internet and copy "
+                            f"{data_dir}/{tfds_name.split('/')[0]}/ here")
+        print(f"downloading {name} with tensorflow_datasets into {data_dir} (once)", flush=True)
+        try:
+            builder.download_and_prepare(download_config=tfds.download.DownloadConfig(try_download_gcs=False))
+        except (OSError, tfds.core.download.DownloadError) as e:
+            raise UserError(f"downloading {name} into {data_dir} failed: {type(e).__name__}: {e}") from None
+    features = builder.info.features
+    image, label = features[image_feature] if image_feature in features else None, (
+        features[label_feature] if label_feature in features else None)
+    if not isinstance(image, tfds.features.Image) or not isinstance(label, tfds.features.ClassLabel):
+        raise UserError(f"--extra_test={name} has no image feature {image_feature!r} and class label "
+                        f"{label_feature!r} (features: {', '.join(sorted(features.keys()))})")
+    splits = builder.info.splits
+    split = next((t for t in ("test", "validation") if t in splits), None) or (
+        next(iter(splits.keys())) if len(splits) == 1 else None)
+    if split is None:
+        raise UserError(f"--extra_test={name} has no test or validation split ({', '.join(splits.keys())})")
+    return DatasetSpec(name, tuple(image.shape), label.num_classes, 0, splits[split].num_examples, tfds_name, split,
+                       True, f"a tfds-prepared {tfds_name}/ folder", image_feature=image_feature,
+                       label_feature=label_feature)
