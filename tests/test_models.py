@@ -53,6 +53,21 @@ def test_lrn_matches_numpy_and_tf():
     np.testing.assert_allclose(odd(x).numpy(), np_lrn(x, 2, 2.0, 0.5, 0.5), rtol=1e-5)
     restored = blocks.LocalResponseNormalization.from_config(odd.get_config())
     assert restored.get_config() == odd.get_config()
+    # its gradient (TF's LRNGrad on this backend) against central differences of the NumPy formula
+    small = x[:1, :2, :2, :6].astype(np.float64) / 10
+    probe = np.random.default_rng(1).normal(size=small.shape)
+    with tf.GradientTape() as tape:
+        xt = tf.constant(small, tf.float32)
+        tape.watch(xt)
+        s = tf.reduce_sum(odd(xt) * probe)
+    got = tape.gradient(s, xt).numpy()
+    eps, want = 1e-6, np.zeros_like(small)
+    for i in np.ndindex(small.shape):
+        d = np.zeros_like(small)
+        d[i] = eps
+        want[i] = (np.sum(np_lrn(small + d, 2, 2.0, 0.5, 0.5) * probe)
+                   - np.sum(np_lrn(small - d, 2, 2.0, 0.5, 0.5) * probe)) / (2 * eps)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
 
 
 def test_weight_decay_has_tf_l2_loss_semantics():
