@@ -42,28 +42,37 @@ def synthetic(datasets):
 
     import tensorflow as tf
 
+    from rethink_tf.data import pipeline
+
     x, y = next(iter(datasets.train(0)))
     one = tf.data.Dataset.from_tensors((x, y))
-    return dataclasses.replace(datasets, train=lambda first_epoch=0, first_step=0: one.repeat())
+    return dataclasses.replace(datasets, train=lambda first_epoch=0, first_step=0, shard=None: pipeline._shard(
+        one.repeat(), int(x.shape[0]), shard))
 
 
-def measure(model, data_dir, workdir, epochs, jit, synthetic_data):
+def measure(model, data_dir, workdir, epochs, jit, synthetic_data, dtype_policy="float32", strategy=None,
+            batch=BATCH):
+    """One run's train images/s (best epoch after the first) through rethink_tf.train.run; `strategy`: a
+    tf.distribute strategy (None: one device)."""
     from rethink_tf.config import DataConfig, TrainConfig
     from rethink_tf.data import pipeline
     from rethink_tf.train import run
 
-    cfg = TrainConfig(model=model, data=DataConfig(dataset="cifar10", data_dir=data_dir, test_examples=BATCH),
-                      batch_size=BATCH, epochs=epochs, tensorboard=False, jit_compile=jit,
-                      run_name=f"{model}-{'synthetic' if synthetic_data else 'pipeline'}-{'xla' if jit else 'noxla'}")
+    replicas = strategy.num_replicas_in_sync if strategy is not None else 1
+    cfg = TrainConfig(model=model, data=DataConfig(dataset="cifar10", data_dir=data_dir, test_examples=batch),
+                      batch_size=batch, epochs=epochs, tensorboard=False, jit_compile=jit, dtype_policy=dtype_policy,
+                      run_name=f"{model}-{'synthetic' if synthetic_data else 'pipeline'}-{'xla' if jit else 'noxla'}"
+                               f"-{dtype_policy}-{replicas}")
     datasets = None
     if synthetic_data:
-        datasets = synthetic(pipeline.build(cfg.resolved().data, BATCH, epochs))
+        datasets = synthetic(pipeline.build(cfg.resolved().data, batch, epochs, num_replicas=replicas))
     with contextlib.redirect_stdout(io.StringIO()):  # the run's own summary lines
-        r = results_of(run(cfg, workdir, datasets=datasets, verbose=0))
+        r = results_of(run(cfg, workdir, datasets=datasets, verbose=0, strategy=strategy))
     rates = [h["images_per_s"] for h in r["history"][1:]]
     best = max(rates)
     ref = PYTORCH_IMAGES_PER_S[model]
     return {"benchmark": "train_throughput", "model": model, "data": "synthetic" if synthetic_data else "pipeline",
+            "dtype_policy": dtype_policy, "replicas": replicas, "loop": r["env"].get("loop"),
             "jit_compile": r["env"]["jit_compile"], "steps_per_execution": r["env"].get("steps_per_execution", 1),
             "steps_per_epoch": r["metrics"]["steps_per_epoch"], "images_per_s": round(best, 1),
             "epochs_2_on": [round(v, 1) for v in rates], "pytorch_images_per_s": ref,

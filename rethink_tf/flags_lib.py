@@ -352,8 +352,8 @@ def _define_train_flags(fv):
                          "(long ImageNet epochs); a resume replays the same batches from that step. Default: at "
                          "epoch ends only.", lower_bound=1, flag_values=fv)
     flags.DEFINE_integer("steps_per_execution", None, "Optimizer steps per compiled call: fewer Python round trips "
-                         "per step (default: the largest divisor of the steps per epoch up to 32; always 1 under "
-                         "--strategy=mirrored, where Keras' multi-step call fails).", lower_bound=1,
+                         "per step (default: the largest divisor of the steps per epoch up to 32), under every "
+                         "strategy.", lower_bound=1,
                          flag_values=fv)
     flags.DEFINE_bool("jit_compile", None, "XLA-compile the train step on a single device (default: per model, "
                       "the faster setting measured on CPU: on for the MLPs, off for the convnets).", flag_values=fv)

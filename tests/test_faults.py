@@ -347,7 +347,8 @@ mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
 out = {}
 for name in ("straight", "killed"):
     cfg = TrainConfig(model="mlp_1x512", data=DataConfig(dataset="cifar10", data_dir=sys.argv[1]), batch_size=8,
-                      epochs=3, tensorboard=False, learning_rate=0.01, checkpoint_every_steps=2, run_name=name)
+                      epochs=3, tensorboard=False, learning_rate=0.01, checkpoint_every_steps=2, run_name=name,
+                      steps_per_execution=1)  # a batch end at every step: the kill lands at step 7, mid-epoch
     if name == "killed":
         try:
             run(cfg, sys.argv[2], strategy=mirrored, verbose=0, extra_callbacks=[KillAt()])

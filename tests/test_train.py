@@ -399,20 +399,21 @@ out = {}
 # the same keys, and a second model of another size then meets the first one's collective ("Shape mismatch in the
 # collective instance"); the package's distribute.get_strategy reuses one object per device set for that reason.
 mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
-for name, model_name, strategy in (
-        ("one", "small_inception_nobn", tf.distribute.OneDeviceStrategy("/cpu:0")),
-        ("two", "small_inception_nobn", mirrored),
-        ("two_bn", "small_inception", mirrored)):
-    # lr 0.01 and wd 0.05 over 5 steps: an L2 term counted twice would move weights by ~1.6e-3, float
-    # reduction-order noise between 1 and 2 replicas is ~1e-5 (measured), the update itself ~1e-2.
-    width = 0.25 if name == "two_bn" else None  # the BN run only checks its metrics: a quarter of the widths
-    cfg = tiny(model_name, sys.argv[1], epochs=1, corrupt="random_labels", run_name=name, weight_decay=0.05,
-               learning_rate=0.01, width=width)
-    r = json.load(open(run(cfg, sys.argv[2], strategy=strategy, verbose=0)))
-    model = models.build(model_name, (28, 28, 3), 10, width_multiplier=width or 1.0)
+for name, model_name, strategy, loop in (
+        ("one", "small_inception_nobn", tf.distribute.OneDeviceStrategy("/cpu:0"), None),
+        ("two", "small_inception_nobn", mirrored, None),
+        ("two_fit", "small_inception_nobn", mirrored, "fit"),
+        ("two_bn", "small_inception", mirrored, None)):
+    # lr 0.01 and wd 0.05 over 10 steps (2 epochs of 5): an L2 term counted twice would move weights by ~3e-3,
+    # float reduction-order noise between 1 and 2 replicas is ~1e-6 (measured), the update itself ~1e-2. A quarter
+    # of small_inception's widths: the same layers and all-reduces at 1/16 of the arithmetic.
+    cfg = tiny(model_name, sys.argv[1], epochs=2 if name != "two_bn" else 1, corrupt="random_labels", run_name=name,
+               weight_decay=0.05, learning_rate=0.01, width=0.25)
+    r = json.load(open(run(cfg, sys.argv[2], strategy=strategy, verbose=0, loop=loop)))
+    model = models.build(model_name, (28, 28, 3), 10, width_multiplier=0.25)
     model.load_weights(os.path.join(sys.argv[2], name, checkpoint.CHECKPOINT))
     out[name] = {"weights": [w.numpy().tolist() for w in model.weights], "metrics": r["metrics"],
-                 "replicas": r["env"]["replicas"], "history": r["history"]}
+                 "replicas": r["env"]["replicas"], "history": r["history"], "env": r["env"]}
 # Kill-and-resume under MirroredStrategy: small_inception (BN), 3 epochs, killed after epoch 1 and resumed.
 from test_train import _Kill, _KillAfter
 for name in ("m_straight", "m_killed"):
@@ -434,7 +435,8 @@ for name in ("m_straight", "m_killed"):
                  "history": r["history"], "resumes": r["resumes"]}
 import keras
 keras.utils.set_random_seed(0)
-out["init"] = [w.numpy().tolist() for w in models.build("small_inception_nobn", (28, 28, 3), 10).weights]
+out["init"] = [w.numpy().tolist() for w in models.build("small_inception_nobn", (28, 28, 3), 10,
+                                                        width_multiplier=0.25).weights]
 print("RESULT" + json.dumps(out))
 """
 
@@ -442,6 +444,9 @@ print("RESULT" + json.dumps(out))
 def test_mirrored_on_two_logical_cpus_matches_one_device(cifar_dir, tmp_path):
     out = run_result_script(MIRRORED, cifar_dir, tmp_path)
     assert out["one"]["replicas"] == 1 and out["two"]["replicas"] == 2
+    # Mirrored replicas train in the compiled multi-step loop: the epoch's 5 steps in one call
+    assert (out["two"]["env"]["loop"], out["two"]["env"]["steps_per_execution"]) == ("strategy_run", 5)
+    assert out["one"]["env"]["loop"] == "fit"
     # Same global batch (8 = 2 × 4), same seed, no BN: same losses (L2 counted once) and same weights.
     for key in ("train_loss", "test_loss", "train_accuracy", "test_accuracy"):
         assert out["one"]["metrics"][key] == pytest.approx(out["two"]["metrics"][key], rel=1e-4, abs=1e-6)
@@ -450,6 +455,13 @@ def test_mirrored_on_two_logical_cpus_matches_one_device(cifar_dir, tmp_path):
         assert h1["train_accuracy"] == pytest.approx(h2["train_accuracy"], abs=1e-6)
     update = max(np.abs(np.array(w1) - np.array(w0)).max() for w1, w0 in zip(out["one"]["weights"], out["init"]))
     assert update > 5e-3  # the comparison below is meaningful: training moved the weights 50x the tolerance
+    # The compiled multi-step loop computes exactly what Keras' fit computes under the same strategy, step by step
+    assert out["two_fit"]["env"]["steps_per_execution"] == 1
+    assert out["two"]["weights"] == out["two_fit"]["weights"] and out["two"]["history"][-1]["train_loss"] == \
+        out["two_fit"]["history"][-1]["train_loss"]
+    # 1 vs 2 replicas: the same arithmetic in another summation order (a replica's gradient over 4 images, then the
+    # all-reduce), which 10 steps amplify: 1.1e-5 at most on this data (6.4e-5 on 40 other images), measured with
+    # either loop; an L2 term counted twice would differ by ~3e-3.
     for w1, w2 in zip(out["one"]["weights"], out["two"]["weights"]):
         np.testing.assert_allclose(np.array(w1), np.array(w2), rtol=0, atol=1e-4)
     # With BN (per-replica statistics, documented) trajectories may differ, but metrics stay averaged: <= 1.

@@ -1,8 +1,10 @@
 """The training loops of a run, under one contract, and the final evaluation.
 
-Two loops train a model: Keras' `fit` (one device, MirroredStrategy) and a strategy.run loop that runs Keras' own
-`model.train_step` (MultiWorkerMirroredStrategy, where Keras 3's fit fails: keras-team/keras#20585). They keep
-ONE contract, so that what a run records and how it stops never depends on which loop ran:
+Two loops train a model: Keras' `fit` (one device) and a strategy.run loop that runs Keras' own `model.train_step`
+several steps per compiled call under every multi-replica strategy: MirroredStrategy, where Keras 3.15's fit can
+only run one step per call (its multi-step function fails there), and MultiWorkerMirroredStrategy, where Keras 3's
+fit fails outright (keras-team/keras#20585). They keep ONE contract, so that what a run records and how it stops
+never depends on which loop ran:
   * the same callback objects get the same calls with the same logs: train begin, epoch begin, batch begin and
     end once per compiled call (several steps per call: `steps_per_execution`) with the epoch's running metrics,
     epoch end with the epoch's train and validation logs, train end;
@@ -96,7 +98,10 @@ def fit_and_evaluate(model, cfg, datasets, run_dir, *, initial_step=0, history=(
     wrap = (lambda ds: one_hot_labels(ds, datasets.num_classes)) if cfg.label_smoothing else (lambda ds: ds)
     steps = datasets.steps_per_epoch
     schedule = optim.lr_schedule(model.optimizer)
-    local = loop == "strategy_run"
+    # Evaluation on this worker's own copy of the weights where Keras' evaluate and predict cannot run (a multi-host
+    # cluster, keras#20585); on one host Keras' own, distributed over the replicas, whichever loop trains.
+    cluster = loop == "strategy_run" and strategy is not None and strategy.extended._in_multi_worker_mode()
+    local = cluster
     memorization = None
     changed = getattr(datasets, "changed", None)  # pipeline: None unless some, not all, labels changed
     labels = getattr(datasets, "train_labels", None)
@@ -129,7 +134,6 @@ def fit_and_evaluate(model, cfg, datasets, run_dir, *, initial_step=0, history=(
     if cfg.tensorboard:
         callbacks.append(keras.callbacks.TensorBoard(os.path.join(run_dir, "tensorboard"), write_graph=False,
                                                      profile_batch=0))
-    cluster = local and strategy is not None and strategy.extended._in_multi_worker_mode()
     interrupt = callbacks_lib.StopOnSignal(checkpoint, steps, enabled=checkpoint_on_signal,
                                            agree=callbacks_lib.signal_agreement(strategy) if cluster else None)
     callbacks += [divergence, interrupt, *extra_callbacks]
@@ -139,10 +143,11 @@ def fit_and_evaluate(model, cfg, datasets, run_dir, *, initial_step=0, history=(
         # nothing left to train: killed after the last (or the fitted) epoch's checkpoint but before results.json;
         # training on would add an epoch that an uninterrupted run never trains
         pass
-    elif local:
+    elif loop == "strategy_run":
         with interrupt:
             fit_distributed(model, strategy or tf.distribute.get_strategy(), datasets, wrap, callbacks, epoch,
-                            offset, cfg.epochs, cfg.batch_size, cfg.label_smoothing, partial, cfg.steps_per_execution)
+                            offset, cfg.epochs, cfg.batch_size, cfg.label_smoothing, partial, cfg.steps_per_execution,
+                            local_eval=local)
     else:
         with interrupt:
             _fit(model, datasets, wrap, callbacks, epoch, offset, cfg.epochs, partial, verbose)
@@ -263,7 +268,7 @@ def _running_logs(model):
 
 
 def _distributed_epoch(model, strategy, datasets, wrap, cbs, train_steps, epoch, start, batch_size, label_smoothing,
-                       partial, steps_per_call_wanted=None):
+                       partial, steps_per_call_wanted=None, local_eval=True):
     """One epoch of fit_distributed from step `start`; every collective (metric resets and reads, steps) inside."""
     for cb in partial:
         cb.first_step = start
@@ -282,7 +287,7 @@ def _distributed_epoch(model, strategy, datasets, wrap, cbs, train_steps, epoch,
         if model.stop_training:
             break
     logs = _running_logs(model)
-    logs.update({f"val_{k}": v for k, v in evaluate_local(model, wrap(datasets.test), label_smoothing).items()})
+    logs.update({f"val_{k}": v for k, v in _evaluate(model, wrap(datasets.test), local_eval, label_smoothing).items()})
     cbs.on_epoch_end(epoch, logs)
 
 
@@ -296,7 +301,7 @@ def _replica_step(model):
 
 
 def fit_distributed(model, strategy, datasets, wrap, callbacks, first_epoch, offset, epochs, batch_size,
-                    label_smoothing=None, partial=(), steps_per_call_wanted=None):
+                    label_smoothing=None, partial=(), steps_per_call_wanted=None, local_eval=True):
     """Trains epochs first_epoch..epochs-1 with Keras' train_step under `strategy`.run, calling `callbacks` as fit
     calls them (the module's contract).
 
@@ -306,6 +311,7 @@ def fit_distributed(model, strategy, datasets, wrap, callbacks, first_epoch, off
     the metric reads are collectives, so every worker makes them. `partial` holds the callbacks with a `first_step`
     for a resumed partial epoch (the recorder and the checkpoint). Each compiled call runs several steps
     (steps_per_execution's rule: the largest divisor of the epoch's steps up to `steps_per_call_wanted`, default 32).
+    `local_eval`: evaluate on this worker's copy of the weights (a multi-host cluster), else with Keras' evaluate.
     """
     cbs = keras.callbacks.CallbackList(list(callbacks), model=model)
     with strategy.scope():  # build the optimizer's slots eagerly, before the first tf.function (mirrored)
@@ -324,7 +330,7 @@ def fit_distributed(model, strategy, datasets, wrap, callbacks, first_epoch, off
         for epoch in range(first_epoch, epochs):
             _distributed_epoch(model, strategy, datasets, wrap, cbs, train_steps, epoch,
                                offset if epoch == first_epoch else 0, batch_size, label_smoothing, partial,
-                               steps_per_call_wanted)
+                               steps_per_call_wanted, local_eval)
             if model.stop_training:
                 break
     except (tf.errors.UnavailableError, tf.errors.AbortedError, tf.errors.CancelledError) as e:

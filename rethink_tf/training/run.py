@@ -64,8 +64,10 @@ def run(config, workdir, strategy=None, datasets=None, extra_callbacks=(), verbo
         builder (rethink_tf.randomization_test; config.model then only names the run).
       optimizer: a function () -> a fresh Keras optimizer used instead of config's recipe (its learning-rate
         fields are then not used; config.optimizer should describe it, since it names the run).
-      loop: "fit" or "strategy_run" (training.loop.LOOPS; default: strategy_run for a multi-host cluster, where
-        Keras' fit fails, else fit). Both keep one contract, so this changes where the steps run, not the result.
+      loop: "fit" or "strategy_run" (training.loop.LOOPS; default: strategy_run under any multi-replica strategy,
+        where it runs several steps per compiled call, Keras' fit one step per call on mirrored replicas and none at
+        all on a multi-host cluster; else fit). Both keep one contract, so this changes where the steps run, not
+        the result.
 
     Raises:
       UserError: invalid configuration or data; nothing is written to the run directory in that case.
@@ -94,7 +96,9 @@ def run(config, workdir, strategy=None, datasets=None, extra_callbacks=(), verbo
     strategy = strategy or distribute.get_strategy(cfg.strategy, cfg.num_gpus, cfg.cross_device_ops)
     replicas = strategy.num_replicas_in_sync
     chief = member is None or member.chief
-    loop = loop or ("strategy_run" if member else "fit")
+    # Several replicas (mirrored GPUs, a cluster): the strategy.run loop, several steps per compiled call (Keras'
+    # fit runs one step per call under MirroredStrategy and fails under MultiWorkerMirroredStrategy).
+    loop = loop or ("strategy_run" if member or replicas > 1 else "fit")
     # The replica count names the run where it changes what is trained (per-replica BatchNorm's batch).
     bn_batch = cfg.bn_replica_batch(replicas)
     run_dir = os.path.join(workdir, _run_dir_name(cfg, replicas))
