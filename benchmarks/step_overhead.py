@@ -9,9 +9,8 @@ makes every step's cost overhead: Python, dispatch, the input pipeline, callback
 * bare: a tf.function that runs k steps of the same model, loss and SGD on batches already in memory, called
   until an epoch's steps are done, best of N epochs.
 Each under one device and under MirroredStrategy over 2 logical CPUs (the CPU proxy of a multi-GPU host). Under
-MirroredStrategy the package's default loop (Keras' fit) runs one step per call whatever k (its multi-step call fails
-there), so the package's row is the same for every k; its strategy.run loop (the multi-worker loop, which runs k
-steps per call) is measured there too, and the bare loop shows what a multi-step loop can reach.
+MirroredStrategy the package's default loop is its compiled strategy.run loop (k steps per call); the column
+package_strategy_run_ms_per_step asks for that loop explicitly (the same loop since mirrored runs default to it).
 Issue 21's goal: package <= 1.15x bare. One JSON line per (strategy, loop, k), a summary line, and a figure of time
 per step vs steps per call. Multi-worker (2 processes) is not measured here.
 """
