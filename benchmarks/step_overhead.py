@@ -9,8 +9,9 @@ makes every step's cost overhead: Python, dispatch, the input pipeline, callback
 * bare: a tf.function that runs k steps of the same model, loss and SGD on batches already in memory, called
   until an epoch's steps are done, best of N epochs.
 Each under one device and under MirroredStrategy over 2 logical CPUs (the CPU proxy of a multi-GPU host). Under
-MirroredStrategy the package's default loop is its compiled strategy.run loop (k steps per call); the column
-package_strategy_run_ms_per_step asks for that loop explicitly (the same loop since mirrored runs default to it).
+MirroredStrategy the package's default loop is its compiled strategy.run loop (k steps per call). The
+package_device_data_ms_per_step column runs the package with --device_data (the training set on the device, each
+step's batch gathered and whitened inside the compiled loop; the strategy.run loop under one device too).
 Issue 21's goal: package <= 1.15x bare. One JSON line per (strategy, loop, k), a summary line, and a figure of time
 per step vs steps per call. Multi-worker (2 processes) is not measured here.
 """
@@ -49,9 +50,10 @@ def tiny(input_shape, num_classes):
     return keras.Model(inputs, keras.layers.Dense(num_classes)(keras.layers.Flatten()(inputs)))
 
 
-def package_step_seconds(strategy, k, epochs, loop=None):
+def package_step_seconds(strategy, k, epochs, loop=None, device_data=False):
     cfg = TrainConfig(model="user:tiny", epochs=epochs, batch_size=BATCH, steps_per_execution=k, tensorboard=False,
-                      learning_rate=0.01, jit_compile=False, data=DataConfig(dataset="fashion_mnist_5k"))
+                      learning_rate=0.01, jit_compile=False, data=DataConfig(dataset="fashion_mnist_5k"),
+                      device_data=device_data)
     with contextlib.redirect_stdout(io.StringIO()):  # the run's own start and summary lines
         path = run(cfg, tempfile.mkdtemp(), strategy=strategy, build_model=tiny, verbose=0, loop=loop)
     rates = [h["images_per_s"] for h in results.read_json(path)["history"][1:]]
@@ -110,14 +112,15 @@ def main():
             row = {"benchmark": "step_overhead", "strategy": name, "steps_per_call": k,
                    "package_steps_per_call": used, "package_ms_per_step": round(1e3 * package, 3),
                    "bare_ms_per_step": round(1e3 * bare, 3), "ratio": round(package / bare, 2)}
-            if name.startswith("mirrored"):  # the package's strategy.run loop (multi-worker's) under mirrored
-                run_loop, _ = package_step_seconds(strategy, k, args.epochs, loop="strategy_run")
-                row["package_strategy_run_ms_per_step"] = round(1e3 * run_loop, 3)
-                row["strategy_run_ratio"] = round(run_loop / bare, 2)
+            device, _ = package_step_seconds(strategy, k, args.epochs, device_data=True)  # --device_data
+            row["package_device_data_ms_per_step"] = round(1e3 * device, 3)
+            row["device_data_ratio"] = round(device / bare, 2)
             rows.append(row)
             print(json.dumps(row), flush=True)
     worst = max(r["ratio"] for r in rows)
-    print(json.dumps({"summary": "step_overhead", "worst_ratio": worst, "target": "<= 1.15", "met": worst <= 1.15}))
+    worst_device = max(r["device_data_ratio"] for r in rows)
+    print(json.dumps({"summary": "step_overhead", "worst_ratio": worst, "worst_device_data_ratio": worst_device,
+                      "target": "<= 1.15", "met": worst <= 1.15, "met_with_device_data": worst_device <= 1.15}))
     if args.out:
         import matplotlib
 
@@ -129,9 +132,8 @@ def main():
             sel = [r for r in rows if r["strategy"] == name]
             ax.plot(ks, [r["package_ms_per_step"] for r in sel], "o-", color=f"C{i}", label=f"package, {name}")
             ax.plot(ks, [r["bare_ms_per_step"] for r in sel], "s--", color=f"C{i}", label=f"bare loop, {name}")
-            if "package_strategy_run_ms_per_step" in sel[0]:
-                ax.plot(ks, [r["package_strategy_run_ms_per_step"] for r in sel], "^:", color=f"C{i}",
-                        label=f"package's strategy.run loop, {name}")
+            ax.plot(ks, [r["package_device_data_ms_per_step"] for r in sel], "^:", color=f"C{i}",
+                    label=f"package --device_data, {name}")
         ax.set(xscale="log", xlabel="steps per compiled call", ylabel="ms per step (tiny model: overhead)",
                title="Per-step overhead, 2 CPU cores")
         ax.legend(fontsize=7)

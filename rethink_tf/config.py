@@ -23,7 +23,7 @@ NON_IDENTITY_FIELDS = frozenset({
     "tensorboard", "run_name", "strategy", "num_gpus", "cross_device_ops", "data_dir", "source", "manual_dir",
     "prepare_imagenet", "download", "jit_compile", "steps_per_execution", "deterministic", "checkpoint_every_steps",
     "fit_threshold", "worker_hosts", "task_index", "cluster_timeout", "data_service", "per_example",
-    "measures", "init_from", "extra_test"})
+    "measures", "init_from", "extra_test", "device_data"})
 # The identity fields of run names as first derived (name version 1): their values, defaults included, are hashed as
 # they always were, so that existing run directories keep their names. A field added since joins the hash only when
 # its value differs from its default: adding a field renames no run (killed runs still resume, sweeps still skip
@@ -145,6 +145,9 @@ class TrainConfig:
       jit_compile: XLA on a single device (None: models.XLA_DEFAULT, the faster setting measured per model).
       steps_per_execution: optimizer steps per tf.function call (None: the largest divisor of the epoch's steps
         up to 32; Keras would otherwise overrun an epoch whose steps it does not divide).
+      device_data: place the in-memory training set on every replica's device once and make each step's batch
+        there (gather, crop, augmentation, whitening inside the compiled loop) instead of in tf.data on the host;
+        the same batches as the tf.data path (tested), so not part of the run's identity.
       deterministic: enable TF op determinism and a seeded ImageNet input order (slower; some GPU ops then raise
         UnimplementedError).
       tensorboard: write TensorBoard scalars.
@@ -191,6 +194,7 @@ class TrainConfig:
     fit_threshold: float = 1.0
     jit_compile: Optional[bool] = None
     steps_per_execution: Optional[int] = None
+    device_data: bool = False
     deterministic: bool = False
     tensorboard: bool = True
     checkpoint_every_steps: Optional[int] = None

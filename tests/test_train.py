@@ -403,13 +403,15 @@ for name, model_name, strategy, loop in (
         ("one", "small_inception_nobn", tf.distribute.OneDeviceStrategy("/cpu:0"), None),
         ("two", "small_inception_nobn", mirrored, None),
         ("two_fit", "small_inception_nobn", mirrored, "fit"),
+        ("two_dev", "small_inception_nobn", mirrored, "device_data"),
         ("two_bn", "small_inception", mirrored, None)):
     # lr 0.01 and wd 0.05 over 10 steps (2 epochs of 5): an L2 term counted twice would move weights by ~3e-3,
     # float reduction-order noise between 1 and 2 replicas is ~1e-6 (measured), the update itself ~1e-2. A quarter
     # of small_inception's widths: the same layers and all-reduces at 1/16 of the arithmetic.
     cfg = tiny(model_name, sys.argv[1], epochs=2 if name != "two_bn" else 1, corrupt="random_labels", run_name=name,
-               weight_decay=0.05, learning_rate=0.01, width=0.25)
-    r = json.load(open(run(cfg, sys.argv[2], strategy=strategy, verbose=0, loop=loop)))
+               weight_decay=0.05, learning_rate=0.01, width=0.25, device_data=loop == "device_data")
+    r = json.load(open(run(cfg, sys.argv[2], strategy=strategy, verbose=0,
+                           loop=None if loop == "device_data" else loop)))
     model = models.build(model_name, (28, 28, 3), 10, width_multiplier=0.25)
     model.load_weights(os.path.join(sys.argv[2], name, checkpoint.CHECKPOINT))
     out[name] = {"weights": [w.numpy().tolist() for w in model.weights], "metrics": r["metrics"],
@@ -459,6 +461,14 @@ def test_mirrored_on_two_logical_cpus_matches_one_device(cifar_dir, tmp_path):
     assert out["two_fit"]["env"]["steps_per_execution"] == 1
     assert out["two"]["weights"] == out["two_fit"]["weights"] and out["two"]["history"][-1]["train_loss"] == \
         out["two_fit"]["history"][-1]["train_loss"]
+    # --device_data: each replica makes its half of the batch from its own copy of the training set, in the loop.
+    # The images equal the tf.data path's to 1e-6 (whitened 4 at a time instead of 8: another vectorization of the
+    # same sums; tests/test_device_data.py), which 10 steps amplify as above (7.7e-6 measured).
+    assert out["two_dev"]["env"]["loop"] == "strategy_run"
+    for w1, w2 in zip(out["two"]["weights"], out["two_dev"]["weights"]):
+        np.testing.assert_allclose(np.array(w1), np.array(w2), rtol=0, atol=1e-4)
+    for h1, h2 in zip(out["two"]["history"], out["two_dev"]["history"]):
+        assert h1["train_loss"] == pytest.approx(h2["train_loss"], rel=1e-4)
     # 1 vs 2 replicas: the same arithmetic in another summation order (a replica's gradient over 4 images, then the
     # all-reduce), which 10 steps amplify: 1.1e-5 at most on this data (6.4e-5 on 40 other images), measured with
     # either loop; an L2 term counted twice would differ by ~3e-3.

@@ -65,6 +65,30 @@ class Datasets:
     changed: object = None
     train_labels: object = None  # in-memory: {key, clean, trained, index} arrays of the training set in key order
     extra_test: dict = dataclasses.field(default_factory=dict)  # --extra_test: {name: (image, label) batches}
+    device_source: object = None  # in-memory: a DeviceSource, what --device_data trains from
+
+
+@dataclasses.dataclass
+class DeviceSource:
+    """The in-memory training set for --device_data: the arrays a training loop places on its devices once, the
+    per-step batch indices, and the per-batch transform, so that a step gathers, crops, augments and whitens its
+    batch on the device inside the compiled loop instead of in tf.data on the host.
+
+    indices(first_epoch, first_step=0, shard=None) -> tf.data.Dataset of (idx int32 [b], epoch int64 [b]): exactly
+    the examples (and order) of `train`'s batches, sharded the same way; batch(images, labels, keys, idx, epoch) ->
+    (x, y): the very batch `train` yields for them (the same gather, crop, flip, rotation and whitening).
+    """
+
+    images: object
+    labels: object
+    keys: object
+    indices: object
+    transform: object
+
+    def batch(self, images, labels, keys, idx, epoch):
+        import tensorflow as tf
+
+        return self.transform(tf.gather(images, idx), tf.gather(keys, idx), epoch[0]), tf.gather(labels, idx)
 
 
 def model_input_shape(spec):
@@ -253,25 +277,37 @@ def _build_in_memory(cfg, corr, train, test, shape, batch_size, epochs, steps, s
         return _to_model_input(augment_batch(x, k, cfg.shuffle_seed, epoch, side, cfg.random_crop, cfg.augment,
                                              compiled=True))
 
-    def per_epoch(epoch, first_step=0):
+    def epoch_indices(epoch, first_step=0):
         # The epoch's order is a pure function of (shuffle_seed, epoch): argsort of hashed uniforms. It does not
         # depend on TF's shuffle implementation or global seed, so a resumed run replays the same batches; a
         # mid-epoch resume drops the first first_step batches' indices before any image is touched.
         order = tf.argsort(kr.uniform(cfg.shuffle_seed, kr.EPOCH_ORDER, epoch, tf.range(size, dtype=tf.int64)),
                            stable=True)
         order = tf.data.Dataset.from_tensor_slices(order[first_step * batch_size:])
+        return order.batch(batch_size, drop_remainder=True)
 
+    def per_epoch(epoch, first_step=0):
         def batch(idx):  # one gather per batch, then vectorized (XLA-compiled) augmentation and whitening
             x, k = tf.gather(images, idx), tf.gather(keys, idx)
             return transform(x, k, tf.cast(epoch, tf.int64)), tf.gather(labels, idx)
 
-        return order.batch(batch_size, drop_remainder=True).map(batch, num_parallel_calls=AUTOTUNE)
+        return epoch_indices(epoch, first_step).map(batch, num_parallel_calls=AUTOTUNE)
+
+    def epochs_from(first_epoch, first_step, one_epoch):
+        ds = one_epoch(first_epoch, first_step)
+        if first_epoch + 1 < epochs:
+            ds = ds.concatenate(tf.data.Dataset.range(first_epoch + 1, epochs).flat_map(one_epoch))
+        return ds
 
     def train_stream(first_epoch=0, first_step=0, shard=None):
-        ds = per_epoch(first_epoch, first_step)
-        if first_epoch + 1 < epochs:
-            ds = ds.concatenate(tf.data.Dataset.range(first_epoch + 1, epochs).flat_map(per_epoch))
-        return _shard(ds, batch_size, shard).prefetch(AUTOTUNE)
+        return _shard(epochs_from(first_epoch, first_step, per_epoch), batch_size, shard).prefetch(AUTOTUNE)
+
+    def index_stream(first_epoch=0, first_step=0, shard=None):  # --device_data: the same batches, as indices
+        def one_epoch(epoch, first_step=0):
+            return epoch_indices(epoch, first_step).map(
+                lambda idx: (tf.cast(idx, tf.int32), tf.fill(tf.shape(idx), tf.cast(epoch, tf.int64))))
+
+        return _shard(epochs_from(first_epoch, first_step, one_epoch), batch_size, shard).prefetch(AUTOTUNE)
 
     changed = train_eval["label"] != train.arrays["label"]  # train_eval is in key order, like train.arrays
     if corr.kind == "random_labels" or not changed.any() or changed.all():
@@ -279,9 +315,10 @@ def _build_in_memory(cfg, corr, train, test, shape, batch_size, epochs, steps, s
     index = train.arrays.get("index", np.full(train.size, -1, np.int64))  # -1: a user's data, no source order
     train_labels = {"key": train.arrays["key"], "clean": train.arrays["label"], "trained": train_eval["label"],
                     "index": index}
+    device = DeviceSource(train_full["image"], train_full["label"], train_full["key"], index_stream, transform)
     return Datasets(train_stream, _eval_dataset(train_eval, batch_size), _eval_dataset(test_arr, batch_size),
                     steps, train.size, test.size, shape, train.spec.num_classes, corr, summary, changed,
-                    train_labels, extra)
+                    train_labels, extra, device)
 
 
 def _shard(ds, batch_size, shard):

@@ -147,7 +147,8 @@ def fit_and_evaluate(model, cfg, datasets, run_dir, *, initial_step=0, history=(
         with interrupt:
             fit_distributed(model, strategy or tf.distribute.get_strategy(), datasets, wrap, callbacks, epoch,
                             offset, cfg.epochs, cfg.batch_size, cfg.label_smoothing, partial, cfg.steps_per_execution,
-                            local_eval=local)
+                            local_eval=local, device_data=cfg.device_data,
+                            jit_compile=bool(cfg.jit_compile) and replicas == 1)
     else:
         with interrupt:
             _fit(model, datasets, wrap, callbacks, epoch, offset, cfg.epochs, partial, verbose)
@@ -268,13 +269,18 @@ def _running_logs(model):
 
 
 def _distributed_epoch(model, strategy, datasets, wrap, cbs, train_steps, epoch, start, batch_size, label_smoothing,
-                       partial, steps_per_call_wanted=None, local_eval=True):
+                       partial, steps_per_call_wanted=None, local_eval=True, device_data=False):
     """One epoch of fit_distributed from step `start`; every collective (metric resets and reads, steps) inside."""
     for cb in partial:
         cb.first_step = start
-    dist = strategy.distribute_datasets_from_function(
-        lambda ctx: wrap(datasets.train(epoch, start, shard=(
-            ctx.num_input_pipelines, ctx.input_pipeline_id, ctx.get_per_replica_batch_size(batch_size)))))
+
+    def input_fn(ctx):
+        shard = (ctx.num_input_pipelines, ctx.input_pipeline_id, ctx.get_per_replica_batch_size(batch_size))
+        if device_data:  # indices only: the step makes its batch on the device
+            return datasets.device_source.indices(epoch, start, shard=shard)
+        return wrap(datasets.train(epoch, start, shard=shard))
+
+    dist = strategy.distribute_datasets_from_function(input_fn)
     model.reset_metrics()  # metric variables are all-reduced: a collective
     cbs.on_epoch_begin(epoch)
     iterator = iter(dist)
@@ -300,8 +306,21 @@ def _replica_step(model):
     return step
 
 
+def _on_every_replica(strategy, array):
+    """A numpy array as a tensor on each replica's device (one copy per device, made once), for strategy.run."""
+    if strategy.num_replicas_in_sync == 1:
+        try:
+            device = strategy.extended.worker_devices[0]
+        except (AttributeError, NotImplementedError, IndexError, RuntimeError):
+            device = ""  # the default strategy: TF's own placement
+        with tf.device(device):
+            return tf.identity(tf.constant(array))
+    return strategy.experimental_distribute_values_from_function(lambda ctx: tf.identity(tf.constant(array)))
+
+
 def fit_distributed(model, strategy, datasets, wrap, callbacks, first_epoch, offset, epochs, batch_size,
-                    label_smoothing=None, partial=(), steps_per_call_wanted=None, local_eval=True):
+                    label_smoothing=None, partial=(), steps_per_call_wanted=None, local_eval=True, device_data=False,
+                    jit_compile=False):
     """Trains epochs first_epoch..epochs-1 with Keras' train_step under `strategy`.run, calling `callbacks` as fit
     calls them (the module's contract).
 
@@ -312,16 +331,35 @@ def fit_distributed(model, strategy, datasets, wrap, callbacks, first_epoch, off
     for a resumed partial epoch (the recorder and the checkpoint). Each compiled call runs several steps
     (steps_per_execution's rule: the largest divisor of the epoch's steps up to `steps_per_call_wanted`, default 32).
     `local_eval`: evaluate on this worker's copy of the weights (a multi-host cluster), else with Keras' evaluate.
+    `device_data` (--device_data): the training arrays are placed on every replica's device once, the input
+    pipeline yields only each step's example indices, and the step gathers, crops, augments and whitens its batch
+    on the device (datasets.device_source: the same batches as the tf.data path). `jit_compile`: XLA-compile the
+    per-replica step (one replica only: Keras' rule).
     """
     cbs = keras.callbacks.CallbackList(list(callbacks), model=model)
     with strategy.scope():  # build the optimizer's slots eagerly, before the first tf.function (mirrored)
         if not model.optimizer.built:
             model.optimizer.build(model.trainable_variables)
+    step, arrays = _replica_step(model), ()
+    if device_data:
+        source = datasets.device_source
+        arrays = tuple(_on_every_replica(strategy, a) for a in (source.images, source.labels, source.keys))
+        num_classes = datasets.num_classes
+
+        def device_step(batch, images, labels, keys):
+            x, y = source.batch(images, labels, keys, *batch)
+            if label_smoothing:
+                y = tf.one_hot(y, num_classes)
+            model.train_step((x, y))
+
+        step = device_step
+    if jit_compile:
+        step = tf.function(step, jit_compile=True)
 
     @tf.function
     def train_steps(iterator, n):  # n steps per call: no per-step Python (the collectives run in the loop)
         for _ in tf.range(n):
-            strategy.run(_replica_step(model), args=(next(iterator),))
+            strategy.run(step, args=(next(iterator), *arrays) if device_data else (next(iterator),))
 
     model.stop_training = False
     cbs.on_train_begin()
@@ -330,7 +368,7 @@ def fit_distributed(model, strategy, datasets, wrap, callbacks, first_epoch, off
         for epoch in range(first_epoch, epochs):
             _distributed_epoch(model, strategy, datasets, wrap, cbs, train_steps, epoch,
                                offset if epoch == first_epoch else 0, batch_size, label_smoothing, partial,
-                               steps_per_call_wanted, local_eval)
+                               steps_per_call_wanted, local_eval, device_data)
             if model.stop_training:
                 break
     except (tf.errors.UnavailableError, tf.errors.AbortedError, tf.errors.CancelledError) as e:

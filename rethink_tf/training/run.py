@@ -98,7 +98,10 @@ def run(config, workdir, strategy=None, datasets=None, extra_callbacks=(), verbo
     chief = member is None or member.chief
     # Several replicas (mirrored GPUs, a cluster): the strategy.run loop, several steps per compiled call (Keras'
     # fit runs one step per call under MirroredStrategy and fails under MultiWorkerMirroredStrategy).
-    loop = loop or ("strategy_run" if member or replicas > 1 else "fit")
+    loop = loop or ("strategy_run" if member or replicas > 1 or cfg.device_data else "fit")
+    if cfg.device_data and loop != "strategy_run":
+        raise UserError("--device_data makes each batch inside the package's strategy.run loop; Keras' fit takes "
+                        "batches from tf.data")
     # The replica count names the run where it changes what is trained (per-replica BatchNorm's batch).
     bn_batch = cfg.bn_replica_batch(replicas)
     run_dir = os.path.join(workdir, _run_dir_name(cfg, replicas))
@@ -131,6 +134,9 @@ def run(config, workdir, strategy=None, datasets=None, extra_callbacks=(), verbo
     service_job = f"{os.path.basename(run_dir)}-{member.token if member else secrets.randbits(32)}"
     datasets = datasets or pipeline.build(cfg.data, cfg.batch_size, cfg.epochs, num_replicas=replicas,
                                           deterministic=cfg.deterministic, service_job=service_job)
+    if cfg.device_data and getattr(datasets, "device_source", None) is None:
+        raise UserError(f"--device_data places an in-memory training set on the devices; {cfg.data.dataset} is "
+                        "streamed (its input stays in tf.data)")
     if cfg.per_example and getattr(datasets, "train_labels", None) is None:
         raise UserError(f"--per_example records every training example per epoch; {cfg.data.dataset} is streamed, "
                         "not held in memory")

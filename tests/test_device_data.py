@@ -1,0 +1,86 @@
+"""--device_data (issue 21): the training set on the device, each step's batch made inside the compiled loop. It must
+train on exactly the batches of the tf.data path: same examples in the same order, same labels, same crops, flips
+and rotations, same whitening; so the same losses and weights, and the same after a kill and resume."""
+
+import dataclasses
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import write_cifar_binary
+from rethink_tf import models
+from rethink_tf.config import DataConfig, TrainConfig
+from rethink_tf.data import pipeline
+from rethink_tf.errors import UserError
+from rethink_tf.training import checkpoint
+from rethink_tf.training.run import run
+
+
+@pytest.fixture(scope="module")
+def cifar_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cifar")
+    write_cifar_binary(str(d), per_batch=8, test=16)  # 40 train, 16 test: 5 steps per epoch at batch 8
+    return str(d)
+
+
+@pytest.mark.parametrize("shard", [None, (1, 0, 4), (2, 1, 4)])
+def test_the_device_batches_are_the_tf_data_batches(cifar_dir, shard):
+    cfg = DataConfig(dataset="cifar10", data_dir=cifar_dir, corrupt="labels", corrupt_prob=0.5, random_crop=True,
+                     augment=True, shuffle_seed=3)
+    d = pipeline.build(cfg, batch_size=8, epochs=3)
+    src = d.device_source
+    arrays = [tf.constant(a) for a in (src.images, src.labels, src.keys)]
+    for first_epoch, first_step in ((0, 0), (1, 2)):  # a fresh start and a mid-epoch resume
+        want = list(d.train(first_epoch, first_step, shard=shard))
+        got = [src.batch(*arrays, idx, epoch) for idx, epoch in src.indices(first_epoch, first_step, shard=shard)]
+        assert len(got) == len(want) == (3 - first_epoch) * 5 * (2 if shard and shard[2] < 8 // shard[0] else 1) \
+            - first_step * (2 if shard and shard[2] < 8 // shard[0] else 1)
+        for (x1, y1), (x2, y2) in zip(want, got):
+            np.testing.assert_array_equal(y1.numpy(), y2.numpy())
+            np.testing.assert_allclose(x1.numpy(), x2.numpy(), rtol=0, atol=1e-6)
+
+
+def _weights(workdir, name, model="small_inception_nobn"):
+    m = models.build(model, (28, 28, 3), 10, width_multiplier=0.25)
+    m.load_weights(os.path.join(workdir, name, checkpoint.CHECKPOINT))
+    return [w.numpy() for w in m.weights]
+
+
+def test_device_data_trains_like_the_tf_data_path_and_resumes(cifar_dir, tmp_path):
+    from test_train import _Kill, _KillAfter
+
+    base = TrainConfig(model="small_inception_nobn", width=0.25, epochs=3, batch_size=8, tensorboard=False,
+                       learning_rate=0.01, data=DataConfig(dataset="cifar10", data_dir=cifar_dir, random_crop=True,
+                                                           augment=True, corrupt="labels", corrupt_prob=0.5))
+    w = str(tmp_path)
+    plain = json.load(open(run(dataclasses.replace(base, run_name="plain"), w, verbose=0)))
+    dev_cfg = dataclasses.replace(base, device_data=True, run_name="device")
+    assert dataclasses.replace(dev_cfg, run_name=None).name() == base.name()  # where batches are made, not what
+    dev = json.load(open(run(dev_cfg, w, verbose=0)))
+    assert (dev["env"]["loop"], plain["env"]["loop"]) == ("strategy_run", "fit")
+    for a, b in zip(plain["history"], dev["history"]):
+        for k in ("train_loss", "train_accuracy", "test_loss", "test_accuracy"):
+            assert a[k] == pytest.approx(b[k], rel=1e-5, abs=1e-6), (a["epoch"], k)
+    for x, y in zip(_weights(w, "plain"), _weights(w, "device")):
+        np.testing.assert_allclose(x, y, rtol=0, atol=1e-5)
+    # killed after epoch 1, resumed with --device_data: the uninterrupted device-data run
+    killed = dataclasses.replace(dev_cfg, run_name="killed")
+    with pytest.raises(_Kill):
+        run(killed, w, verbose=0, extra_callbacks=[_KillAfter(epoch=1)])
+    resumed = json.load(open(run(killed, w, verbose=0)))
+    assert resumed["resumes"][0]["step"] == 5
+    for a, b in zip(dev["history"], resumed["history"]):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-6)
+    for x, y in zip(_weights(w, "device"), _weights(w, "killed")):
+        np.testing.assert_allclose(x, y, rtol=0, atol=1e-6)
+
+
+def test_device_data_refusals(cifar_dir, tmp_path):
+    cfg = TrainConfig(model="mlp_1x512", epochs=1, batch_size=8, tensorboard=False, device_data=True,
+                      data=DataConfig(dataset="cifar10", data_dir=cifar_dir))
+    with pytest.raises(UserError, match="strategy.run loop"):
+        run(cfg, str(tmp_path), verbose=0, loop="fit")
+    assert not os.listdir(str(tmp_path))
