@@ -142,7 +142,8 @@ class TrainConfig:
         package evaluates a 0.9999 average) and report the final accuracies on it (None: off).
       fit_threshold: training accuracy that counts as "fitted" for epochs_to_fit / steps_to_fit and Figure 1b
         (1.0: every example of an epoch right; results.json also records 0.99, 0.999 and 1.0 separately).
-      jit_compile: XLA on a single device (None: models.XLA_DEFAULT, the faster setting measured per model).
+      jit_compile: XLA on a single device (None: models.XLA_DEFAULTS, the faster setting measured per device kind
+        and model).
       steps_per_execution: optimizer steps per tf.function call (None: the largest divisor of the epoch's steps
         up to 32; Keras would otherwise overrun an epoch whose steps it does not divide).
       device_data: place the in-memory training set on every replica's device once and make each step's batch
@@ -241,7 +242,7 @@ class TrainConfig:
             bn_momentum=self.bn_momentum if self.bn_momentum is not None else builder.get("bn_momentum"),
             width=nondefault_width(self.width),  # 1.0 is the paper's model: the same run
             jit_compile=(self.jit_compile if self.jit_compile is not None
-                         else models.XLA_DEFAULT.get(self.model, False)),
+                         else models.xla_default(self.model)),
         )
 
     def identity(self):

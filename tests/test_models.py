@@ -171,3 +171,13 @@ def test_keyed_dropout_mask_is_the_keyed_hash_of_step_row_and_unit():
     assert not any("dropout" in w.name for w in models.build("mlp_1x512", (28, 28, 3), 10).layers)
     assert [w.name for w in models.build("mlp_3x512", (28, 28, 3), 10, dropout=0.5).layers
             if isinstance(w, blocks.KeyedDropout)] == ["dropout1", "dropout2", "dropout3"]
+
+
+def test_the_xla_default_is_a_table_per_device_kind():
+    assert models.xla_default("mlp_1x512", "cpu") and not models.xla_default("small_inception", "cpu")
+    assert not models.xla_default("mlp_1x512", "gpu")  # unmeasured on GPUs: Keras' default, off
+    assert not models.xla_default("mlp_1x512", "tpu") and not models.xla_default("user:x", "cpu")
+    assert models.device_kind() == ("gpu" if tf.config.list_physical_devices("GPU") else "cpu")
+    from rethink_tf.config import TrainConfig
+
+    assert TrainConfig(model="mlp_1x512").resolved().jit_compile == models.xla_default("mlp_1x512")

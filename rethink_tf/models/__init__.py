@@ -22,11 +22,27 @@ MODELS = {
 }
 
 
-# XLA default per model, from benchmarks/train_throughput.py on 2 CPU cores (batch 128, images/s with / without XLA,
-# docs/benchmarks/train_throughput.jsonl): the MLPs gain a little (mlp_1x512 22.1k / 21.2k, mlp_3x512 13.2k / 12.4k),
-# the convnets lose (small_alexnet 301 / 320, small_inception 67 / 73). --jit_compile / --nojit_compile override it;
-# it is off under multi-replica strategies whatever the setting.
-XLA_DEFAULT = {"mlp_1x512": True, "mlp_3x512": True}
+# XLA default per device kind and model: a measured table, not a constant (XLA helps some models and hurts others,
+# and not the same ones on every device). "cpu", from benchmarks/train_throughput.py on 2 CPU cores (batch 128,
+# images/s with / without XLA, docs/benchmarks/train_throughput.jsonl): the MLPs gain a little (mlp_1x512 22.1k /
+# 21.2k, mlp_3x512 13.2k / 12.4k), the convnets lose (small_alexnet 301 / 320, small_inception 67 / 73). "gpu": not
+# measured yet (benchmarks/gpu.sh measures every model with XLA on and off; enter what it finds): Keras' default, off.
+# A model missing from its device kind's table gets XLA off. --jit_compile / --nojit_compile override the table; XLA
+# is off under multi-replica strategies whatever the setting.
+XLA_DEFAULTS = {"cpu": {"mlp_1x512": True, "mlp_3x512": True}, "gpu": {}}
+XLA_DEFAULT = XLA_DEFAULTS["cpu"]  # the CPU table, as older code and notebooks name it
+
+
+def device_kind():
+    """ "gpu" when TensorFlow sees a GPU, else "cpu": the row of XLA_DEFAULTS a run on this machine uses."""
+    import tensorflow as tf
+
+    return "gpu" if tf.config.list_physical_devices("GPU") else "cpu"
+
+
+def xla_default(model, kind=None):
+    """Whether XLA is on by default for `model` on this machine's device kind (XLA_DEFAULTS; off when unmeasured)."""
+    return XLA_DEFAULTS.get(kind or device_kind(), {}).get(model, False)
 
 
 def is_plugin(name):
