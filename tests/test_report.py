@@ -393,3 +393,9 @@ def test_pixel_noise_figure_puts_mixtures_and_additive_noise_on_their_own_axes(t
     paths = plots.pixel_noise(runs, str(tmp_path / "figs"))
     assert [os.path.basename(p) for p in paths] == ["pixel_noise.png", "pixel_noise.pdf"]
     assert plots.pixel_noise([r for r in runs if r["config"]["corrupt"] != "none"][:1], str(tmp_path / "f2")) == []
+
+
+def test_readme_holds_the_benchmark_tables_generated_from_the_committed_outputs():
+    proc = subprocess.run([sys.executable, os.path.join(REPO, "benchmarks", "tables.py"), "--check",
+                           os.path.join(REPO, "README.md")], capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-1000:]

@@ -1,0 +1,112 @@
+"""README's benchmark tables, generated from the benchmarks' committed outputs under docs/benchmarks/ (so no number in
+README.md is typed by hand).
+
+    python benchmarks/tables.py              # print every table (markdown)
+    python benchmarks/tables.py --check README.md   # exit 1 unless README.md holds each table exactly
+
+tests/test_report.py runs the check.
+"""
+
+import argparse
+import json
+import os
+import sys
+
+from rethink_tf import console  # noqa: E402  (first: no TensorFlow log lines)
+
+console.quiet()
+
+DOCS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "benchmarks")
+
+
+def _rows(name):
+    with open(os.path.join(DOCS, f"{name}.jsonl")) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def provenance(name):
+    """The first line of an output: where, when and what made it."""
+    h = _rows(name)[0]
+    return f"{h['date']}, commit {h['commit']}, TF {h['tensorflow']}, {h['machine']['cpus']} cores"
+
+
+def train_throughput():
+    rows = [r for r in _rows("train_throughput") if r.get("benchmark") == "train_throughput"]
+    from rethink_tf.models import XLA_DEFAULTS
+
+    out = ["| model | through the pipeline, XLA as default | the other XLA setting | synthetic batch (default XLA) |",
+           "|---|---|---|---|"]
+    for model in dict.fromkeys(r["model"] for r in rows):
+        xla = XLA_DEFAULTS["cpu"].get(model, False)
+        pick = {(r["data"], r["jit_compile"]): r["images_per_s"] for r in rows if r["model"] == model}
+        out.append(f"| {model} | **{pick[('pipeline', xla)]:,.0f}** (XLA {'on' if xla else 'off'}) | "
+                   f"{pick[('pipeline', not xla)]:,.0f} | {pick[('synthetic', xla)]:,.0f} |")
+    return "\n".join(out)
+
+
+def vs_pytorch():
+    rows = _rows("vs_pytorch")
+    peak = next(r for r in rows if r.get("benchmark") == "gemm_peak")
+    out = [f"| model | package images/s | PyTorch {next(r['torch'] for r in rows if 'torch' in r)} images/s | "
+           "package / PyTorch | package GFLOP/s (train) | of the GEMM peak |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        if r.get("benchmark") == "vs_pytorch":
+            out.append(f"| {r['model']} | **{r['images_per_s']:,.0f}** | {r['pytorch_images_per_s']:,.0f} | "
+                       f"**{r['ratio']:.2f}×** | {r['gflops']:.0f} | {100 * r['fraction_of_gemm_peak']:.0f}% |")
+    out.append(f"| float32 GEMM peak (2048², all cores) | | | | TF {peak['tensorflow_gflops']:.0f}, "
+               f"torch {peak['torch_gflops']:.0f} | |")
+    return "\n".join(out)
+
+
+def step_overhead():
+    rows = [r for r in _rows("step_overhead") if r.get("benchmark") == "step_overhead"]
+    out = ["| strategy | steps per call | package ms/step | bare loop ms/step | ratio | `--device_data` ms/step |",
+           "|---|---|---|---|---|---|"]
+    for r in rows:
+        out.append(f"| {r['strategy']} | {r['steps_per_call']} | {r['package_ms_per_step']:.2f} | "
+                   f"{r['bare_ms_per_step']:.2f} | {r['ratio']:.2f}× | {r['package_device_data_ms_per_step']:.2f} |")
+    return "\n".join(out)
+
+
+def pipeline():
+    rows = _rows("pipeline")
+    by = {(r.get("corrupt"), r.get("augmentation")): r for r in rows if "steady_images_per_s" in r}
+    summary = next(r for r in rows if r.get("summary") == "pipeline")
+    worst = min((r for r in by.values() if r["augmentation"] == "none" and r["corrupt"] != "none"),
+                key=lambda r: r["steady_ratio_to_clean"])
+    clean, crop_aug = by[("none", "none")]["steady_images_per_s"], by[("none", "augment+random_crop")]["steady_images_per_s"]
+    met = lambda ok: "met" if ok else "**not met** on this machine"  # noqa: E731
+    return "\n".join([
+        "| pipeline (50,000 CIFAR-shaped images) | images/s | target |", "|---|---|---|",
+        f"| clean | **{clean:,.0f}** | ≥ 200,000 ({met(clean >= 200_000)}) |",
+        f"| random crop | **{by[('none', 'random_crop')]['steady_images_per_s']:,.0f}** | |",
+        f"| random crop + flip + rotation ±25° (Table 4) | **{crop_aug:,.0f}** | ≥ 100,000 ({met(crop_aug >= 100_000)}) |",
+        f"| flip + rotation, no crop | {by[('none', 'augment')]['steady_images_per_s']:,.0f} | |",
+        f"| corrupted pipelines, worst steady ratio to clean | {summary['worst_corruption_steady_ratio']:.3f} "
+        f"({worst['corrupt'].replace('_', ' ')}) | ≥ 0.95 ({met(summary['worst_corruption_steady_ratio'] >= 0.95)}) |"])
+
+
+TABLES = {"train_throughput": train_throughput, "vs_pytorch": vs_pytorch, "step_overhead": step_overhead,
+          "pipeline": pipeline}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--check", metavar="README", help="exit 1 unless this file holds every table exactly")
+    args = ap.parse_args()
+    if args.check:
+        with open(args.check, encoding="utf-8") as f:
+            text = f.read()
+        missing = [name for name, table in TABLES.items() if table() not in text]
+        if missing:
+            print(f"{args.check} lacks the current table(s) of {', '.join(missing)}: paste "
+                  "`python benchmarks/tables.py`'s output", file=sys.stderr)
+            return 1
+        return 0
+    for name, table in TABLES.items():
+        print(f"<!-- {name}: docs/benchmarks/{name}.jsonl ({provenance(name)}) -->\n{table()}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
