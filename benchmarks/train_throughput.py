@@ -51,7 +51,7 @@ def synthetic(datasets):
 
 
 def measure(model, data_dir, workdir, epochs, jit, synthetic_data, dtype_policy="float32", strategy=None,
-            batch=BATCH):
+            batch=BATCH, device_data=False):
     """One run's train images/s (best epoch after the first) through rethink_tf.train.run; `strategy`: a
     tf.distribute strategy (None: one device)."""
     from rethink_tf.config import DataConfig, TrainConfig
@@ -61,8 +61,9 @@ def measure(model, data_dir, workdir, epochs, jit, synthetic_data, dtype_policy=
     replicas = strategy.num_replicas_in_sync if strategy is not None else 1
     cfg = TrainConfig(model=model, data=DataConfig(dataset="cifar10", data_dir=data_dir, test_examples=batch),
                       batch_size=batch, epochs=epochs, tensorboard=False, jit_compile=jit, dtype_policy=dtype_policy,
+                      device_data=device_data,
                       run_name=f"{model}-{'synthetic' if synthetic_data else 'pipeline'}-{'xla' if jit else 'noxla'}"
-                               f"-{dtype_policy}-{replicas}")
+                               f"-{dtype_policy}-{replicas}{'-device' if device_data else ''}")
     datasets = None
     if synthetic_data:
         datasets = synthetic(pipeline.build(cfg.resolved().data, batch, epochs, num_replicas=replicas))
@@ -72,7 +73,7 @@ def measure(model, data_dir, workdir, epochs, jit, synthetic_data, dtype_policy=
     best = max(rates)
     ref = PYTORCH_IMAGES_PER_S[model]
     return {"benchmark": "train_throughput", "model": model, "data": "synthetic" if synthetic_data else "pipeline",
-            "dtype_policy": dtype_policy, "replicas": replicas, "loop": r["env"].get("loop"),
+            "dtype_policy": dtype_policy, "replicas": replicas, "loop": r["env"].get("loop"), "device_data": device_data,
             "jit_compile": r["env"]["jit_compile"], "steps_per_execution": r["env"].get("steps_per_execution", 1),
             "steps_per_epoch": r["metrics"]["steps_per_epoch"], "images_per_s": round(best, 1),
             "epochs_2_on": [round(v, 1) for v in rates], "pytorch_images_per_s": ref,

@@ -360,8 +360,9 @@ def _define_train_flags(fv):
                       "crop, augmentation, whitening), instead of in tf.data on the host: the same batches, less "
                       "per-step input work where that is the bottleneck (GPUs). Trains in the package's strategy.run "
                       "loop.", flag_values=fv)
-    flags.DEFINE_bool("jit_compile", None, "XLA-compile the train step on a single device (default: per model, "
-                      "the faster setting measured on CPU: on for the MLPs, off for the convnets).", flag_values=fv)
+    flags.DEFINE_bool("jit_compile", None, "XLA-compile the train step on a single device (default: the faster "
+                      "setting measured per device kind and model, models.XLA_DEFAULTS: on CPU on for the MLPs, off "
+                      "for the convnets; on GPU off until measured).", flag_values=fv)
     flags.DEFINE_bool("deterministic", False, "Enable TF op determinism and keep ImageNet's streamed input order "
                       "a function of the seed (slower; some GPU ops raise UnimplementedError). The in-memory "
                       "datasets are read deterministically either way.", flag_values=fv)

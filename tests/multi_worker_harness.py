@@ -61,6 +61,10 @@ class SaveWeights:
                 super().__init__()
                 self.losses = []
 
+            def on_train_begin(self, logs=None):  # the weights training starts from
+                np.savez(os.path.join(out, f"{name}-init.npz"),
+                         **{f"w{i}": np.asarray(v.numpy()) for i, v in enumerate(self.model.weights)})
+
             def on_epoch_end(self, epoch, logs=None):
                 self.losses.append(float(logs["loss"]))
 

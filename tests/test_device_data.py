@@ -44,7 +44,7 @@ def test_the_device_batches_are_the_tf_data_batches(cifar_dir, shard):
 
 
 def _weights(workdir, name, model="small_inception_nobn"):
-    m = models.build(model, (28, 28, 3), 10, width_multiplier=0.25)
+    m = models.build(model, (28, 28, 3), 10, width_multiplier=0.25 if model == "small_inception_nobn" else 1.0)
     m.load_weights(os.path.join(workdir, name, checkpoint.CHECKPOINT))
     return [w.numpy() for w in m.weights]
 
@@ -84,3 +84,19 @@ def test_device_data_refusals(cifar_dir, tmp_path):
     with pytest.raises(UserError, match="strategy.run loop"):
         run(cfg, str(tmp_path), verbose=0, loop="fit")
     assert not os.listdir(str(tmp_path))
+
+
+def test_device_data_with_label_smoothing_and_xla_on_one_device(cifar_dir, tmp_path):
+    # mlp_1x512: XLA on by default on CPU (the jit-compiled device step); label smoothing: one-hot labels in the step
+    base = TrainConfig(model="mlp_1x512", epochs=2, batch_size=8, tensorboard=False, learning_rate=0.01,
+                       label_smoothing=0.1, data=DataConfig(dataset="cifar10", data_dir=cifar_dir, corrupt="labels",
+                                                            corrupt_prob=0.5))
+    w = str(tmp_path)
+    plain = json.load(open(run(dataclasses.replace(base, run_name="plain"), w, verbose=0)))
+    dev = json.load(open(run(dataclasses.replace(base, run_name="device", device_data=True), w, verbose=0)))
+    assert dev["env"]["jit_compile"] and dev["env"]["loop"] == "strategy_run"
+    for a, b in zip(plain["history"], dev["history"]):
+        for k in ("train_loss", "train_accuracy", "test_loss", "train_accuracy_changed"):
+            assert a[k] == pytest.approx(b[k], rel=1e-5, abs=1e-6), (a["epoch"], k)
+    for x, y in zip(_weights(w, "plain", "mlp_1x512"), _weights(w, "device", "mlp_1x512")):
+        np.testing.assert_allclose(x, y, rtol=0, atol=1e-5)

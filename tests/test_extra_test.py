@@ -68,7 +68,23 @@ def test_an_extra_test_set_scores_like_the_test_set_it_copies_every_epoch_and_at
     assert after["history"] == r["history"]
     assert after["metrics"]["extra_test"]["tfds:cifar10_1"] == extra
     added = after["metrics"]["extra_test"]["tfds:cifar10_1/v6"]
-    assert added["added_after_training"] and 0 <= added["accuracy"] <= 1
+    assert added["added_after_training"]
+    # against an independent evaluation of the checkpoint: NumPy centre crop, /255, per-image standardization
+    import keras
+
+    from rethink_tf import models
+    from rethink_tf.training import checkpoint
+
+    model = models.build("mlp_1x512", (28, 28, 3), 10)
+    model.load_weights(os.path.join(os.path.dirname(path), checkpoint.CHECKPOINT))
+    x = other_x[:, 2:30, 2:30].astype(np.float64) / 255.0
+    flat = x.reshape(len(x), -1)
+    flat = (flat - flat.mean(1, keepdims=True)) / np.maximum(flat.std(1), 1 / np.sqrt(flat.shape[1]))[:, None]
+    logits = keras.ops.convert_to_numpy(model(flat.reshape(x.shape).astype(np.float32))).astype(np.float64)
+    assert added["accuracy"] == pytest.approx(np.mean(logits.argmax(1) == other_y), abs=1e-9)
+    logp = logits - logits.max(1, keepdims=True)
+    logp -= np.log(np.exp(logp).sum(1, keepdims=True))
+    assert added["loss"] == pytest.approx(-np.mean(logp[np.arange(7), other_y]), rel=1e-4)
     assert {k: v for k, v in after["metrics"].items() if k != "extra_test"} == {
         k: v for k, v in r["metrics"].items() if k != "extra_test"}
     assert results.lacks(after, later) == []
@@ -82,6 +98,9 @@ def test_extra_test_refusals(tmp_path):
                          ("tfds:cifar10_1", "not prepared")):
         with pytest.raises(UserError, match=match):
             pipeline.build(dataclasses.replace(base, extra_test=extra), batch_size=4, epochs=1)
+    with pytest.raises(UserError, match="corrupt_test_labels"):  # its labels would take the test split's draws
+        pipeline.build(dataclasses.replace(base, extra_test="tfds:cifar10_1", corrupt="labels", corrupt_prob=0.5,
+                                           corrupt_test_labels=True), batch_size=4, epochs=1)
 
 
 def test_an_extra_test_set_of_another_shape_is_refused(cifar_with_extra):

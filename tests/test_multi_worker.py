@@ -100,6 +100,9 @@ def test_two_workers_equal_two_replicas_equal_one_device(cifar_dir, tmp_path, mo
     # order, and the same command gave 2.6e-6, 7.9e-6 and 1.2e-5 (a 1e-3 conv bias after 5 steps), hence 5e-5: a
     # real fault (an L2 term counted twice, another replica's slice of the batch) moves weights by > 1e-3.
     one_device_tol = 6e-5 if sync else 5e-5
+    init = np.load(f"{out}/single0-init.npz")
+    moved = max(float(np.abs(w0[k] - init[k]).max()) for k in init.files)
+    assert moved > 20 * one_device_tol  # training moved the weights far beyond the tolerance: the check means something
     for k in w0.files:  # weights (BN moving statistics included), epoch losses, optimizer iterations
         np.testing.assert_allclose(w0[k], mirrored[k], atol=one_device_tol, rtol=0)  # 2 workers x 1 == 1 x 2
         np.testing.assert_allclose(w0[k], single[k], atol=one_device_tol, rtol=0)  # == one device

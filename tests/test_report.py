@@ -327,8 +327,9 @@ def test_figure1a_says_when_curves_coincide_and_keeps_each_visible(tmp_path, dra
 
 
 def test_seeds_are_one_row_with_mean_std_and_n_and_figure1b_rows_say_what_did_not_fit(tmp_path):
-    for seed, acc in ((0, 0.50), (1, 0.54), (2, 0.52)):
-        fake_train_result(str(tmp_path), seed=seed, test_acc=acc, fit_epoch=10)
+    # seeds that differ in how they ran or what else they recorded (not what they trained) are one experiment
+    for seed, acc, extra in ((0, 0.50, {}), (1, 0.54, {"device_data": True}), (2, 0.52, {"measures": True})):
+        fake_train_result(str(tmp_path), seed=seed, test_acc=acc, fit_epoch=10, **extra)
     fake_train_result(str(tmp_path), corrupt="random_labels", test_acc=0.1, fit_epoch=25)
     fake_train_result(str(tmp_path), corrupt="labels", p=0.5, test_acc=0.3, fit_epoch=None, epochs=40)
     rows = report.comparison_rows(results.load_all(str(tmp_path)))
@@ -388,8 +389,13 @@ def test_pixel_noise_figure_puts_mixtures_and_additive_noise_on_their_own_axes(t
     series = plots._pixel_series(runs)
     by_name = {k[1]: {x: [r["metrics"]["test_accuracy"] for r in v] for x, v in by_x.items()}
                for k, by_x in series.items()}
+    # σ = 0.1 and 0.3 on every image are points of the σ row; no mixture series of theirs without a partial run
     assert by_name == {"random pixels": {0.0: [0.5], 0.5: [0.3], 1.0: [0.1]},
                        "additive Gaussian": {0.0: [0.5], 0.1: [0.45], 0.3: [0.35]}}
+    fake_train_result(w, corrupt="additive_gaussian", p=0.5, noise_std=0.1, fit_epoch=10, test_acc=0.48)
+    runs = results.load_all(w)
+    mixture = {k[1]: sorted(v) for k, v in plots._pixel_series(runs).items() if k[1].startswith("additive gaussian")}
+    assert mixture == {"additive gaussian σ = 0.1": [0.0, 0.5, 1.0]}  # its half-noised run joins the mixtures
     paths = plots.pixel_noise(runs, str(tmp_path / "figs"))
     assert [os.path.basename(p) for p in paths] == ["pixel_noise.png", "pixel_noise.pdf"]
     assert plots.pixel_noise([r for r in runs if r["config"]["corrupt"] != "none"][:1], str(tmp_path / "f2")) == []

@@ -84,11 +84,22 @@ class DeviceSource:
     keys: object
     indices: object
     transform: object
+    image_shape: tuple = None  # uint8 images are held packed as int32 rows (see packed)
+
+    @classmethod
+    def packed(cls, images, labels, keys, indices, transform):
+        """uint8 images held as int32 rows of 4 bytes each: TF has no GPU gather kernel for uint8 (it would run on
+        the host and copy the set back each step), it has one for int32; the step unpacks with a bitcast."""
+        if images.dtype == np.uint8 and images[0].size % 4 == 0:
+            rows = np.ascontiguousarray(images).reshape(len(images), -1).view(np.int32)
+            return cls(rows, labels, keys, indices, transform, tuple(images.shape[1:]))
+        return cls(images, labels, keys, indices, transform)
 
     def batch(self, images, labels, keys, idx, epoch):
-        import tensorflow as tf
-
-        return self.transform(tf.gather(images, idx), tf.gather(keys, idx), epoch[0]), tf.gather(labels, idx)
+        x = tf.gather(images, idx)
+        if self.image_shape is not None:  # int32 rows back to the uint8 images they hold (bytes in memory order)
+            x = tf.reshape(tf.bitcast(x, tf.uint8), (-1, *self.image_shape))
+        return self.transform(x, tf.gather(keys, idx), epoch[0]), tf.gather(labels, idx)
 
 
 def model_input_shape(spec):
@@ -107,6 +118,9 @@ def check_combination(cfg):
     if cfg.train_label_feature and not cfg.dataset.startswith(sources.TFDS_PREFIX):
         raise UserError(f"--train_label_feature reads the annotators' labels of a tfds dataset (--dataset=tfds:cifar10_n"
                         f" or tfds:cifar100_n); {cfg.dataset} has none")
+    if cfg.extra_test and cfg.corrupt_test_labels:
+        raise UserError("--extra_test scores other test sets on their own labels; with --corrupt_test_labels they "
+                        "would be corrupted with the test split's draws (and flip's threshold): drop one of them")
     if cfg.extra_test and cfg.dataset == "imagenet2012":
         raise UserError("--extra_test evaluates in-memory test sets of the run's image shape; imagenet2012 is streamed")
     if cfg.data_service and cfg.dataset != "imagenet2012":
@@ -315,7 +329,7 @@ def _build_in_memory(cfg, corr, train, test, shape, batch_size, epochs, steps, s
     index = train.arrays.get("index", np.full(train.size, -1, np.int64))  # -1: a user's data, no source order
     train_labels = {"key": train.arrays["key"], "clean": train.arrays["label"], "trained": train_eval["label"],
                     "index": index}
-    device = DeviceSource(train_full["image"], train_full["label"], train_full["key"], index_stream, transform)
+    device = DeviceSource.packed(train_full["image"], train_full["label"], train_full["key"], index_stream, transform)
     return Datasets(train_stream, _eval_dataset(train_eval, batch_size), _eval_dataset(test_arr, batch_size),
                     steps, train.size, test.size, shape, train.spec.num_classes, corr, summary, changed,
                     train_labels, extra, device)

@@ -17,7 +17,8 @@ import json
 import numpy as np
 
 from rethink_tf import paper
-from rethink_tf.config import label_setting, nondefault_width, resolved_config
+from rethink_tf.config import (KERNEL_NON_IDENTITY_FIELDS, NON_IDENTITY_FIELDS, label_setting, nondefault_width,
+                               resolved_config)
 from rethink_tf.results import steps_to_accuracy
 
 SEED_FIELDS = ("seed", "corrupt_seed", "run_name")
@@ -119,8 +120,11 @@ def _measured(result, metric):
 
 
 def _seedless(result):
-    """The identity of a run without its seeds: runs equal in it are one experiment, repeated."""
-    c = {k: v for k, v in result["config"].items() if k not in SEED_FIELDS}
+    """The identity of a run without its seeds: runs equal in it are one experiment, repeated. Settings that say
+    where or how fast a run went, or what else it recorded (--device_data, --extra_test, --measures, its run name),
+    do not split an experiment; the fit threshold does (it defines the time to fit the row reports)."""
+    where = KERNEL_NON_IDENTITY_FIELDS if result.get("kind") == "kernel" else NON_IDENTITY_FIELDS - {"fit_threshold"}
+    c = {k: v for k, v in result["config"].items() if k not in SEED_FIELDS and k not in where}
     return json.dumps([result.get("kind", "train"), c], sort_keys=True, default=str)
 
 

@@ -501,6 +501,7 @@ def _pixel_series(results):
     """{(x label, series name, group key): {amount: [runs]}}: the pixel-side analogues of Figure 1b/1c's label p.
     Arpit et al.'s mixtures: a pixel kind on a fraction p of the images (p = 0: the protocol's clean runs, p = 1: the
     kind on every image, the paper's); additive Gaussian noise of σ on every image (σ = 0: the clean runs)."""
+    fraction = "fraction of images corrupted"
     clean = collections.defaultdict(list)
     series = collections.defaultdict(lambda: collections.defaultdict(list))
     for r in _train_runs(results):
@@ -508,17 +509,19 @@ def _pixel_series(results):
         kind, p = label_setting(c)
         if kind == "none" and not c.get("corrupt_prob"):
             clean[_group_key(r)].append(r)
-        elif kind == "additive_gaussian":
-            series[("noise σ added to every pixel value ([0, 1] units)", "additive Gaussian", _group_key(r))][
-                c["noise_std"]].append(r)
-        elif c.get("corrupt") in corruption_lib.PIXEL_KINDS and c.get("corrupt") != "additive_gaussian":
+        elif c.get("corrupt") in corruption_lib.PIXEL_KINDS:
+            partial = kind.startswith("partial_")
+            if kind == "additive_gaussian":  # every image: a point of the σ row
+                series[("noise σ added to every pixel value ([0, 1] units)", "additive Gaussian", _group_key(r))][
+                    c["noise_std"]].append(r)
             name = c["corrupt"] + ("" if c.get("noise_std") is None else f" σ = {c['noise_std']:g}")
-            series[("fraction of images corrupted", name.replace("_", " "), _group_key(r))][
-                p if kind.startswith("partial_") else 1.0].append(r)
+            series[(fraction, name.replace("_", " "), _group_key(r))][p if partial else 1.0].append(r)
     for (_, _, group), by_x in series.items():
         if clean.get(group):
             by_x[0.0] = clean[group]
-    return {k: v for k, v in series.items() if len(v) >= 2}
+    # an additive-noise mixture series is drawn only where some run noised a fraction of the images
+    return {k: v for k, v in series.items() if len(v) >= 2 and not (
+        k[0] == fraction and k[1].startswith("additive") and set(v) <= {0.0, 1.0})}
 
 
 def pixel_noise(results, out_dir):

@@ -307,15 +307,22 @@ def _replica_step(model):
 
 
 def _on_every_replica(strategy, array):
-    """A numpy array as a tensor on each replica's device (one copy per device, made once), for strategy.run."""
+    """A numpy array as a tensor on each replica's device (one copy per device, made once), for strategy.run.
+    MirroredStrategy and the multi-worker strategy call the value function without a device scope, so each copy
+    is placed on its replica's device here (else every copy would land on the default device, GPU 0)."""
+    try:
+        devices = strategy.extended.worker_devices
+    except (AttributeError, NotImplementedError, IndexError, RuntimeError):
+        devices = ("",)  # the default strategy: TF's own placement
     if strategy.num_replicas_in_sync == 1:
-        try:
-            device = strategy.extended.worker_devices[0]
-        except (AttributeError, NotImplementedError, IndexError, RuntimeError):
-            device = ""  # the default strategy: TF's own placement
-        with tf.device(device):
+        with tf.device(devices[0]):
             return tf.identity(tf.constant(array))
-    return strategy.experimental_distribute_values_from_function(lambda ctx: tf.identity(tf.constant(array)))
+
+    def copy(ctx):
+        with tf.device(devices[ctx.replica_id_in_sync_group % len(devices)]):
+            return tf.identity(tf.constant(array))
+
+    return strategy.experimental_distribute_values_from_function(copy)
 
 
 def fit_distributed(model, strategy, datasets, wrap, callbacks, first_epoch, offset, epochs, batch_size,
@@ -372,6 +379,8 @@ def fit_distributed(model, strategy, datasets, wrap, callbacks, first_epoch, off
             if model.stop_training:
                 break
     except (tf.errors.UnavailableError, tf.errors.AbortedError, tf.errors.CancelledError) as e:
+        if not strategy.extended._in_multi_worker_mode():
+            raise  # one host: not a lost worker
         reason = next((line.strip() for line in str(e).splitlines() if "aborted" in line.lower()), type(e).__name__)
         raise UserError(f"a worker of the cluster failed at epoch {epoch + 1} ({reason[:200]}); rerun the same "
                         "command on every worker to resume from the last checkpoint") from None
