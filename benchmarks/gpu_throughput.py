@@ -9,6 +9,8 @@ CIFAR models in float32 with XLA off (the GPU default).
 """
 
 import argparse
+import contextlib
+import io
 import json
 import os
 import sys
@@ -46,7 +48,8 @@ def inception_v3_synthetic(workdir, epochs, steps, batch, dtype_policy, jit, str
                       dtype_policy=dtype_policy, lr_decay_examples=steps * batch * 2,
                       data=DataConfig(dataset="imagenet2012"),
                       run_name=f"inception_v3-{dtype_policy}-{'xla' if jit else 'noxla'}-{replicas}")
-    path = run(cfg, workdir, datasets=datasets, verbose=0, strategy=strategy)
+    with contextlib.redirect_stdout(io.StringIO()):  # the run's own start and summary lines
+        path = run(cfg, workdir, datasets=datasets, verbose=0, strategy=strategy)
     r = results.read_json(path)
     rates = [h["images_per_s"] for h in r["history"][1:]]
     return {"benchmark": "gpu_throughput", "model": "inception_v3", "data": "synthetic 299x299", "batch": batch,
