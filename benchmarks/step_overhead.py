@@ -8,7 +8,8 @@ makes every step's cost overhead: Python, dispatch, the input pipeline, callback
   epoch), train-only time per step from the history (images/s of epochs 2..N, best), with --steps_per_execution k;
 * bare: a tf.function that runs k steps of the same model, loss and SGD on batches already in memory, called
   until an epoch's steps are done, best of N epochs.
-Each under one device and under MirroredStrategy over 2 logical CPUs (the CPU proxy of a multi-GPU host). Under
+Each under one device (TF's default strategy, as the CLI's --strategy=none) and under MirroredStrategy over 2 logical
+CPUs (the CPU proxy of a multi-GPU host). Under
 MirroredStrategy the package's default loop is its compiled strategy.run loop (k steps per call). The
 package_device_data_ms_per_step column runs the package with --device_data (the training set on the device, each
 step's batch gathered and whitened inside the compiled loop; the strategy.run loop under one device too).
@@ -102,7 +103,9 @@ def main():
     ap.add_argument("--out", default=None, help="also draw time per step vs steps per call there (PNG)")
     args = ap.parse_args()
     ks = [int(v) for v in args.steps_per_call.split(",")]
-    strategies = {"one_device": tf.distribute.OneDeviceStrategy("/cpu:0"),
+    # one device as the CLI trains on one device (--strategy=none: TF's default strategy, no distribution wrapper);
+    # the bare loop under the same strategy
+    strategies = {"one_device": tf.distribute.get_strategy(),
                   "mirrored_2_logical_cpus": tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])}
     rows = []
     for name, strategy in strategies.items():
