@@ -1,6 +1,7 @@
 """Multi-host training (issue 9) with 2 worker processes on localhost ports: MultiWorkerMirroredStrategy from
 TF_CONFIG / --worker_hosts, Keras' train_step under strategy.run, chief-only writes, cluster resume, bad input."""
 
+import dataclasses
 import glob
 import json
 import os
@@ -288,3 +289,22 @@ def test_workers_agree_on_a_token_new_at_each_start(tmp_path):
         assert all(rc == 0 for rc, _ in outs), outs
         tokens.append([int(next(l for l in out.splitlines() if l.startswith("TOKEN")).split()[1]) for _, out in outs])
     assert tokens[0][0] == tokens[0][1] and tokens[1][0] == tokens[1][1] and tokens[0] != tokens[1]
+
+
+def test_two_workers_with_device_data_train_like_one_device(cifar_dir, tmp_path):
+    # --device_data on a cluster: each worker places its copy of the training set on its device and makes its
+    # share of every global batch in the step; the one-device tf.data run is the reference
+    base = TrainConfig(model="mlp_1x512", epochs=2, batch_size=8, tensorboard=False, learning_rate=0.01,
+                       data=DataConfig(dataset="cifar10", data_dir=cifar_dir, corrupt="labels", corrupt_prob=0.5))
+    out = str(tmp_path)
+    for rc, log in harness("worker", out, dataclasses.replace(base, device_data=True), REPO, 2):
+        assert rc == 0, log[-3000:]
+    for rc, log in harness("single", out, base, REPO):
+        assert rc == 0, log[-3000:]
+    w0, w1, single = (np.load(f"{out}/{name}.npz") for name in ("worker0", "worker1", "single0"))
+    init = np.load(f"{out}/single0-init.npz")
+    assert int(w0["iterations"]) == int(single["iterations"]) == 10
+    assert max(float(np.abs(w0[k] - init[k]).max()) for k in init.files) > 20 * 5e-5
+    for k in w0.files:
+        np.testing.assert_array_equal(w0[k], w1[k])
+        np.testing.assert_allclose(w0[k], single[k], atol=5e-5, rtol=0)
