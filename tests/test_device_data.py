@@ -36,8 +36,8 @@ def test_the_device_batches_are_the_tf_data_batches(cifar_dir, shard):
     for first_epoch, first_step in ((0, 0), (1, 2)):  # a fresh start and a mid-epoch resume
         want = list(d.train(first_epoch, first_step, shard=shard))
         got = [src.batch(*arrays, idx, epoch) for idx, epoch in src.indices(first_epoch, first_step, shard=shard)]
-        assert len(got) == len(want) == (3 - first_epoch) * 5 * (2 if shard and shard[2] < 8 // shard[0] else 1) \
-            - first_step * (2 if shard and shard[2] < 8 // shard[0] else 1)
+        pieces = (8 // shard[0]) // shard[2] if shard else 1  # per-replica batches per worker's share of a batch
+        assert len(got) == len(want) == ((3 - first_epoch) * 5 - first_step) * pieces
         for (x1, y1), (x2, y2) in zip(want, got):
             np.testing.assert_array_equal(y1.numpy(), y2.numpy())
             np.testing.assert_allclose(x1.numpy(), x2.numpy(), rtol=0, atol=1e-6)

@@ -98,10 +98,10 @@ def fit_and_evaluate(model, cfg, datasets, run_dir, *, initial_step=0, history=(
     wrap = (lambda ds: one_hot_labels(ds, datasets.num_classes)) if cfg.label_smoothing else (lambda ds: ds)
     steps = datasets.steps_per_epoch
     schedule = optim.lr_schedule(model.optimizer)
-    # Evaluation on this worker's own copy of the weights where Keras' evaluate and predict cannot run (a multi-host
-    # cluster, keras#20585); on one host Keras' own, distributed over the replicas, whichever loop trains.
-    cluster = loop == "strategy_run" and strategy is not None and strategy.extended._in_multi_worker_mode()
-    local = cluster
+    # A multi-host cluster (keras#20585): evaluation on this worker's own copy of the weights, where Keras' evaluate
+    # and predict cannot run, and signals agreed between workers; on one host Keras' own evaluation, distributed over
+    # the replicas, whichever loop trains.
+    local = loop == "strategy_run" and strategy is not None and strategy.extended._in_multi_worker_mode()
     memorization = None
     changed = getattr(datasets, "changed", None)  # pipeline: None unless some, not all, labels changed
     labels = getattr(datasets, "train_labels", None)
@@ -135,7 +135,7 @@ def fit_and_evaluate(model, cfg, datasets, run_dir, *, initial_step=0, history=(
         callbacks.append(keras.callbacks.TensorBoard(os.path.join(run_dir, "tensorboard"), write_graph=False,
                                                      profile_batch=0))
     interrupt = callbacks_lib.StopOnSignal(checkpoint, steps, enabled=checkpoint_on_signal,
-                                           agree=callbacks_lib.signal_agreement(strategy) if cluster else None)
+                                           agree=callbacks_lib.signal_agreement(strategy) if local else None)
     callbacks += [divergence, interrupt, *extra_callbacks]
     epoch, offset = divmod(initial_step, steps)
     partial = (recorder, checkpoint)  # the callbacks that count steps from a partial epoch's first step

@@ -16,6 +16,19 @@ from rethink_tf.errors import UserError
 TFDS_PREFIX = "tfds:"
 
 
+def _builder(tfds_name, data_dir, flag):
+    """(tfds's builder of tfds_name, the data_dir it reads: ~/tensorflow_datasets by default); a name tfds does not
+    know is one line naming `flag`."""
+    import tensorflow_datasets as tfds
+
+    data_dir = data_dir or os.path.expanduser("~/tensorflow_datasets")
+    try:
+        return tfds.builder(tfds_name, data_dir=data_dir), data_dir
+    except (tfds.core.registered.DatasetNotFoundError, ValueError) as e:
+        raise UserError(f"{flag}={TFDS_PREFIX}{tfds_name}: tfds knows no such dataset "
+                        f"({str(e).splitlines()[0][:120]})") from None
+
+
 def spec(tfds_name, data_dir=None, image_feature="image", label_feature="label", train_label_feature=None):
     """The DatasetSpec of a tfds image classification dataset prepared under data_dir (a user's own data).
 
@@ -24,12 +37,8 @@ def spec(tfds_name, data_dir=None, image_feature="image", label_feature="label",
     """
     import tensorflow_datasets as tfds
 
-    data_dir = data_dir or os.path.expanduser("~/tensorflow_datasets")
     name = TFDS_PREFIX + tfds_name
-    try:
-        builder = tfds.builder(tfds_name, data_dir=data_dir)
-    except (tfds.core.registered.DatasetNotFoundError, ValueError) as e:
-        raise UserError(f"--dataset={name}: tfds knows no such dataset ({str(e).splitlines()[0][:120]})") from None
+    builder, data_dir = _builder(tfds_name, data_dir, "--dataset")
     if not builder.is_prepared():
         raise UserError(f"--dataset={name} is not prepared in {data_dir}: run `tfds build {tfds_name} "
                         f"--data_dir={data_dir}` (on a machine with internet), then point --data_dir there")
@@ -125,12 +134,8 @@ def extra_test_spec(tfds_name, data_dir=None, download=False, image_feature="ima
     split. Not prepared and `download` on: tfds's own download and prepare (small sets; its host probed first)."""
     import tensorflow_datasets as tfds
 
-    data_dir = data_dir or os.path.expanduser("~/tensorflow_datasets")
     name = TFDS_PREFIX + tfds_name
-    try:
-        builder = tfds.builder(tfds_name, data_dir=data_dir)
-    except (tfds.core.registered.DatasetNotFoundError, ValueError) as e:
-        raise UserError(f"--extra_test={name}: tfds knows no such dataset ({str(e).splitlines()[0][:120]})") from None
+    builder, data_dir = _builder(tfds_name, data_dir, "--extra_test")
     if not builder.is_prepared():
         homepage = builder.info.homepage or "https://github.com"
         ok, why = download_lib.network_reachable(homepage) if download else (False, "--nodownload")
