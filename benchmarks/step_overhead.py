@@ -9,13 +9,14 @@ makes every step's cost overhead: Python, dispatch, the input pipeline, callback
   epoch), train-only time per step from the history (images/s of epochs 2..N, best), with --steps_per_execution k;
 * bare: a tf.function that runs k steps of the same model, loss and SGD on batches already in memory, called
   until an epoch's steps are done, best of N epochs.
-Each under one device (TF's default strategy, as the CLI's --strategy=none) and under MirroredStrategy over 2 logical
-CPUs (the CPU proxy of a multi-GPU host). Under
-MirroredStrategy the package's default loop is its compiled strategy.run loop (k steps per call). The
+Each under one device (TF's default strategy, as the CLI's --strategy=none), under MirroredStrategy over 2 logical
+CPUs (the CPU proxy of a multi-GPU host) and under MultiWorkerMirroredStrategy in 2 local worker processes of one
+CPU device each, joined by TF_CONFIG on localhost ports (the CPU proxy of a cluster; worker 0's time). Under
+both multi-replica strategies the package's loop is its compiled strategy.run loop (k steps per call). The
 package_device_data_ms_per_step column runs the package with --device_data (the training set on the device, each
 step's batch gathered and whitened inside the compiled loop; the strategy.run loop under one device too).
 Issue 21's goal: package <= 1.15x bare. One JSON line per (strategy, loop, k), a summary line, and a figure of time
-per step vs steps per call. Multi-worker (2 processes) is not measured here.
+per step vs steps per call.
 """
 
 import argparse
@@ -32,10 +33,6 @@ from rethink_tf import console  # noqa: E402  (first: no TensorFlow log lines)
 console.quiet()
 
 import tensorflow as tf  # noqa: E402
-
-cpu = tf.config.list_physical_devices("CPU")[0]
-tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
@@ -55,12 +52,14 @@ def tiny(input_shape, num_classes):
 DATASET = "fashion_mnist" if os.path.isdir("/usr/share/datasets/fashion-mnist") else "fashion_mnist_5k"
 
 
-def package_step_seconds(strategy, k, epochs, loop=None, device_data=False):
+def package_step_seconds(strategy, k, epochs, loop=None, device_data=False, cluster=False):
     cfg = TrainConfig(model="user:tiny", epochs=epochs, batch_size=BATCH, steps_per_execution=k, tensorboard=False,
                       learning_rate=0.01, jit_compile=False, data=DataConfig(dataset=DATASET),
-                      device_data=device_data)
+                      device_data=device_data, strategy="multi_worker" if cluster else "none", cluster_timeout=120)
     with contextlib.redirect_stdout(io.StringIO()):  # the run's own start and summary lines
         path = run(cfg, tempfile.mkdtemp(), strategy=strategy, build_model=tiny, verbose=0, loop=loop)
+    if not os.path.exists(path):  # a cluster's non-chief worker writes no results
+        return None, None
     rates = [h["images_per_s"] for h in results.read_json(path)["history"][1:]]
     return BATCH / max(rates), results.read_json(path)["env"].get("steps_per_execution")
 
@@ -100,26 +99,79 @@ def bare_step_seconds(strategy, k, epochs):
     return best
 
 
+def worker_main(args):
+    """One process of the 2-worker cluster (TF_CONFIG on localhost ports): prints its seconds per step. Nothing
+    touches TensorFlow before the cluster strategy exists (its rule)."""
+    hosts = [f"localhost:{p}" for p in args.ports.split(",")]
+    os.environ["TF_CONFIG"] = json.dumps({"cluster": {"worker": hosts}, "task": {"type": "worker", "index": args.worker}})
+    if args.worker_loop == "bare":
+        seconds = bare_step_seconds(tf.distribute.MultiWorkerMirroredStrategy(), args.k, args.epochs)
+    else:
+        seconds = package_step_seconds(None, args.k, args.epochs, device_data=args.worker_loop == "device_data",
+                                       cluster=True)[0]
+    print(json.dumps({"seconds": seconds}), flush=True)
+    return 0
+
+
+def cluster_step_seconds(loop, k, epochs):
+    """Seconds per step of worker 0 of 2 local worker processes (the CPU proxy of a multi-host cluster)."""
+    import socket
+    import subprocess
+
+    ports = []
+    for _ in range(2):
+        with socket.socket() as sock:
+            sock.bind(("localhost", 0))
+            ports.append(str(sock.getsockname()[1]))
+    procs = [subprocess.Popen([sys.executable, os.path.abspath(__file__), "--worker", str(i), "--ports", ",".join(ports),
+                               "--worker_loop", loop, "--k", str(k), "--epochs", str(epochs)],
+                              stdout=subprocess.PIPE, text=True) for i in range(2)]
+    outs = [p.communicate(timeout=900)[0] for p in procs]
+    if any(p.returncode for p in procs):
+        raise RuntimeError(f"a {loop} worker failed (exit {[p.returncode for p in procs]}): {outs}")
+    return json.loads(outs[0].strip().splitlines()[-1])["seconds"]
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)  # a cluster worker process
+    ap.add_argument("--ports", default="", help=argparse.SUPPRESS)
+    ap.add_argument("--worker_loop", default="package", help=argparse.SUPPRESS)
+    ap.add_argument("--k", type=int, default=1, help=argparse.SUPPRESS)
     ap.add_argument("--steps_per_call", default="1,4,13,39", help="steps per compiled call (divisors of the epoch's steps: 468 or 39)")
     ap.add_argument("--epochs", type=int, default=4)
     ap.add_argument("--out", default=None, help="also draw time per step vs steps per call there (PNG)")
+    ap.add_argument("--strategies", default="one_device,mirrored_2_logical_cpus,multi_worker_2_processes",
+                    help="which of one_device, mirrored_2_logical_cpus, multi_worker_2_processes to measure")
     args = ap.parse_args()
+    if args.worker is not None:
+        return worker_main(args)
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     ks = [int(v) for v in args.steps_per_call.split(",")]
     # one device as the CLI trains on one device (--strategy=none: TF's default strategy, no distribution wrapper);
-    # the bare loop under the same strategy
-    strategies = {"one_device": tf.distribute.get_strategy(),
-                  "mirrored_2_logical_cpus": tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])}
+    # the bare loop under the same strategy; the cluster in 2 processes of one CPU device each
+    strategies = {"one_device": tf.distribute.get_strategy,
+                  "mirrored_2_logical_cpus": lambda: tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]),
+                  "multi_worker_2_processes": None}
+    strategies = {name: strategies[name] for name in args.strategies.split(",")}
     rows = []
-    for name, strategy in strategies.items():
+    for name, make in strategies.items():
+        strategy = make and make()
         for k in ks:
-            package, used = package_step_seconds(strategy, k, args.epochs)
-            bare = bare_step_seconds(strategy, k, args.epochs)
+            if strategy is None:
+                package, used = cluster_step_seconds("package", k, args.epochs), k
+                bare = cluster_step_seconds("bare", k, args.epochs)
+            else:
+                package, used = package_step_seconds(strategy, k, args.epochs)
+                bare = bare_step_seconds(strategy, k, args.epochs)
             row = {"benchmark": "step_overhead", "dataset": DATASET, "strategy": name, "steps_per_call": k,
                    "package_steps_per_call": used, "package_ms_per_step": round(1e3 * package, 3),
                    "bare_ms_per_step": round(1e3 * bare, 3), "ratio": round(package / bare, 2)}
-            device, _ = package_step_seconds(strategy, k, args.epochs, device_data=True)  # --device_data
+            if strategy is None:  # --device_data
+                device = cluster_step_seconds("device_data", k, args.epochs)
+            else:
+                device, _ = package_step_seconds(strategy, k, args.epochs, device_data=True)
             row["package_device_data_ms_per_step"] = round(1e3 * device, 3)
             row["device_data_ratio"] = round(device / bare, 2)
             rows.append(row)

@@ -55,6 +55,40 @@ def test_train_stream_is_seeded_and_resumes_exactly(cifar_dir, corrupt, prob, cr
     assert sorted(e0) == sorted(e1) and not np.array_equal(e0, e1)  # same labels, new order each epoch
 
 
+@pytest.mark.parametrize("augment", [False, True])
+def test_worker_shards_partition_each_global_batch(cifar_dir, augment):
+    # 2 workers x 2 replicas: each worker's per-replica batches, in order, are its columns of the one-device batch
+    # (rows [w*4, w*4+4) of each batch of 8, in two batches of 2), from a fresh start and from a mid-epoch resume
+    cfg = DataConfig(dataset="cifar10", data_dir=cifar_dir, corrupt="labels", corrupt_prob=0.5, random_crop=augment,
+                     augment=augment, shuffle_seed=4)
+    d = pipeline.build(cfg, batch_size=8, epochs=2)
+    for first_step in (0, 3):
+        whole = _batches(d.train(0, first_step))
+        for worker in (0, 1):
+            parts = _batches(d.train(0, first_step, shard=(2, worker, 2)))
+            assert len(parts) == 2 * len(whole) == 2 * (10 - first_step)
+            for i, (x, y) in enumerate(whole):
+                rows = slice(worker * 4, worker * 4 + 4)
+                np.testing.assert_array_equal(np.concatenate([parts[2 * i][1], parts[2 * i + 1][1]]), y[rows])
+                np.testing.assert_allclose(np.concatenate([parts[2 * i][0], parts[2 * i + 1][0]]), x[rows],
+                                           rtol=0, atol=1e-5 if augment else 0)  # bilinear sums: SIMD rounding
+
+
+def test_unaugmented_batches_are_the_numpy_whitened_images(cifar_dir):
+    # the training images are whitened once (per_image_standardization of the centre crop / 255); each batch must be
+    # those images, at the keys of the epoch's order, as a NumPy twin computes them
+    d = pipeline.build(DataConfig(dataset="cifar10", data_dir=cifar_dir, shuffle_seed=2), batch_size=8, epochs=1)
+    split = sources.load("cifar10", "train", data_dir=cifar_dir)
+    crop = split.arrays["image"][:, 2:30, 2:30, :].reshape(len(split.arrays["key"]), -1) / 255.0
+    twin = (crop - crop.mean(1, keepdims=True)) / np.maximum(crop.std(1, keepdims=True), 1 / np.sqrt(crop.shape[1]))
+    by_key = dict(zip(split.arrays["key"].tolist(), twin))
+    for (x, y) in _batches(d.train(0)):
+        for image, label in zip(x, y):
+            match = [k for k, v in by_key.items() if np.allclose(v, image.reshape(-1), atol=1e-5)]
+            assert len(match) == 1
+            assert split.arrays["label"][list(split.arrays["key"]).index(match[0])] == label
+
+
 def test_labels_trained_on_match_fingerprint_and_test_is_clean(cifar_dir):
     cfg = DataConfig(dataset="cifar10", data_dir=cifar_dir, corrupt="random_labels", corrupt_seed=1)
     d = pipeline.build(cfg, batch_size=8, epochs=1)

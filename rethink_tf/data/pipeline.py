@@ -30,6 +30,9 @@ from rethink_tf.errors import UserError
 
 AUTOTUNE = tf.data.AUTOTUNE
 CIFAR_CROP = 28  # Appendix A: the CIFAR-10 models see 28×28×3 crops
+# Training sets without random crops or augmentation are held whitened, as float32 model input, up to this size
+# (CIFAR-10: 470 MB beside its 118 MB of uint8); larger ones are whitened per batch.
+MODEL_INPUT_LIMIT_BYTES = 2 << 30
 
 
 @dataclasses.dataclass
@@ -40,7 +43,8 @@ class Datasets:
       train: callable (first_epoch, first_step=0, shard=None) -> tf.data.Dataset of (image, label) batches from that
         step of that epoch to the end of `epochs`: exactly the batches an uninterrupted run sees from there.
         shard=(num_pipelines, index, per_replica_batch): one worker's input under a multi-worker strategy, batches
-        of per_replica_batch, the same number of steps on every worker (see _shard).
+        of per_replica_batch, the same number of steps on every worker: each worker's columns of the
+        global batches' indices, gathered and augmented by that worker alone (see _shard for the rule).
       train_eval, test: tf.data.Datasets of (image, label) batches.
       steps_per_epoch: optimizer steps per epoch (train size // batch size).
       train_size, test_size: examples per split.
@@ -291,21 +295,30 @@ def _build_in_memory(cfg, corr, train, test, shape, batch_size, epochs, steps, s
         return _to_model_input(augment_batch(x, k, cfg.shuffle_seed, epoch, side, cfg.random_crop, cfg.augment,
                                              compiled=True))
 
-    def epoch_indices(epoch, first_step=0):
+    # Nothing random touches the pixels without random crops or augmentation: the model input is then a pure
+    # function of the stored image, made once (bitwise what per-batch whitening makes: tested), and a training
+    # batch is one gather, run inline (a parallel map's thread hand-off costs more than the gather). The host then
+    # does no per-step arithmetic, which under several replicas on one host competes with their steps for the cores.
+    prepared = not (cfg.random_crop or cfg.augment) and 4 * train_full["image"].size <= MODEL_INPUT_LIMIT_BYTES
+    if prepared:
+        host_images = tf.constant(np.concatenate([_to_model_input(tf.constant(train_full["image"][i:i + 4096])).numpy()
+                                                  for i in range(0, size, 4096)]))
+    else:
+        host_images = images
+
+    def epoch_indices(epoch, first_step=0, shard=None):
         # The epoch's order is a pure function of (shuffle_seed, epoch): argsort of hashed uniforms. It does not
         # depend on TF's shuffle implementation or global seed, so a resumed run replays the same batches; a
-        # mid-epoch resume drops the first first_step batches' indices before any image is touched.
+        # mid-epoch resume drops the first first_step batches' indices before any image is touched. Rows are the
+        # global batches (the remainder dropped); a shard keeps its worker's columns (_shard's rule, applied to
+        # indices: each worker gathers and augments only its share).
         order = tf.argsort(kr.uniform(cfg.shuffle_seed, kr.EPOCH_ORDER, epoch, tf.range(size, dtype=tf.int64)),
                            stable=True)
-        order = tf.data.Dataset.from_tensor_slices(order[first_step * batch_size:])
-        return order.batch(batch_size, drop_remainder=True)
-
-    def per_epoch(epoch, first_step=0):
-        def batch(idx):  # one gather per batch, then vectorized (XLA-compiled) augmentation and whitening
-            x, k = tf.gather(images, idx), tf.gather(keys, idx)
-            return transform(x, k, tf.cast(epoch, tf.int64)), tf.gather(labels, idx)
-
-        return epoch_indices(epoch, first_step).map(batch, num_parallel_calls=AUTOTUNE)
+        rows = tf.reshape(order[first_step * batch_size:steps * batch_size], [-1, batch_size])
+        if shard is not None:
+            local = worker_batch(batch_size, shard)
+            rows = rows[:, shard[1] * local:(shard[1] + 1) * local]
+        return tf.data.Dataset.from_tensor_slices(rows)
 
     def epochs_from(first_epoch, first_step, one_epoch):
         ds = one_epoch(first_epoch, first_step)
@@ -314,14 +327,25 @@ def _build_in_memory(cfg, corr, train, test, shape, batch_size, epochs, steps, s
         return ds
 
     def train_stream(first_epoch=0, first_step=0, shard=None):
-        return _shard(epochs_from(first_epoch, first_step, per_epoch), batch_size, shard).prefetch(AUTOTUNE)
+        def one_epoch(epoch, first_step=0):
+            def batch(idx):  # one gather per batch, then vectorized (XLA-compiled) augmentation and whitening
+                x = tf.gather(host_images, idx)
+                if not prepared:
+                    x = transform(x, tf.gather(keys, idx), tf.cast(epoch, tf.int64))
+                return x, tf.gather(labels, idx)
+
+            return epoch_indices(epoch, first_step, shard).map(batch, num_parallel_calls=None if prepared else AUTOTUNE)
+
+        # the replicas' batches are split from the worker's one gathered batch: a tf.data element costs more than
+        # its gather (2 logical CPUs: 0.9 against 0.8 ms per step of a tiny model when each replica gathered its own)
+        return _per_replica(epochs_from(first_epoch, first_step, one_epoch), batch_size, shard).prefetch(AUTOTUNE)
 
     def index_stream(first_epoch=0, first_step=0, shard=None):  # --device_data: the same batches, as indices
         def one_epoch(epoch, first_step=0):
-            return epoch_indices(epoch, first_step).map(
+            return epoch_indices(epoch, first_step, shard).map(
                 lambda idx: (tf.cast(idx, tf.int32), tf.fill(tf.shape(idx), tf.cast(epoch, tf.int64))))
 
-        return _shard(epochs_from(first_epoch, first_step, one_epoch), batch_size, shard).prefetch(AUTOTUNE)
+        return _per_replica(epochs_from(first_epoch, first_step, one_epoch), batch_size, shard).prefetch(AUTOTUNE)
 
     changed = train_eval["label"] != train.arrays["label"]  # train_eval is in key order, like train.arrays
     if corr.kind == "random_labels" or not changed.any() or changed.all():
@@ -336,17 +360,26 @@ def _build_in_memory(cfg, corr, train, test, shape, batch_size, epochs, steps, s
 
 
 def _shard(ds, batch_size, shard):
-    """One worker's share of global batches: rows [index·b/n, (index+1)·b/n) of each, in per-replica batches.
+    """One worker's share of a stream of global (image, label) batches: rows [index·b/n, (index+1)·b/n) of each, in
+    per-replica batches (the benchmarks' synthetic streams; the in-memory pipeline applies the same rule to each
+    batch's indices, before any image is gathered).
 
-    Every worker builds the same global batches (the in-memory pipeline is cheap) and keeps its slice, so the
-    global batch a multi-worker step averages over is exactly the one-device batch (same examples, labels and
-    augmentation): the trajectory differs only by all-reduce rounding.
+    Every worker keeps its slice of the same global batches, so the global batch a multi-worker step averages over
+    is exactly the one-device batch (same examples, labels and augmentation): the trajectory differs only by
+    all-reduce rounding.
     """
     if shard is None:
         return ds
     local = worker_batch(batch_size, shard)
+    if shard[0] == 1:  # one pipeline (one host): its share is the whole batch, no slicing pass
+        return per_replica(ds, local, shard)
     lo, hi = shard[1] * local, (shard[1] + 1) * local
     return per_replica(ds.map(lambda x, y: (x[lo:hi], y[lo:hi]), num_parallel_calls=AUTOTUNE), local, shard)
+
+
+def _per_replica(ds, batch_size, shard):
+    """A worker's stream of its share of each global batch, split into its replicas' batches."""
+    return ds if shard is None else per_replica(ds, worker_batch(batch_size, shard), shard)
 
 
 def worker_batch(batch_size, shard):

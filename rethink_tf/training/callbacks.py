@@ -290,10 +290,13 @@ def signal_agreement(strategy):
 
     order = StopOnSignal.SIGNALS
 
+    @tf.function  # compiled: an eager collective costs several ms per batch end (2 local workers)
+    def total(flags):
+        return strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(lambda: tf.identity(flags)), axis=None)
+
     def agree(requested):
         flags = [1.0 if requested == s else 0.0 for s in order]
-        counts = strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(lambda: tf.constant(flags)), axis=None)
-        counts = keras.ops.convert_to_numpy(counts)
+        counts = keras.ops.convert_to_numpy(total(tf.constant(flags)))
         pending = [s for s, n in zip(order, counts) if n > 0]
         return max(pending) if pending else None  # SIGTERM (15) before SIGINT (2)
 
