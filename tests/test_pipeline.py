@@ -168,6 +168,12 @@ def test_batched_augmentation_is_per_example_and_keyed_by_seed_epoch_key():
         assert found
         offsets.add(found[0])
     assert len(offsets) > 5
+    # the model input of a crop alone, in one program: the same windows / 255, whitened (NumPy twin)
+    fused = pipeline.augmented_input(images, keys, 5, 2, 28, True, False).numpy()
+    for i in range(16):
+        window = crops[i].astype(np.float64) / 255.0
+        white = (window - window.mean()) / max(window.std(), 1.0 / np.sqrt(window.size))
+        np.testing.assert_allclose(fused[i], white, atol=1e-5)
 
 
 def test_images_are_held_as_uint8_except_gaussian(cifar_dir):
@@ -194,6 +200,7 @@ def test_compiled_augmentation_equals_the_reference_ops():
     images = rng.integers(0, 256, (12, 32, 32, 3), dtype=np.uint8)
     keys = tf.constant(np.arange(100, 112, dtype=np.int64))
     out = pipeline.augment_batch(tf.constant(images), keys, 4, 1, 28, True, True, compiled=True).numpy()
+    fused = pipeline.augmented_input(tf.constant(images), keys, 4, 1, 28, True, True).numpy()
     u = lambda j: keyed_random.uniform(4, keyed_random.AUGMENT, 1, keys, j).numpy()
     top, left = np.floor(u(0) * 5).astype(int), np.floor(u(1) * 5).astype(int)
     for i in range(12):
@@ -203,3 +210,7 @@ def test_compiled_augmentation_equals_the_reference_ops():
         angle = (2.0 * u(3)[i] - 1.0) * preprocessing.ROTATION_DEGREES * math.pi / 180.0
         ref = preprocessing.rotate(tf.constant(ref), tf.constant(angle, tf.float32)).numpy()
         np.testing.assert_allclose(out[i], ref, atol=1e-5)
+        # the pipeline's one-program model input (crop folded into the rotation's gathers, then whitening) against
+        # the reference window whitened in NumPy: (x - mean) / max(std, 1/sqrt(N))
+        white = (ref - ref.mean()) / max(ref.std(), 1.0 / np.sqrt(ref.size))
+        np.testing.assert_allclose(fused[i], white, atol=1e-4)  # whitening scales the 1e-5 by 1/std

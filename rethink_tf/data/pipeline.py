@@ -248,28 +248,49 @@ def _eval_dataset(arrays, batch_size):
     return ds.map(lambda x, y: (_to_model_input(x), y), num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
 
 
-def augment_batch(images, keys, shuffle_seed, epoch, side, random_crop, augment, compiled=False):
-    """Table 1's random crop and Table 4's flip + rotation for a batch, each image's randomness a pure function of
-    (shuffle_seed, epoch, key): the same whatever batch or position the image lands in (hence identical on resume).
+def augment_params(images, keys, shuffle_seed, epoch, side, random_crop, augment):
+    """Each image's crop offsets, angle and flip: pure functions of (shuffle_seed, epoch, key), the same whatever
+    batch or position the image lands in (hence identical on resume).
 
     uniform(shuffle_seed, AUGMENT, epoch, key, j) for j = 0, 1: crop offsets (uniform over the H − side + 1 positions);
-    j = 2: flip if < 1/2; j = 3: angle uniform in ±25°. compiled: crop and rotation as XLA kernels (fused gathers:
-    several times faster on CPU, also inside tf.data; results equal to 1e-5).
+    j = 2: flip if < 1/2; j = 3: angle uniform in ±25°. Returns (top, left, radians, flip): top and left int32
+    (None without random_crop), radians float32 and flip bool (None without augment).
     """
-    crop = preprocessing.crop_batch_xla if compiled else preprocessing.crop_batch
-    rotate = preprocessing.rotate_batch_xla if compiled else preprocessing.rotate_batch
     def u(j):
         return kr.uniform(shuffle_seed, kr.AUGMENT, epoch, keys, j)
 
-    if random_crop:  # on uint8, before the cast: a quarter of the bytes to move
+    top = left = radians = flip = None
+    if random_crop:
         span = tf.shape(images, out_type=tf.int64)[1] - side + 1
         top = tf.cast(tf.floor(u(0) * tf.cast(span, tf.float64)), tf.int32)
         left = tf.cast(tf.floor(u(1) * tf.cast(span, tf.float64)), tf.int32)
+    if augment:
+        degrees = tf.cast((2.0 * u(3) - 1.0) * preprocessing.ROTATION_DEGREES, tf.float32)
+        radians, flip = degrees * (math.pi / 180.0), u(2) < 0.5
+    return top, left, radians, flip
+
+
+def augment_batch(images, keys, shuffle_seed, epoch, side, random_crop, augment, compiled=False):
+    """Table 1's random crop and Table 4's flip + rotation for a batch, with augment_params' randomness; not yet
+    whitened (uint8 windows for a crop alone, else [0, 1] floats). compiled: crop and rotation as XLA kernels (fused
+    gathers: several times faster on CPU, also inside tf.data; results equal to 1e-5)."""
+    crop = preprocessing.crop_batch_xla if compiled else preprocessing.crop_batch
+    rotate = preprocessing.rotate_batch_xla if compiled else preprocessing.rotate_batch
+    top, left, radians, flip = augment_params(images, keys, shuffle_seed, epoch, side, random_crop, augment)
+    if random_crop:  # on uint8, before the cast: a quarter of the bytes to move
         images = crop(images, top, left, side)
     if augment:  # flip, then rotate: one fused sampling pass (the flip is a mirrored sampling coordinate)
-        degrees = tf.cast((2.0 * u(3) - 1.0) * preprocessing.ROTATION_DEGREES, tf.float32)
-        images = rotate(images, degrees * (math.pi / 180.0), u(2) < 0.5)
+        images = rotate(images, radians, flip)
     return images
+
+
+def augmented_input(images, keys, shuffle_seed, epoch, side, random_crop, augment):
+    """augment_batch then whitening, as one XLA program (preprocessing.augmented_input: the crop folded into the
+    rotation's gathers, each pixel read once): the model input of an augmented training batch."""
+    top, left, radians, flip = augment_params(images, keys, shuffle_seed, epoch, side, random_crop, augment)
+    if top is None:  # no random crop: the whole (already centre-cropped) image is the window
+        top = left = tf.zeros(tf.shape(keys), tf.int32)
+    return preprocessing.augmented_input_xla(images, top, left, side, radians, flip)
 
 
 def _build_in_memory(cfg, corr, train, test, shape, batch_size, epochs, steps, summary):
@@ -292,8 +313,9 @@ def _build_in_memory(cfg, corr, train, test, shape, batch_size, epochs, steps, s
     side, size = shape[0], train.size
 
     def transform(x, k, epoch):
-        return _to_model_input(augment_batch(x, k, cfg.shuffle_seed, epoch, side, cfg.random_crop, cfg.augment,
-                                             compiled=True))
+        if not (cfg.random_crop or cfg.augment):
+            return _to_model_input(x)
+        return augmented_input(x, k, cfg.shuffle_seed, epoch, side, cfg.random_crop, cfg.augment)
 
     # Nothing random touches the pixels without random crops or augmentation: the model input is then a pure
     # function of the stored image, made once (bitwise what per-batch whitening makes: tested), and a training
