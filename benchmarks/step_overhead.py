@@ -126,7 +126,12 @@ def cluster_step_seconds(loop, k, epochs):
     procs = [subprocess.Popen([sys.executable, os.path.abspath(__file__), "--worker", str(i), "--ports", ",".join(ports),
                                "--worker_loop", loop, "--k", str(k), "--epochs", str(epochs)],
                               stdout=subprocess.PIPE, text=True) for i in range(2)]
-    outs = [p.communicate(timeout=900)[0] for p in procs]
+    try:
+        outs = [p.communicate(timeout=900)[0] for p in procs]
+    finally:
+        for p in procs:  # a hung collective: leave no worker behind
+            if p.poll() is None:
+                p.kill()
     if any(p.returncode for p in procs):
         raise RuntimeError(f"a {loop} worker failed (exit {[p.returncode for p in procs]}): {outs}")
     return json.loads(outs[0].strip().splitlines()[-1])["seconds"]

@@ -89,6 +89,18 @@ def test_unaugmented_batches_are_the_numpy_whitened_images(cifar_dir):
             assert split.arrays["label"][list(split.arrays["key"]).index(match[0])] == label
 
 
+def test_sets_over_the_whitened_copy_limit_are_whitened_per_batch(cifar_dir, monkeypatch):
+    # the same batches either way: the whitened copy (under the limit) and per-batch whitening (over it)
+    cfg = DataConfig(dataset="cifar10", data_dir=cifar_dir, corrupt="labels", corrupt_prob=0.5, shuffle_seed=6)
+    held = _batches(pipeline.build(cfg, batch_size=8, epochs=2).train(0))
+    monkeypatch.setattr(pipeline, "MODEL_INPUT_LIMIT_BYTES", 0)
+    per_batch = pipeline.build(cfg, batch_size=8, epochs=2)
+    assert per_batch.train(0).element_spec[0].dtype.name == "float32"
+    for (xa, ya), (xb, yb) in zip(held, _batches(per_batch.train(0))):
+        np.testing.assert_array_equal(ya, yb)
+        np.testing.assert_array_equal(xa, xb)
+
+
 def test_labels_trained_on_match_fingerprint_and_test_is_clean(cifar_dir):
     cfg = DataConfig(dataset="cifar10", data_dir=cifar_dir, corrupt="random_labels", corrupt_seed=1)
     d = pipeline.build(cfg, batch_size=8, epochs=1)
@@ -159,6 +171,17 @@ def test_batched_augmentation_is_per_example_and_keyed_by_seed_epoch_key():
         np.testing.assert_allclose(alone[0], whole[i], atol=1e-5)  # bilinear sums: SIMD rounding
     other_epoch = pipeline.augment_batch(images, keys, 5, 3, 28, True, True).numpy()
     assert not np.allclose(other_epoch, whole)
+    # the pipeline's own one-program model input: per image too, with and without the crop (the zero window)
+    for crop, x in ((True, images), (False, images[:, 2:30, 2:30, :])):
+        batch = pipeline.augmented_input(x, keys, 5, 2, 28, crop, True).numpy()
+        for i in (0, 7, 15):
+            alone = pipeline.augmented_input(x[i:i + 1], keys[i:i + 1], 5, 2, 28, crop, True).numpy()
+            np.testing.assert_allclose(alone[0], batch[i], atol=1e-4)  # whitened: the 1e-5 scaled by 1/std
+    no_crop = pipeline.augmented_input(images[:, 2:30, 2:30, :], keys, 5, 2, 28, False, True).numpy()
+    reference = pipeline.augment_batch(images[:, 2:30, 2:30, :], keys, 5, 2, 28, False, True).numpy().reshape(16, -1)
+    white = (reference - reference.mean(1, keepdims=True)) / np.maximum(reference.std(1, keepdims=True),
+                                                                       1 / np.sqrt(reference.shape[1]))
+    np.testing.assert_allclose(no_crop.reshape(16, -1), white, atol=1e-4)
     # crops alone: exact windows of the uint8 image, offsets in 0..4, several distinct ones
     crops = pipeline.augment_batch(images, keys, 5, 2, 28, True, False).numpy()
     offsets = set()

@@ -12,8 +12,8 @@ Order: the deterministic, per-example work (crop to the model input, corruption)
 the data are materialized in memory; the random work (shuffle, crop, flips, rotation) runs after, keyed on
 (seed, epoch, key) with counter-based hashes. Training batches are gathered whole from the in-memory arrays (one
 gather per batch, not one map call per example), then cropped, flipped, rotated and whitened as a batch, in one XLA
-program. CIFAR-10/MNIST/Fashion-MNIST are held in memory as uint8 (118 MB for CIFAR-10's 50,000 28×28×3 crops;
-float32 only for Gaussian pixels). Without random crops or augmentation nothing random touches the pixels, so the
+program. CIFAR-10/MNIST/Fashion-MNIST are held in memory as uint8 (118 MB for CIFAR-10's 50,000 28×28×3 crops, 150 MB
+for the 32×32 images that --random_crop keeps; float32 only for Gaussian pixels). Without random crops or augmentation nothing random touches the pixels, so the
 training images are also held whitened, as the float32 model input (470 MB more for CIFAR-10, up to
 MODEL_INPUT_LIMIT_BYTES), and a batch is one gather. ImageNet is streamed (imagenet_stream.py) and only label
 corruptions apply to it.
@@ -312,7 +312,7 @@ def _build_in_memory(cfg, corr, train, test, shape, batch_size, epochs, steps, s
         extra[name] = _eval_dataset(_prepared(corr, split, shape, crop=needs_crop), batch_size)
         summary.setdefault("extra_test", {})[name] = {"origin": split.origin, "size": split.size,
                                                       "data_fingerprint": sources.fingerprint(split)}
-    images, labels, keys = (tf.constant(train_full[k]) for k in ("image", "label", "key"))
+    labels, keys = (tf.constant(train_full[k]) for k in ("label", "key"))
     side, size = shape[0], train.size
 
     def transform(x, k, epoch):
@@ -321,15 +321,22 @@ def _build_in_memory(cfg, corr, train, test, shape, batch_size, epochs, steps, s
         return augmented_input(x, k, cfg.shuffle_seed, epoch, side, cfg.random_crop, cfg.augment)
 
     # Nothing random touches the pixels without random crops or augmentation: the model input is then a pure
-    # function of the stored image, made once (bitwise what per-batch whitening makes: tested), and a training
-    # batch is one gather, run inline (a parallel map's thread hand-off costs more than the gather). The host then
-    # does no per-step arithmetic, which under several replicas on one host competes with their steps for the cores.
+    # function of the stored image, made once (bitwise what per-batch whitening makes on the host: tested), and a
+    # training batch is one gather, in a plain map (tf.data's default map_parallelization decides its threads).
+    # The host then does no per-step arithmetic, which under several replicas on one host competes with their steps
+    # for the cores. Made on the host CPU, on the first train() call (--device_data never makes it).
     prepared = not (cfg.random_crop or cfg.augment) and 4 * train_full["image"].size <= MODEL_INPUT_LIMIT_BYTES
-    if prepared:
-        host_images = tf.constant(np.concatenate([_to_model_input(tf.constant(train_full["image"][i:i + 4096])).numpy()
-                                                  for i in range(0, size, 4096)]))
-    else:
-        host_images = images
+    held = {}
+
+    def host_images():
+        if "images" not in held:
+            with tf.init_scope(), tf.device("/CPU:0"):  # eager, whatever context train() is called in
+                if prepared:  # chunk by chunk: the whole set's float temporaries would take several times its size
+                    held["images"] = tf.concat([_to_model_input(tf.constant(train_full["image"][i:i + 4096]))
+                                                for i in range(0, size, 4096)], axis=0)
+                else:
+                    held["images"] = tf.constant(train_full["image"])
+        return held["images"]
 
     def epoch_indices(epoch, first_step=0, shard=None):
         # The epoch's order is a pure function of (shuffle_seed, epoch): argsort of hashed uniforms. It does not
@@ -352,9 +359,11 @@ def _build_in_memory(cfg, corr, train, test, shape, batch_size, epochs, steps, s
         return ds
 
     def train_stream(first_epoch=0, first_step=0, shard=None):
+        images = host_images()
+
         def one_epoch(epoch, first_step=0):
             def batch(idx):  # one gather per batch, then vectorized (XLA-compiled) augmentation and whitening
-                x = tf.gather(host_images, idx)
+                x = tf.gather(images, idx)
                 if not prepared:
                     x = transform(x, tf.gather(keys, idx), tf.cast(epoch, tf.int64))
                 return x, tf.gather(labels, idx)

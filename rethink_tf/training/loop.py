@@ -263,19 +263,17 @@ def evaluate_local(model, dataset, label_smoothing=None):
     return out
 
 
-def _running_logs(model):
-    """The epoch's running metrics, as fit's batch-end logs hold them (under a multi-worker strategy the read is an
-    all-reduce, which every worker makes at the same epoch ends). One compiled read: its all-reduces run together,
-    not one eager collective per metric variable after another (2 local workers: 15 ms per read before, 5 after).
-    The batch-end reads come from the training call itself (fit_distributed's train_steps)."""
-    read = getattr(model, "_rethink_read_metrics", None)
-    if read is None:
-        read = model._rethink_read_metrics = tf.function(model.get_metrics_result)
+def _running_logs(read):
+    """The epoch's running metrics, as fit's batch-end logs hold them, from `read` (fit_distributed's compiled
+    model.get_metrics_result: under a multi-worker strategy the read is an all-reduce, which every worker makes at
+    the same epoch ends; compiled, its all-reduces run together, not one eager collective per metric variable after
+    another: 2 local workers, 15 ms per read before, 5 after). The batch-end reads come from the training call itself
+    (fit_distributed's train_steps)."""
     return {k: float(v) for k, v in read().items()}
 
 
-def _distributed_epoch(model, strategy, datasets, wrap, cbs, train_steps, epoch, start, batch_size, label_smoothing,
-                       partial, steps_per_call_wanted=None, local_eval=True, device_data=False):
+def _distributed_epoch(model, strategy, datasets, wrap, cbs, train_steps, read_metrics, epoch, start, batch_size,
+                       label_smoothing, partial, steps_per_call_wanted=None, local_eval=True, device_data=False):
     """One epoch of fit_distributed from step `start`; every collective (metric resets and reads, steps) inside."""
     for cb in partial:
         cb.first_step = start
@@ -298,7 +296,7 @@ def _distributed_epoch(model, strategy, datasets, wrap, cbs, train_steps, epoch,
         cbs.on_train_batch_end(first + per_call - 1, {k: float(v) for k, v in running.items()})
         if model.stop_training:
             break
-    logs = _running_logs(model)
+    logs = _running_logs(read_metrics)
     logs.update({f"val_{k}": v for k, v in _evaluate(model, wrap(datasets.test), local_eval, label_smoothing).items()})
     cbs.on_epoch_end(epoch, logs)
 
@@ -377,12 +375,13 @@ def fit_distributed(model, strategy, datasets, wrap, callbacks, first_epoch, off
         # end (on 2 local workers each call's collectives cost milliseconds)
         return model.get_metrics_result()
 
+    read_metrics = tf.function(model.get_metrics_result)  # this compile's metrics (traced at the first epoch end)
     model.stop_training = False
     cbs.on_train_begin()
     epoch = first_epoch
     try:
         for epoch in range(first_epoch, epochs):
-            _distributed_epoch(model, strategy, datasets, wrap, cbs, train_steps, epoch,
+            _distributed_epoch(model, strategy, datasets, wrap, cbs, train_steps, read_metrics, epoch,
                                offset if epoch == first_epoch else 0, batch_size, label_smoothing, partial,
                                steps_per_call_wanted, local_eval, device_data)
             if model.stop_training:

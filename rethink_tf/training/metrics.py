@@ -5,8 +5,10 @@ Keras' SparseCategoricalAccuracy / CategoricalAccuracy reach the same number thr
 (rank checks, masks, sample-weight broadcasting), ops that each replica runs every step: under MirroredStrategy on
 2 logical CPUs they cost about 0.1 ms of a tiny model's 0.8 ms step (benchmarks/step_overhead.py). `Accuracy`
 computes the same value — the fraction of examples whose arg-max logit is the label, the first index on ties as
-tf.argmax (and so Keras) breaks them — in the same two float32 variables (total, count: additive, which the
-mid-epoch checkpoint's running totals rely on). Tested against Keras' metrics, ties and sample weights included.
+tf.argmax breaks them — in the same two float32 variables (total, count: additive, which the mid-epoch checkpoint's
+running totals rely on). Tested against Keras' metrics, ties and sample weights included. One difference: Keras'
+ops.argmax ranks +0.0 above −0.0, tf.argmax calls them a tie (first index); logits that are exactly ±0.0 at the top
+do not occur in training.
 """
 
 import keras
