@@ -212,7 +212,8 @@ def test_images_are_held_as_uint8_except_gaussian(cifar_dir):
 
 
 def test_compiled_augmentation_equals_the_reference_ops():
-    # the XLA crop/flip/rotation the pipeline runs == tf.image crop windows + flip + ImageProjectiveTransformV3
+    # augment_batch's crop/flip/rotation == tf.image crop windows + flip + ImageProjectiveTransformV3, and the XLA
+    # program the pipeline runs (augmented_input) == those windows whitened
     import math
 
     import tensorflow as tf
@@ -222,7 +223,7 @@ def test_compiled_augmentation_equals_the_reference_ops():
     rng = np.random.default_rng(1)
     images = rng.integers(0, 256, (12, 32, 32, 3), dtype=np.uint8)
     keys = tf.constant(np.arange(100, 112, dtype=np.int64))
-    out = pipeline.augment_batch(tf.constant(images), keys, 4, 1, 28, True, True, compiled=True).numpy()
+    out = pipeline.augment_batch(tf.constant(images), keys, 4, 1, 28, True, True).numpy()
     fused = pipeline.augmented_input(tf.constant(images), keys, 4, 1, 28, True, True).numpy()
     u = lambda j: keyed_random.uniform(4, keyed_random.AUGMENT, 1, keys, j).numpy()
     top, left = np.floor(u(0) * 5).astype(int), np.floor(u(1) * 5).astype(int)

@@ -273,17 +273,15 @@ def augment_params(images, keys, shuffle_seed, epoch, side, random_crop, augment
     return top, left, radians, flip
 
 
-def augment_batch(images, keys, shuffle_seed, epoch, side, random_crop, augment, compiled=False):
-    """Table 1's random crop and Table 4's flip + rotation for a batch, with augment_params' randomness; not yet
-    whitened (uint8 windows for a crop alone, else [0, 1] floats). compiled: crop and rotation as XLA kernels (fused
-    gathers: several times faster on CPU, also inside tf.data; results equal to 1e-5)."""
-    crop = preprocessing.crop_batch_xla if compiled else preprocessing.crop_batch
-    rotate = preprocessing.rotate_batch_xla if compiled else preprocessing.rotate_batch
+def augment_batch(images, keys, shuffle_seed, epoch, side, random_crop, augment):
+    """Table 1's random crop and Table 4's flip + rotation for a batch, with augment_params' randomness, step by step
+    and not yet whitened (uint8 windows for a crop alone, else [0, 1] floats): the reference that augmented_input,
+    what training runs, is tested against."""
     top, left, radians, flip = augment_params(images, keys, shuffle_seed, epoch, side, random_crop, augment)
-    if random_crop:  # on uint8, before the cast: a quarter of the bytes to move
-        images = crop(images, top, left, side)
-    if augment:  # flip, then rotate: one fused sampling pass (the flip is a mirrored sampling coordinate)
-        images = rotate(images, radians, flip)
+    if random_crop:
+        images = preprocessing.crop_batch(images, top, left, side)
+    if augment:  # flip, then rotate: one sampling pass (the flip is a mirrored sampling coordinate)
+        images = preprocessing.rotate_batch(images, radians, flip)
     return images
 
 
@@ -405,8 +403,6 @@ def _shard(ds, batch_size, shard):
     if shard is None:
         return ds
     local = worker_batch(batch_size, shard)
-    if shard[0] == 1:  # one pipeline (one host): its share is the whole batch, no slicing pass
-        return per_replica(ds, local, shard)
     lo, hi = shard[1] * local, (shard[1] + 1) * local
     return per_replica(ds.map(lambda x, y: (x[lo:hi], y[lo:hi]), num_parallel_calls=AUTOTUNE), local, shard)
 
