@@ -4,8 +4,8 @@ The paper's curves are train (and test) accuracy per epoch; every step adds its 
 Keras' SparseCategoricalAccuracy / CategoricalAccuracy reach the same number through its generic metric wrappers
 (rank checks, masks, sample-weight broadcasting), ops that each replica runs every step: under MirroredStrategy on
 2 logical CPUs they cost about 0.1 ms of a tiny model's 0.8 ms step (an exploratory run with
-benchmarks/step_overhead.py's model, not a committed output). `Accuracy` computes the same value — the fraction of examples whose arg-max logit is the label, the first index on ties as
-tf.argmax breaks them — in the same two float32 variables (total, count: additive, which the mid-epoch checkpoint's
+benchmarks/step_overhead.py's model, not a committed output). `Accuracy` computes the same value — the fraction
+of examples whose arg-max logit is the label, the first index on ties as tf.argmax breaks them — in the same two float32 variables (total, count: additive, which the mid-epoch checkpoint's
 running totals rely on). Tested against Keras' metrics, ties and sample weights included. One difference: Keras'
 ops.argmax ranks +0.0 above −0.0, tf.argmax calls them a tie (first index); logits that are exactly ±0.0 at the top
 do not occur in training.
