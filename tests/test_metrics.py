@@ -47,3 +47,75 @@ def test_accuracy_takes_column_labels_and_serializes():
     assert float(ours.result()) == 1.0
     again = keras.metrics.deserialize(keras.metrics.serialize(metrics.Accuracy(one_hot=True)))
     assert isinstance(again, metrics.Accuracy) and again.one_hot and again.name == "accuracy"
+
+
+RUNNING_RESULTS = r"""
+import json, sys
+import numpy as np
+import tensorflow as tf
+tf.config.set_logical_device_configuration(tf.config.list_physical_devices("CPU")[0],
+                                           [tf.config.LogicalDeviceConfiguration()] * 2)
+import keras
+from rethink_tf.training import metrics
+
+
+class Counted(keras.metrics.Metric):  # an int32 and a mean-aggregated variable: a second dtype group, a mean
+    def __init__(self, name="counted"):
+        super().__init__(name=name)
+        self.n = self.add_variable(shape=(2,), initializer="zeros", dtype="int32", name="n")
+        self.m = self.add_variable(shape=(), initializer="zeros", dtype="float32", aggregation="mean", name="m")
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        self.n.assign_add(tf.stack([tf.size(y_true), 7]))
+        self.m.assign_add(1.0)
+
+    def result(self):
+        return tf.cast(self.n[0] * 1000 + self.n[1], tf.float32) + self.m
+
+
+out = {}
+strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+for classes in (10, 100):
+    with strategy.scope():
+        inputs = keras.Input((6,))
+        model = keras.Model(inputs, keras.layers.Dense(classes)(inputs))
+        model.compile(optimizer=keras.optimizers.SGD(0.1), loss=keras.losses.SparseCategoricalCrossentropy(
+            from_logits=True), metrics=[metrics.Accuracy(), keras.metrics.SparseTopKCategoricalAccuracy(5),
+                                        Counted()])
+        model.optimizer.build(model.trainable_variables)
+    rng = np.random.default_rng(classes)
+    x = rng.normal(size=(48, 6)).astype(np.float32)
+    y = rng.integers(0, classes, 48)
+    # different data on each replica: the running sums differ per replica, so a read of one replica is caught
+    dist = iter(strategy.experimental_distribute_dataset(tf.data.Dataset.from_tensor_slices((x, y)).batch(8)))
+
+    @tf.function
+    def steps():
+        for _ in range(6):
+            strategy.run(model.train_step, args=(next(dist),))
+
+    steps()
+    packed = tf.function(lambda: metrics.running_results(model, strategy))()
+    keras_read = tf.function(model.get_metrics_result)()
+    locals_ = [[float(np.sum(v)) for v in strategy.experimental_local_results(model.metrics[0].variables[0].value)]]
+    out[classes] = {"packed": {k: float(v) for k, v in packed.items()},
+                    "keras": {k: float(v) for k, v in keras_read.items()}, "loss_totals": locals_}
+print("RESULT" + json.dumps(out))
+"""
+
+
+def test_running_results_equal_keras_read_on_two_replicas():
+    """The one-collective read of the running metrics (what the strategy.run loop logs) against Keras' own read of
+    each on-read variable, after 6 steps on 2 replicas that saw different batches: the same numbers, exactly (the
+    same two values summed), for the loss, the accuracy, top-5 and a metric with an int32 and a mean variable."""
+    from conftest import run_result_script
+
+    out = run_result_script(RUNNING_RESULTS)
+    for classes in ("10", "100"):
+        packed, keras_read = out[classes]["packed"], out[classes]["keras"]
+        assert set(packed) == set(keras_read) == {"loss", "accuracy", "sparse_top_k_categorical_accuracy", "counted"}
+        assert packed == keras_read
+        totals = out[classes]["loss_totals"][0]
+        assert totals[0] != totals[1]  # the replicas' running sums differ: reading one replica would be caught
+        # 6 steps x 2 replicas of 4 examples and of 7; the mean variable: 6 on each replica, averaged (not summed)
+        assert keras_read["counted"] == 48 * 1000 + 6 * 2 * 7 + 6
