@@ -147,7 +147,8 @@ class TrainConfig:
       steps_per_execution: optimizer steps per tf.function call (None: the largest divisor of the epoch's steps
         up to 32; Keras would otherwise overrun an epoch whose steps it does not divide).
       device_data: place the in-memory training set on every replica's device once and make each step's batch
-        there (gather, crop, augmentation, whitening inside the compiled loop) instead of in tf.data on the host;
+        there (gather, crop, augmentation, whitening inside the compiled loop; without augmentation the set is
+        held whitened, as floats, and a batch is one gather) instead of in tf.data on the host;
         the same batches as the tf.data path (tested), so not part of the run's identity.
       deterministic: enable TF op determinism and a seeded ImageNet input order (slower; some GPU ops then raise
         UnimplementedError).

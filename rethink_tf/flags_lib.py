@@ -357,7 +357,8 @@ def _define_train_flags(fv):
                          flag_values=fv)
     flags.DEFINE_bool("device_data", False, "Place the in-memory training set (CIFAR-10: 118 MB of uint8) on every "
                       "replica's device once and make each step's batch there, inside the compiled loop (gather, "
-                      "crop, augmentation, whitening), instead of in tf.data on the host: the same batches, less "
+                      "crop, augmentation, whitening; without augmentation the set is held whitened, as floats: 4x "
+                      "the memory, one gather per step), instead of in tf.data on the host: the same batches, less "
                       "per-step input work where that is the bottleneck (GPUs). Trains in the package's strategy.run "
                       "loop.", flag_values=fv)
     flags.DEFINE_bool("jit_compile", None, "XLA-compile the train step on a single device (default: the faster "

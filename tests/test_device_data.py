@@ -26,17 +26,22 @@ def cifar_dir(tmp_path_factory):
     return str(d)
 
 
-@pytest.mark.parametrize("augmented", [True, False])
+@pytest.mark.parametrize("augmented", [True, False, "over_limit"])
 @pytest.mark.parametrize("shard", [None, (1, 0, 4), (2, 1, 4)])
-def test_the_device_batches_are_the_tf_data_batches(cifar_dir, shard, augmented):
-    # without augmentation the tf.data path gathers from images whitened once, the device path whitens each batch
-    # of uint8 images: run eagerly on the host CPU here, the two must agree bit for bit (inside a compiled step the
-    # device path's whitening may round differently: the training tests below compare runs to 1e-5)
+def test_the_device_batches_are_the_tf_data_batches(cifar_dir, shard, augmented, monkeypatch):
+    # Without augmentation both paths gather from the set whitened once (the device path holds it as floats); above
+    # MODEL_INPUT_LIMIT_BYTES ("over_limit") both whiten each batch of uint8 images, the device path from the
+    # int32-packed rows: run eagerly on the host CPU here, the two must agree bit for bit (inside a compiled step
+    # the device path's whitening may round differently: the training tests below compare runs to 1e-5)
+    if augmented == "over_limit":
+        monkeypatch.setattr(pipeline, "MODEL_INPUT_LIMIT_BYTES", 0)
+        augmented = False
     cfg = DataConfig(dataset="cifar10", data_dir=cifar_dir, corrupt="labels", corrupt_prob=0.5, random_crop=augmented,
                      augment=augmented, shuffle_seed=3)
     d = pipeline.build(cfg, batch_size=8, epochs=3)
     src = d.device_source
-    arrays = [tf.constant(a) for a in (src.images, src.labels, src.keys)]
+    assert src.prepared == (not augmented and pipeline.MODEL_INPUT_LIMIT_BYTES > 0)
+    arrays = [tf.constant(a) for a in src.arrays()]
     for first_epoch, first_step in ((0, 0), (1, 2)):  # a fresh start and a mid-epoch resume
         want = list(d.train(first_epoch, first_step, shard=shard))
         got = [src.batch(*arrays, idx, epoch) for idx, epoch in src.indices(first_epoch, first_step, shard=shard)]

@@ -81,17 +81,19 @@ class DeviceSource:
     per-step batch indices, and the per-batch transform, so that a step gathers, crops, augments and whitens its
     batch on the device inside the compiled loop instead of in tf.data on the host.
 
-    indices(first_epoch, first_step=0, shard=None) -> tf.data.Dataset of (idx int32 [b], epoch int64 [b]): exactly
-    the examples (and order) of `train`'s batches, sharded the same way; batch(images, labels, keys, idx, epoch) ->
-    (x, y): the very batch `train` yields for them (the same gather, crop, flip, rotation and whitening).
+    arrays() -> (images, labels, keys), what the loop places on its devices; indices(first_epoch, first_step=0,
+    shard=None) -> tf.data.Dataset of (idx int32 [b], epoch int64 [b]): exactly the examples (and order) of `train`'s
+    batches, sharded the same way; batch(images, labels, keys, idx, epoch) -> (x, y): the very batch `train` yields
+    for them (the same gather, crop, flip, rotation and whitening).
     """
 
-    images: object
+    images: object  # an array, or a function that makes it on first use (the whitened set: see prepared)
     labels: object
     keys: object
     indices: object
     transform: object
     image_shape: tuple = None  # uint8 images are held packed as int32 rows (see packed)
+    prepared: bool = False  # images are the model input already (whitened once): a batch is one gather
 
     @classmethod
     def packed(cls, images, labels, keys, indices, transform):
@@ -102,8 +104,14 @@ class DeviceSource:
             return cls(rows, labels, keys, indices, transform, tuple(images.shape[1:]))
         return cls(images, labels, keys, indices, transform)
 
+    def arrays(self):
+        images = self.images() if callable(self.images) else self.images
+        return images, self.labels, self.keys
+
     def batch(self, images, labels, keys, idx, epoch):
         x = tf.gather(images, idx)
+        if self.prepared:
+            return x, tf.gather(labels, idx)
         if self.image_shape is not None:  # int32 rows back to the uint8 images they hold (bytes in memory order)
             x = tf.reshape(tf.bitcast(x, tf.uint8), (-1, *self.image_shape))
         return self.transform(x, tf.gather(keys, idx), epoch[0]), tf.gather(labels, idx)
@@ -322,7 +330,7 @@ def _build_in_memory(cfg, corr, train, test, shape, batch_size, epochs, steps, s
     # function of the stored image, made once (bitwise what per-batch whitening makes on the host: tested), and a
     # training batch is one gather, in a plain map (tf.data's default map_parallelization decides its threads).
     # The host then does no per-step arithmetic, which under several replicas on one host competes with their steps
-    # for the cores. Made on the host CPU, on the first train() call (--device_data never makes it).
+    # for the cores. Made on the host CPU, on the first train() call (or --device_data's first placement).
     prepared = not (cfg.random_crop or cfg.augment) and 4 * train_full["image"].size <= MODEL_INPUT_LIMIT_BYTES
     held = {}
 
@@ -385,7 +393,14 @@ def _build_in_memory(cfg, corr, train, test, shape, batch_size, epochs, steps, s
     index = train.arrays.get("index", np.full(train.size, -1, np.int64))  # -1: a user's data, no source order
     train_labels = {"key": train.arrays["key"], "clean": train.arrays["label"], "trained": train_eval["label"],
                     "index": index}
-    device = DeviceSource.packed(train_full["image"], train_full["label"], train_full["key"], index_stream, transform)
+    if prepared:  # the set the tf.data path gathers from, whitened once: the step's batch is one gather, and the
+        # same bits as the tf.data path's (whitening in the compiled step costs more than the whole step of a small
+        # model on CPU; the float set takes 4x the uint8 set's device memory: CIFAR-10, 470 MB per device)
+        device = DeviceSource(lambda: host_images(), train_full["label"], train_full["key"], index_stream, transform,
+                              prepared=True)
+    else:
+        device = DeviceSource.packed(train_full["image"], train_full["label"], train_full["key"], index_stream,
+                                     transform)
     return Datasets(train_stream, _eval_dataset(train_eval, batch_size), _eval_dataset(test_arr, batch_size),
                     steps, train.size, test.size, shape, train.spec.num_classes, corr, summary, changed,
                     train_labels, extra, device)

@@ -361,7 +361,7 @@ def fit_distributed(model, strategy, datasets, wrap, callbacks, first_epoch, off
     step, arrays = _replica_step(model), ()
     if device_data:
         source = datasets.device_source
-        arrays = tuple(_on_every_replica(strategy, a) for a in (source.images, source.labels, source.keys))
+        arrays = tuple(_on_every_replica(strategy, a) for a in source.arrays())
         num_classes = datasets.num_classes
 
         def device_step(batch, images, labels, keys):
