@@ -396,7 +396,7 @@ def _build_in_memory(cfg, corr, train, test, shape, batch_size, epochs, steps, s
     if prepared:  # the set the tf.data path gathers from, whitened once: the step's batch is one gather, and the
         # same bits as the tf.data path's (whitening in the compiled step costs more than the whole step of a small
         # model on CPU; the float set takes 4x the uint8 set's device memory: CIFAR-10, 470 MB per device)
-        device = DeviceSource(lambda: host_images(), train_full["label"], train_full["key"], index_stream, transform,
+        device = DeviceSource(host_images, train_full["label"], train_full["key"], index_stream, transform,
                               prepared=True)
     else:
         device = DeviceSource.packed(train_full["image"], train_full["label"], train_full["key"], index_stream,
