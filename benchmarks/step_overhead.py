@@ -18,7 +18,8 @@ CPUs (the CPU proxy of a multi-GPU host) and under MultiWorkerMirroredStrategy i
 CPU device each, joined by TF_CONFIG on localhost ports (the CPU proxy of a cluster; worker 0's time). Under
 both multi-replica strategies the package's loop is its compiled strategy.run loop (k steps per call). The
 package_device_data_ms_per_step column runs the package with --device_data (the training set on the device, each
-step's batch gathered and whitened inside the compiled loop; the strategy.run loop under one device too).
+step's batch made inside the compiled loop: here, without augmentation, one gather from the set whitened once; the
+strategy.run loop under one device too).
 Issue 21's goal: package <= 1.15x bare. One JSON line per (strategy, k), a summary line, and a figure of time
 per step vs steps per call.
 """

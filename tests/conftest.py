@@ -14,6 +14,32 @@ os.environ["RETHINK_TF_NO_NETWORK"] = "1"
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
+# The longest tests (multi-process runs, 30-160 s each in the recorded runs' --durations) go first: pytest-xdist's
+# two workers then end the suite on short tests, not one worker idle while the other runs a long test left last.
+HEAVY_FIRST = (
+    "test_mirrored_on_two_logical_cpus_matches_one_device",
+    "test_a_sigterm_under_mirrored_replicas_checkpoints_and_the_rerun_equals_an_uninterrupted_run",
+    "test_the_example_memorizes_random_labels_on_real_fashion_mnist",
+    "test_two_workers_equal_two_replicas_equal_one_device",
+    "test_inception_v3_on_mini_imagenet",
+    "test_cli_two_workers_on_real_fashion_mnist_chief_writes_and_cluster_resumes",
+    "test_readme_quickstart_transcript_is_the_committed_output_and_a_fresh_run_ends_the_same_way",
+    "test_an_experiment_in_one_command_from_outside_the_repository",
+    "test_sweep_expands_skips_done_and_runs",
+    "test_sigterm_to_one_worker_stops_the_cluster_at_one_step_with_a_checkpoint",
+    "test_plugin_model_trains_through_run_and_the_cli",
+    "test_a_signal_saves_a_checkpoint_says_one_line_and_the_rerun_finishes_the_same_run",
+    "test_deterministic_mode_gives_identical_losses_in_two_processes",
+)
+
+
+def pytest_collection_modifyitems(items):
+    """HEAVY_FIRST's tests first, in its order; the rest as collected (a stable sort: the same order on every
+    xdist worker, which xdist requires)."""
+    rank = {name: i for i, name in enumerate(HEAVY_FIRST)}
+    items.sort(key=lambda item: rank.get(getattr(item, "originalname", None) or item.name, len(rank)))
+
+
 FASHION_DIR = "/usr/share/datasets/fashion-mnist"
 needs_fashion = pytest.mark.skipif(not os.path.exists(os.path.join(FASHION_DIR, "train-images-idx3-ubyte.gz")),
                                    reason="Debian's dataset-fashion-mnist is not installed")

@@ -29,10 +29,11 @@ def cifar_dir(tmp_path_factory):
 @pytest.mark.parametrize("augmented", [True, False, "over_limit"])
 @pytest.mark.parametrize("shard", [None, (1, 0, 4), (2, 1, 4)])
 def test_the_device_batches_are_the_tf_data_batches(cifar_dir, shard, augmented, monkeypatch):
-    # Without augmentation both paths gather from the set whitened once (the device path holds it as floats); above
-    # MODEL_INPUT_LIMIT_BYTES ("over_limit") both whiten each batch of uint8 images, the device path from the
-    # int32-packed rows: run eagerly on the host CPU here, the two must agree bit for bit (inside a compiled step
-    # the device path's whitening may round differently: the training tests below compare runs to 1e-5)
+    # Without augmentation both paths gather from the set whitened once (the device path holds it as floats), so
+    # this case checks the indices, order, sharding and labels; the whitening itself is checked by "over_limit"
+    # (above MODEL_INPUT_LIMIT_BYTES both whiten each batch of uint8 images, the device path from the int32-packed
+    # rows) and by tests/test_pipeline.py. Run eagerly on the host CPU here, the two must agree bit for bit (inside
+    # a compiled step the device path's whitening may round differently: the training tests below compare to 1e-5)
     if augmented == "over_limit":
         monkeypatch.setattr(pipeline, "MODEL_INPUT_LIMIT_BYTES", 0)
         augmented = False
@@ -95,8 +96,12 @@ def test_device_data_refusals(cifar_dir, tmp_path):
     assert not os.listdir(str(tmp_path))
 
 
-def test_device_data_with_label_smoothing_and_xla_on_one_device(cifar_dir, tmp_path):
-    # mlp_1x512: XLA on by default on CPU (the jit-compiled device step); label smoothing: one-hot labels in the step
+@pytest.mark.parametrize("over_limit", [False, True])
+def test_device_data_with_label_smoothing_and_xla_on_one_device(cifar_dir, tmp_path, monkeypatch, over_limit):
+    # mlp_1x512: XLA on by default on CPU (the jit-compiled device step); label smoothing: one-hot labels in the step.
+    # over_limit: a set too large to hold whitened, so the compiled device step unpacks and whitens each batch
+    if over_limit:
+        monkeypatch.setattr(pipeline, "MODEL_INPUT_LIMIT_BYTES", 0)
     base = TrainConfig(model="mlp_1x512", epochs=2, batch_size=8, tensorboard=False, learning_rate=0.01,
                        label_smoothing=0.1, data=DataConfig(dataset="cifar10", data_dir=cifar_dir, corrupt="labels",
                                                             corrupt_prob=0.5))

@@ -79,7 +79,8 @@ class Datasets:
 class DeviceSource:
     """The in-memory training set for --device_data: the arrays a training loop places on its devices once, the
     per-step batch indices, and the per-batch transform, so that a step gathers, crops, augments and whitens its
-    batch on the device inside the compiled loop instead of in tf.data on the host.
+    batch on the device inside the compiled loop instead of in tf.data on the host (without augmentation the set is
+    held whitened, `prepared`, and the step only gathers).
 
     arrays() -> (images, labels, keys), what the loop places on its devices; indices(first_epoch, first_step=0,
     shard=None) -> tf.data.Dataset of (idx int32 [b], epoch int64 [b]): exactly the examples (and order) of `train`'s

@@ -61,12 +61,14 @@ def running_results(model, strategy):
     exploratory timings with benchmarks/step_overhead.py's tiny model). Here each replica packs its local values
     into one vector, the vector is summed across replicas once, and each metric's own `result()` runs on the
     summed values (`stateless_result`), so the numbers are Keras' own: the same sums of the same values (tested
-    against get_metrics_result on 2 replicas). A metric variable aggregated otherwise than by sum or mean falls
-    back to Keras' read.
+    against get_metrics_result on 2 replicas). A metric variable aggregated otherwise than by sum or mean, or a
+    non-float one averaged (where the quotient's type and rounding would be ours, not Keras'), falls back to
+    Keras' read.
     """
     metrics = model.metrics
     variables = [v for m in metrics for v in m.variables]
-    if not variables or any(v.aggregation not in ("sum", "mean") for v in variables):
+    if not variables or any(v.aggregation not in ("sum", "mean")
+                            or (v.aggregation == "mean" and not tf.as_dtype(v.dtype).is_floating) for v in variables):
         return model.get_metrics_result()
     groups = {}  # dtype -> indices into variables
     for i, v in enumerate(variables):
