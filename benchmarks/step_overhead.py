@@ -83,9 +83,10 @@ def bare_step_seconds(strategy, k, epochs, metrics=False):
         opt.build(model.trainable_variables)
     loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction="sum")
     iterator = iter(strategy.experimental_distribute_dataset(ds))
-    with strategy.scope():
-        sums = tf.Variable(tf.zeros([3]), synchronization=tf.VariableSynchronization.ON_READ,
-                           aggregation=tf.VariableAggregation.SUM)
+    if metrics:
+        with strategy.scope():
+            sums = tf.Variable(tf.zeros([3]), synchronization=tf.VariableSynchronization.ON_READ,
+                               aggregation=tf.VariableAggregation.SUM)
 
     def step(batch):
         xb, yb = batch
@@ -121,12 +122,11 @@ def worker_main(args):
     if args.worker_loop in ("bare", "bare_metrics"):
         seconds = bare_step_seconds(tf.distribute.MultiWorkerMirroredStrategy(), args.k, args.epochs,
                                     metrics=args.worker_loop == "bare_metrics")
+        used = args.k
     else:
         seconds, used = package_step_seconds(None, args.k, args.epochs, device_data=args.worker_loop == "device_data",
                                              cluster=True)
-        print(json.dumps({"seconds": seconds, "steps_per_call": used}), flush=True)
-        return 0
-    print(json.dumps({"seconds": seconds, "steps_per_call": args.k}), flush=True)
+    print(json.dumps({"seconds": seconds, "steps_per_call": used}), flush=True)
     return 0
 
 

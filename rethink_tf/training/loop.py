@@ -268,8 +268,7 @@ def _running_logs(read):
     metrics.running_results: under a multi-worker strategy the read is an all-reduce, which every worker makes at
     the same epoch ends; compiled and packed into one collective, not one eager collective per metric variable
     after another: 2 local workers, exploratory timings, 15 ms per read eager, 4.4 compiled, 1.1 compiled and
-    packed). The batch-end reads come from the training
-    call itself (fit_distributed's train_steps)."""
+    packed). The batch-end reads come from the training call itself (fit_distributed's train_steps)."""
     return {k: float(v) for k, v in read().items()}
 
 
@@ -353,8 +352,8 @@ def fit_distributed(model, strategy, datasets, wrap, callbacks, first_epoch, off
     `device_data` (--device_data): the training arrays are placed on every replica's device once, the input
     pipeline yields only each step's example indices, and the step gathers, crops, augments and whitens its batch
     on the device (without augmentation it only gathers, from the set whitened once; datasets.device_source: the
-    same batches as the tf.data path). `jit_compile`: XLA-compile the
-    per-replica step (one replica only: Keras' rule).
+    same batches as the tf.data path). `jit_compile`: XLA-compile the per-replica step (one replica only: Keras'
+    rule).
     """
     cbs = keras.callbacks.CallbackList(list(callbacks), model=model)
     with strategy.scope():  # build the optimizer's slots eagerly, before the first tf.function (mirrored)
