@@ -11,15 +11,19 @@ makes every step's cost overhead: Python, dispatch, the input pipeline, callback
   until an epoch's steps are done, best of N epochs;
 * bare with metrics: the bare loop that also keeps the running loss and accuracy sums that the package records
   for every epoch (Figure 1's curves), in the fewest ops (one variable, one assign_add): the ratio to it leaves
-  that work out and counts only the loop's overhead. The issue's goal is against the plain bare loop.
+  that work out and counts only the loop's overhead. The issue's goal is against the plain bare loop;
+* bare, shuffled: the bare loop on a new order of the batches each epoch (a permutation, one gather per batch in
+  tf.data), as the paper's SGD and the package train: the ratio to it leaves out the shuffle's data movement,
+  which the plain bare loop, reading the same cached batches every epoch, never pays.
 Each loop is measured --repeats times, interleaved, and the best counts (this machine's speed drifts by ~10%).
 Each under one device (TF's default strategy, as the CLI's --strategy=none), under MirroredStrategy over 2 logical
 CPUs (the CPU proxy of a multi-GPU host) and under MultiWorkerMirroredStrategy in 2 local worker processes of one
 CPU device each, joined by TF_CONFIG on localhost ports (the CPU proxy of a cluster; worker 0's time). Under
-both multi-replica strategies the package's loop is its compiled strategy.run loop (k steps per call). The
-package_device_data_ms_per_step column runs the package with --device_data (the training set on the device, each
-step's batch made inside the compiled loop: here, without augmentation, one gather from the set whitened once; the
-strategy.run loop under one device too).
+both multi-replica strategies the package's loop is its compiled strategy.run loop (k steps per call).
+The package runs both input paths: --nodevice_data (tf.data on the host makes each batch) and --device_data (the
+training set on the device, each step's batch made inside the compiled loop: here, without augmentation, one
+gather from the set whitened once; the strategy.run loop under one device too). package_ms_per_step is the path
+the CLI takes by default (default_path: read from a one-epoch run with neither flag, per strategy).
 Issue 21's goal: package <= 1.15x bare. One JSON line per (strategy, k), a summary line, and a figure of time
 per step vs steps per call.
 """
@@ -47,6 +51,7 @@ from rethink_tf.data import sources  # noqa: E402
 from rethink_tf.train import run  # noqa: E402
 
 BATCH = 128
+PATHS = {"tf_data": False, "device_data": True, "default": None}  # the package's input paths: --[no]device_data
 
 
 def tiny(input_shape, num_classes):
@@ -57,32 +62,58 @@ def tiny(input_shape, num_classes):
 DATASET = "fashion_mnist" if os.path.isdir("/usr/share/datasets/fashion-mnist") else "fashion_mnist_5k"
 
 
-def package_step_seconds(strategy, k, epochs, loop=None, device_data=False, cluster=False):
+def package_step_seconds(strategy, k, epochs, loop=None, device_data=None, cluster=False):
+    """(seconds per step, steps per call, whether it trained with --device_data) of the package's CLI path;
+    device_data None: the CLI's default. A cluster's non-chief worker returns Nones."""
     cfg = TrainConfig(model="user:tiny", epochs=epochs, batch_size=BATCH, steps_per_execution=k, tensorboard=False,
                       learning_rate=0.01, jit_compile=False, data=DataConfig(dataset=DATASET),
                       device_data=device_data, strategy="multi_worker" if cluster else "none", cluster_timeout=120)
     with contextlib.redirect_stdout(io.StringIO()):  # the run's own start and summary lines
         path = run(cfg, tempfile.mkdtemp(), strategy=strategy, build_model=tiny, verbose=0, loop=loop)
     if not os.path.exists(path):  # a cluster's non-chief worker writes no results
-        return None, None
-    rates = [h["images_per_s"] for h in results.read_json(path)["history"][1:]]
-    return BATCH / max(rates), results.read_json(path)["env"].get("steps_per_execution")
+        return None, None, None
+    record = results.read_json(path)
+    rates = [h["images_per_s"] for h in record["history"][1:]] or [h["images_per_s"] for h in record["history"]]
+    return BATCH / max(rates), record["env"].get("steps_per_execution"), record["env"].get("device_data")
 
 
-def bare_step_seconds(strategy, k, epochs, metrics=False):
+def bare_step_seconds(strategy, k, epochs, metrics=False, shuffled=False):
     """`metrics`: the step also keeps the running loss and accuracy sums the package records for every epoch (one
-    variable, one assign_add: the fewest ops that keep them), so that the ratio to it leaves out that work."""
+    variable, one assign_add: the fewest ops that keep them), so that the ratio to it leaves out that work.
+    `shuffled`: batches in a new order each epoch, as the paper's SGD (and the package) trains, made the usual way
+    for in-memory arrays: a permutation per epoch and one gather per batch in tf.data; otherwise the same batches
+    every epoch, cached (no per-step input work at all)."""
     split = sources.load(DATASET, "train")
     x = split.arrays["image"].astype(np.float32) / 255.0
     y = split.arrays["label"]
     steps = len(y) // BATCH
-    ds = tf.data.Dataset.from_tensor_slices((x[:steps * BATCH], y[:steps * BATCH])).batch(BATCH).cache().repeat()
+    if shuffled:  # each worker gathers its share of every global batch (the package's rule), split per replica
+        xs, ys = tf.constant(x), tf.constant(y)
+
+        def input_fn(ctx):
+            local = BATCH // ctx.num_input_pipelines
+            lo, per_replica = ctx.input_pipeline_id * local, ctx.get_per_replica_batch_size(BATCH)
+
+            def epoch(e):  # the same permutation on every worker
+                order = tf.random.experimental.stateless_shuffle(tf.range(len(y)), seed=tf.stack([e, e]))
+                return tf.data.Dataset.from_tensor_slices(tf.reshape(order[:steps * BATCH], [steps, BATCH]))
+
+            ds = tf.data.Dataset.range(epochs + 1).flat_map(epoch).map(
+                lambda idx: (tf.gather(xs, idx[lo:lo + local]), tf.gather(ys, idx[lo:lo + local])))
+            ds = (ds.rebatch(per_replica) if per_replica != local else ds).prefetch(tf.data.AUTOTUNE)
+            # declared endless (it outlasts the loop), as the cached stream's repeat() is: on a stream of unknown
+            # length tf.distribute all-reduces a has-data flag at every step under a multi-worker strategy
+            return ds.apply(tf.data.experimental.assert_cardinality(tf.data.INFINITE_CARDINALITY))
+
+        iterator = iter(strategy.distribute_datasets_from_function(input_fn))
+    else:
+        ds = tf.data.Dataset.from_tensor_slices((x[:steps * BATCH], y[:steps * BATCH])).batch(BATCH).cache().repeat()
+        iterator = iter(strategy.experimental_distribute_dataset(ds))
     with strategy.scope():
         model = tiny(x.shape[1:], 10)
         opt = keras.optimizers.SGD(0.01, momentum=0.9)
         opt.build(model.trainable_variables)
     loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction="sum")
-    iterator = iter(strategy.experimental_distribute_dataset(ds))
     if metrics:
         with strategy.scope():
             sums = tf.Variable(tf.zeros([3]), synchronization=tf.VariableSynchronization.ON_READ,
@@ -119,19 +150,22 @@ def worker_main(args):
     touches TensorFlow before the cluster strategy exists (its rule)."""
     hosts = [f"localhost:{p}" for p in args.ports.split(",")]
     os.environ["TF_CONFIG"] = json.dumps({"cluster": {"worker": hosts}, "task": {"type": "worker", "index": args.worker}})
-    if args.worker_loop in ("bare", "bare_metrics"):
+    chose = None
+    if args.worker_loop.startswith("bare"):
         seconds = bare_step_seconds(tf.distribute.MultiWorkerMirroredStrategy(), args.k, args.epochs,
-                                    metrics=args.worker_loop == "bare_metrics")
+                                    metrics=args.worker_loop == "bare_metrics",
+                                    shuffled=args.worker_loop == "bare_shuffled")
         used = args.k
     else:
-        seconds, used = package_step_seconds(None, args.k, args.epochs, device_data=args.worker_loop == "device_data",
-                                             cluster=True)
-    print(json.dumps({"seconds": seconds, "steps_per_call": used}), flush=True)
+        seconds, used, chose = package_step_seconds(None, args.k, args.epochs, cluster=True,
+                                                    device_data=PATHS[args.worker_loop])
+    print(json.dumps({"seconds": seconds, "steps_per_call": used, "device_data": chose}), flush=True)
     return 0
 
 
 def cluster_step_seconds(loop, k, epochs):
-    """Seconds per step of worker 0 of 2 local worker processes (the CPU proxy of a multi-host cluster)."""
+    """(seconds per step, steps per call, device_data) of worker 0 of 2 local worker processes (the CPU proxy of a
+    multi-host cluster)."""
     import socket
     import subprocess
 
@@ -152,14 +186,14 @@ def cluster_step_seconds(loop, k, epochs):
     if any(p.returncode for p in procs):
         raise RuntimeError(f"a {loop} worker failed (exit {[p.returncode for p in procs]}): {outs}")
     out = json.loads(outs[0].strip().splitlines()[-1])
-    return out["seconds"], out["steps_per_call"]
+    return out["seconds"], out["steps_per_call"], out["device_data"]
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)  # a cluster worker process
     ap.add_argument("--ports", default="", help=argparse.SUPPRESS)
-    ap.add_argument("--worker_loop", default="package", help=argparse.SUPPRESS)
+    ap.add_argument("--worker_loop", default="default", help=argparse.SUPPRESS)
     ap.add_argument("--k", type=int, default=1, help=argparse.SUPPRESS)
     ap.add_argument("--steps_per_call", default="1,4,13,39", help="steps per compiled call (divisors of the epoch's steps: 468 or 39)")
     ap.add_argument("--epochs", type=int, default=4)
@@ -182,27 +216,37 @@ def main():
     rows = []
     for name, make in strategies.items():
         strategy = make and make()
+
+        def measure(loop, k, epochs):  # (seconds per step, steps per call, device_data)
+            if strategy is None:
+                return cluster_step_seconds(loop, k, epochs)
+            if loop.startswith("bare"):
+                return bare_step_seconds(strategy, k, epochs, metrics=loop == "bare_metrics",
+                                         shuffled=loop == "bare_shuffled"), k, None
+            return package_step_seconds(strategy, k, epochs, device_data=PATHS[loop])
+
+        default = "device_data" if measure("default", max(ks), 1)[2] else "tf_data"  # the path the CLI takes
         for k in ks:
-            # each loop `repeats` times, interleaved (package, bare, bare with metrics, --device_data, again),
+            # each loop `repeats` times, interleaved (tf.data path, bare, bare with metrics, --device_data, again),
             # best of each: a drift of the machine's speed then biases no loop against another
             times, used = {}, {}
             for _ in range(args.repeats):
-                for loop in ("package", "bare", "bare_metrics", "device_data"):
-                    if strategy is None:
-                        seconds, used[loop] = cluster_step_seconds(loop, k, args.epochs)
-                    elif loop.startswith("bare"):
-                        seconds, used[loop] = bare_step_seconds(strategy, k, args.epochs,
-                                                                metrics=loop == "bare_metrics"), k
-                    else:
-                        seconds, used[loop] = package_step_seconds(strategy, k, args.epochs,
-                                                                   device_data=loop == "device_data")
+                for loop in ("tf_data", "bare", "bare_metrics", "bare_shuffled", "device_data"):
+                    seconds, used[loop], _ = measure(loop, k, args.epochs)
                     times[loop] = min(times.get(loop, seconds), seconds)
-            package, bare, bare_metrics, device = (times[n] for n in ("package", "bare", "bare_metrics", "device_data"))
+            tf_data, bare, bare_metrics, shuffled, device = (
+                times[n] for n in ("tf_data", "bare", "bare_metrics", "bare_shuffled", "device_data"))
+            package = times[default]
             row = {"benchmark": "step_overhead", "dataset": DATASET, "strategy": name, "steps_per_call": k,
-                   "package_steps_per_call": used["package"], "repeats": args.repeats, "package_ms_per_step": round(1e3 * package, 3),
+                   "package_steps_per_call": used[default], "repeats": args.repeats, "default_path": default,
+                   "package_ms_per_step": round(1e3 * package, 3),
                    "bare_ms_per_step": round(1e3 * bare, 3), "ratio": round(package / bare, 2),
                    "bare_with_metrics_ms_per_step": round(1e3 * bare_metrics, 3),
                    "ratio_to_bare_with_metrics": round(package / bare_metrics, 2),
+                   "bare_shuffled_ms_per_step": round(1e3 * shuffled, 3),
+                   "ratio_to_bare_shuffled": round(package / shuffled, 2),
+                   "package_tf_data_ms_per_step": round(1e3 * tf_data, 3),
+                   "tf_data_ratio": round(tf_data / bare, 2),
                    "package_device_data_ms_per_step": round(1e3 * device, 3),
                    "device_data_ratio": round(device / bare, 2)}
             rows.append(row)
@@ -217,6 +261,9 @@ def main():
                       "worst_ratio_to_bare_with_metrics": worst("ratio_to_bare_with_metrics"),
                       f"worst_ratio_to_bare_with_metrics_at_{top}_steps_per_call":
                           worst("ratio_to_bare_with_metrics", top),
+                      "worst_ratio_to_bare_shuffled": worst("ratio_to_bare_shuffled"),
+                      f"worst_ratio_to_bare_shuffled_at_{top}_steps_per_call": worst("ratio_to_bare_shuffled", top),
+                      "worst_tf_data_ratio": worst("tf_data_ratio"),
                       "worst_device_data_ratio": worst("device_data_ratio"),
                       "met": worst("ratio") <= 1.15, f"met_at_{top}_steps_per_call": worst("ratio", top) <= 1.15}))
     if args.out:
@@ -228,7 +275,8 @@ def main():
         fig, ax = plt.subplots(figsize=(6, 4))
         for i, name in enumerate(strategies):
             sel = [r for r in rows if r["strategy"] == name]
-            ax.plot(ks, [r["package_ms_per_step"] for r in sel], "o-", color=f"C{i}", label=f"package, {name}")
+            ax.plot(ks, [r["package_tf_data_ms_per_step"] for r in sel], "o-", color=f"C{i}",
+                    label=f"package --nodevice_data, {name}")
             ax.plot(ks, [r["bare_ms_per_step"] for r in sel], "s--", color=f"C{i}", label=f"bare loop, {name}")
             ax.plot(ks, [r["package_device_data_ms_per_step"] for r in sel], "^:", color=f"C{i}",
                     label=f"package --device_data, {name}")

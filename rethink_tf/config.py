@@ -149,7 +149,8 @@ class TrainConfig:
       device_data: place the in-memory training set on every replica's device once and make each step's batch
         there (gather, crop, augmentation, whitening inside the compiled loop; without augmentation the set is
         held whitened, as floats, and a batch is one gather) instead of in tf.data on the host;
-        the same batches as the tf.data path (tested), so not part of the run's identity.
+        the same batches as the tf.data path (tested), so not part of the run's identity. None: where it measured
+        faster (training.loop.device_data_default: several replicas, a set held whitened), else off.
       deterministic: enable TF op determinism and a seeded ImageNet input order (slower; some GPU ops then raise
         UnimplementedError).
       tensorboard: write TensorBoard scalars.
@@ -196,7 +197,7 @@ class TrainConfig:
     fit_threshold: float = 1.0
     jit_compile: Optional[bool] = None
     steps_per_execution: Optional[int] = None
-    device_data: bool = False
+    device_data: Optional[bool] = None
     deterministic: bool = False
     tensorboard: bool = True
     checkpoint_every_steps: Optional[int] = None

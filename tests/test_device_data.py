@@ -43,10 +43,17 @@ def test_the_device_batches_are_the_tf_data_batches(cifar_dir, shard, augmented,
     src = d.device_source
     assert src.prepared == (not augmented and pipeline.MODEL_INPUT_LIMIT_BYTES > 0)
     arrays = [tf.constant(a) for a in src.arrays()]
+    pieces = (8 // shard[0]) // shard[2] if shard else 1  # per-replica batches per worker's share of a batch
     for first_epoch, first_step in ((0, 0), (1, 2)):  # a fresh start and a mid-epoch resume
-        want = list(d.train(first_epoch, first_step, shard=shard))
-        got = [src.batch(*arrays, idx, epoch) for idx, epoch in src.indices(first_epoch, first_step, shard=shard)]
-        pieces = (8 // shard[0]) // shard[2] if shard else 1  # per-replica batches per worker's share of a batch
+        want = list(d.train(first_epoch, first_step, shard=shard))  # per-replica batches, replica after replica
+        got = []
+        for epoch in range(first_epoch, 3):
+            rows = src.rows(epoch, shard)
+            assert rows.shape == (5, 8 // shard[0] if shard else 8) and rows.dtype == tf.int32
+            for step in range(first_step if epoch == first_epoch else 0, 5):
+                for replica in range(pieces):
+                    idx = pipeline.replica_columns(rows, shard, replica)[step]
+                    got.append(src.batch(*arrays, idx, tf.constant(epoch, tf.int64)))
         assert len(got) == len(want) == ((3 - first_epoch) * 5 - first_step) * pieces
         for (x1, y1), (x2, y2) in zip(want, got):
             np.testing.assert_array_equal(y1.numpy(), y2.numpy())

@@ -107,8 +107,10 @@ def test_two_workers_equal_two_replicas_equal_one_device(cifar_dir, tmp_path, mo
     for k in w0.files:  # weights (BN moving statistics included), epoch losses, optimizer iterations
         np.testing.assert_allclose(w0[k], mirrored[k], atol=one_device_tol, rtol=0)  # 2 workers x 1 == 1 x 2
         np.testing.assert_allclose(w0[k], single[k], atol=one_device_tol, rtol=0)  # == one device
-    # only the chief wrote a run directory
-    assert glob.glob(f"{out}/worker0/*/results.json") and not os.path.exists(f"{out}/worker1")
+    # only the chief wrote a run directory; the cluster trained with --device_data (the default without augmentation)
+    chief = glob.glob(f"{out}/worker0/*/results.json")
+    assert chief and not os.path.exists(f"{out}/worker1")
+    assert results.read_json(chief[0])["env"]["device_data"] is True
 
 
 def _cli(ports, index, workdir, *flags):
@@ -291,18 +293,20 @@ def test_workers_agree_on_a_token_new_at_each_start(tmp_path):
     assert tokens[0][0] == tokens[0][1] and tokens[1][0] == tokens[1][1] and tokens[0] != tokens[1]
 
 
-def test_two_workers_with_device_data_train_like_one_device(cifar_dir, tmp_path):
-    # --device_data on a cluster: each worker places its copy of the training set on its device and makes its
-    # share of every global batch in the step; the one-device tf.data run is the reference
+def test_two_workers_on_the_tf_data_path_train_like_one_device(cifar_dir, tmp_path):
+    # --nodevice_data on a cluster (the tests above run the default there, --device_data: each worker places its
+    # copy of the training set on its device and makes its share of every global batch in the step): each worker's
+    # tf.data pipeline makes its share of the global batches; the one-device run is the reference
     base = TrainConfig(model="mlp_1x512", epochs=2, batch_size=8, tensorboard=False, learning_rate=0.01,
                        data=DataConfig(dataset="cifar10", data_dir=cifar_dir, corrupt="labels", corrupt_prob=0.5))
     out = str(tmp_path)
-    for rc, log in harness("worker", out, dataclasses.replace(base, device_data=True), REPO, 2):
+    for rc, log in harness("worker", out, dataclasses.replace(base, device_data=False), REPO, 2):
         assert rc == 0, log[-3000:]
     for rc, log in harness("single", out, base, REPO):
         assert rc == 0, log[-3000:]
     w0, w1, single = (np.load(f"{out}/{name}.npz") for name in ("worker0", "worker1", "single0"))
     init = np.load(f"{out}/single0-init.npz")
+    assert results.read_json(glob.glob(f"{out}/worker0/*/results.json")[0])["env"]["device_data"] is False
     assert int(w0["iterations"]) == int(single["iterations"]) == 10
     assert max(float(np.abs(w0[k] - init[k]).max()) for k in init.files) > 20 * 5e-5
     for k in w0.files:

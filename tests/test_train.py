@@ -401,9 +401,9 @@ out = {}
 mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
 for name, model_name, strategy, loop in (
         ("one", "small_inception_nobn", tf.distribute.OneDeviceStrategy("/cpu:0"), None),
-        ("two", "small_inception_nobn", mirrored, None),
+        ("two", "small_inception_nobn", mirrored, "tf_data"),
         ("two_fit", "small_inception_nobn", mirrored, "fit"),
-        ("two_dev", "small_inception_nobn", mirrored, "device_data"),
+        ("two_dev", "small_inception_nobn", mirrored, None),  # the default: --device_data under several replicas
         ("two_bn", "small_inception", mirrored, None)):
     # lr 0.01 and wd 0.05 over 10 steps (2 epochs of 5): an L2 term counted twice would move weights by ~3e-3,
     # float reduction-order noise between 1 and 2 replicas is ~1e-6 (measured), the update itself ~1e-2. A quarter
@@ -411,9 +411,8 @@ for name, model_name, strategy, loop in (
     # the BN run corrupts half of its labels: the memorization metrics then predict under mirrored replicas
     corrupt = dict(corrupt="labels", corrupt_prob=0.5) if name == "two_bn" else dict(corrupt="random_labels")
     cfg = tiny(model_name, sys.argv[1], epochs=2 if name != "two_bn" else 1, run_name=name, weight_decay=0.05,
-               learning_rate=0.01, width=0.25, device_data=loop == "device_data", **corrupt)
-    r = json.load(open(run(cfg, sys.argv[2], strategy=strategy, verbose=0,
-                           loop=None if loop == "device_data" else loop)))
+               learning_rate=0.01, width=0.25, device_data=False if loop == "tf_data" else None, **corrupt)
+    r = json.load(open(run(cfg, sys.argv[2], strategy=strategy, verbose=0, loop="fit" if loop == "fit" else None)))
     model = models.build(model_name, (28, 28, 3), 10, width_multiplier=0.25)
     model.load_weights(os.path.join(sys.argv[2], name, checkpoint.CHECKPOINT))
     out[name] = {"weights": [w.numpy().tolist() for w in model.weights], "metrics": r["metrics"],
@@ -450,7 +449,8 @@ def test_mirrored_on_two_logical_cpus_matches_one_device(cifar_dir, tmp_path):
     assert out["one"]["replicas"] == 1 and out["two"]["replicas"] == 2
     # Mirrored replicas train in the compiled multi-step loop: the epoch's 5 steps in one call
     assert (out["two"]["env"]["loop"], out["two"]["env"]["steps_per_execution"]) == ("strategy_run", 5)
-    assert out["one"]["env"]["loop"] == "fit"
+    assert (out["one"]["env"]["loop"], out["one"]["env"]["device_data"]) == ("fit", False)  # the default, one device
+    assert out["two"]["env"]["device_data"] is False and out["two_fit"]["env"]["device_data"] is False
     # Same global batch (8 = 2 × 4), same seed, no BN: same losses (L2 counted once) and same weights.
     for key in ("train_loss", "test_loss", "train_accuracy", "test_accuracy"):
         assert out["one"]["metrics"][key] == pytest.approx(out["two"]["metrics"][key], rel=1e-4, abs=1e-6)
@@ -463,10 +463,11 @@ def test_mirrored_on_two_logical_cpus_matches_one_device(cifar_dir, tmp_path):
     assert out["two_fit"]["env"]["steps_per_execution"] == 1
     assert out["two"]["weights"] == out["two_fit"]["weights"] and out["two"]["history"][-1]["train_loss"] == \
         out["two_fit"]["history"][-1]["train_loss"]
-    # --device_data: each replica gathers its half of the batch from its own copy of the training set, in the loop.
-    # Without augmentation that copy is the very whitened set the tf.data path gathers from, and both run the same
-    # strategy.run loop: the same batches give the same arithmetic, so the same weights and losses, bit for bit.
-    assert out["two_dev"]["env"]["loop"] == "strategy_run"
+    # --device_data (the default under several replicas without augmentation): each replica gathers its half of the
+    # batch from its own copy of the training set, in the loop. That copy is the very whitened set the tf.data path
+    # gathers from, and both run the same strategy.run loop: the same batches give the same arithmetic, so the same
+    # weights and losses, bit for bit.
+    assert (out["two_dev"]["env"]["loop"], out["two_dev"]["env"]["device_data"]) == ("strategy_run", True)
     assert out["two_dev"]["weights"] == out["two"]["weights"]
     assert [h["train_loss"] for h in out["two_dev"]["history"]] == [h["train_loss"] for h in out["two"]["history"]]
     # 1 vs 2 replicas: the same arithmetic in another summation order (a replica's gradient over 4 images, then the
@@ -478,8 +479,8 @@ def test_mirrored_on_two_logical_cpus_matches_one_device(cifar_dir, tmp_path):
     for h in out["two_bn"]["history"]:
         assert 0 <= h["train_accuracy"] <= 1 and 0 <= h["test_accuracy"] <= 1 and np.isfinite(h["train_loss"])
         assert 0 <= h["train_accuracy_changed"] <= 1 and 0 <= h["train_accuracy_intact"] <= 1
-    # Mirrored kill after epoch 1 + resume == uninterrupted mirrored run (this raised "Need to be inside
-    # strategy.scope()" when the optimizer was built outside the scope on restore).
+    # Mirrored kill after epoch 1 + resume == uninterrupted mirrored run (with --device_data, the default here; this
+    # raised "Need to be inside strategy.scope()" when the optimizer was built outside the scope on restore).
     a, b = out["m_straight"], out["m_killed"]
     assert b["resumes"] == [{"step": 5, "replicas": 2, "changed": {}}] and not a["resumes"]
     assert a["metrics"]["steps_trained"] == b["metrics"]["steps_trained"] == 15

@@ -77,33 +77,34 @@ class Datasets:
 
 @dataclasses.dataclass
 class DeviceSource:
-    """The in-memory training set for --device_data: the arrays a training loop places on its devices once, the
-    per-step batch indices, and the per-batch transform, so that a step gathers, crops, augments and whitens its
-    batch on the device inside the compiled loop instead of in tf.data on the host (without augmentation the set is
-    held whitened, `prepared`, and the step only gathers).
+    """The in-memory training set for --device_data: the arrays a training loop places on its devices once, each
+    epoch's batch indices as one tensor, and the per-batch transform, so that a step gathers, crops, augments and
+    whitens its batch on the device inside the compiled loop, with no tf.data element per step (without
+    augmentation the set is held whitened, `prepared`, and the step only gathers).
 
-    arrays() -> (images, labels, keys), what the loop places on its devices; indices(first_epoch, first_step=0,
-    shard=None) -> tf.data.Dataset of (idx int32 [b], epoch int64 [b]): exactly the examples (and order) of `train`'s
-    batches, sharded the same way; batch(images, labels, keys, idx, epoch) -> (x, y): the very batch `train` yields
-    for them (the same gather, crop, flip, rotation and whitening).
+    arrays() -> (images, labels, keys), what the loop places on its devices; rows(epoch, shard=None) -> int32
+    [steps_per_epoch, worker batch]: row s holds the examples of the epoch's step s, exactly those (and in the order)
+    of `train`'s batches, sharded the same way (replica_columns splits a worker's row between its replicas as
+    `train` does); batch(images, labels, keys, idx, epoch) -> (x, y): the very batch `train` yields for them (the
+    same gather, crop, flip, rotation and whitening).
     """
 
     images: object  # an array, or a function that makes it on first use (the whitened set: see prepared)
     labels: object
     keys: object
-    indices: object
+    rows: object
     transform: object
     image_shape: tuple = None  # uint8 images are held packed as int32 rows (see packed)
     prepared: bool = False  # images are the model input already (whitened once): a batch is one gather
 
     @classmethod
-    def packed(cls, images, labels, keys, indices, transform):
+    def packed(cls, images, labels, keys, rows, transform):
         """uint8 images held as int32 rows of 4 bytes each: TF has no GPU gather kernel for uint8 (it would run on
         the host and copy the set back each step), it has one for int32; the step unpacks with a bitcast."""
         if images.dtype == np.uint8 and images[0].size % 4 == 0:
-            rows = np.ascontiguousarray(images).reshape(len(images), -1).view(np.int32)
-            return cls(rows, labels, keys, indices, transform, tuple(images.shape[1:]))
-        return cls(images, labels, keys, indices, transform)
+            packed = np.ascontiguousarray(images).reshape(len(images), -1).view(np.int32)
+            return cls(packed, labels, keys, rows, transform, tuple(images.shape[1:]))
+        return cls(images, labels, keys, rows, transform)
 
     def arrays(self):
         images = self.images() if callable(self.images) else self.images
@@ -115,7 +116,7 @@ class DeviceSource:
             return x, tf.gather(labels, idx)
         if self.image_shape is not None:  # int32 rows back to the uint8 images they hold (bytes in memory order)
             x = tf.reshape(tf.bitcast(x, tf.uint8), (-1, *self.image_shape))
-        return self.transform(x, tf.gather(keys, idx), epoch[0]), tf.gather(labels, idx)
+        return self.transform(x, tf.gather(keys, idx), epoch), tf.gather(labels, idx)
 
 
 def model_input_shape(spec):
@@ -345,7 +346,7 @@ def _build_in_memory(cfg, corr, train, test, shape, batch_size, epochs, steps, s
                     held["images"] = tf.constant(train_full["image"])
         return held["images"]
 
-    def epoch_indices(epoch, first_step=0, shard=None):
+    def epoch_rows(epoch, first_step=0, shard=None):
         # The epoch's order is a pure function of (shuffle_seed, epoch): argsort of hashed uniforms. It does not
         # depend on TF's shuffle implementation or global seed, so a resumed run replays the same batches; a
         # mid-epoch resume drops the first first_step batches' indices before any image is touched. Rows are the
@@ -357,7 +358,10 @@ def _build_in_memory(cfg, corr, train, test, shape, batch_size, epochs, steps, s
         if shard is not None:
             local = worker_batch(batch_size, shard)
             rows = rows[:, shard[1] * local:(shard[1] + 1) * local]
-        return tf.data.Dataset.from_tensor_slices(rows)
+        return rows
+
+    def epoch_indices(epoch, first_step=0, shard=None):
+        return tf.data.Dataset.from_tensor_slices(epoch_rows(epoch, first_step, shard))
 
     def epochs_from(first_epoch, first_step, one_epoch):
         ds = one_epoch(first_epoch, first_step)
@@ -381,12 +385,9 @@ def _build_in_memory(cfg, corr, train, test, shape, batch_size, epochs, steps, s
         # its gather (2 logical CPUs: 0.9 against 0.8 ms per step of a tiny model when each replica gathered its own)
         return _per_replica(epochs_from(first_epoch, first_step, one_epoch), batch_size, shard).prefetch(AUTOTUNE)
 
-    def index_stream(first_epoch=0, first_step=0, shard=None):  # --device_data: the same batches, as indices
-        def one_epoch(epoch, first_step=0):
-            return epoch_indices(epoch, first_step, shard).map(
-                lambda idx: (tf.cast(idx, tf.int32), tf.fill(tf.shape(idx), tf.cast(epoch, tf.int64))))
-
-        return _per_replica(epochs_from(first_epoch, first_step, one_epoch), batch_size, shard).prefetch(AUTOTUNE)
+    def device_rows(epoch, shard=None):  # --device_data: the epoch's batches as indices, in one tensor
+        with tf.init_scope(), tf.device("/CPU:0"):
+            return tf.cast(epoch_rows(tf.constant(epoch, tf.int64), 0, shard), tf.int32)
 
     changed = train_eval["label"] != train.arrays["label"]  # train_eval is in key order, like train.arrays
     if corr.kind == "random_labels" or not changed.any() or changed.all():
@@ -397,10 +398,10 @@ def _build_in_memory(cfg, corr, train, test, shape, batch_size, epochs, steps, s
     if prepared:  # the set the tf.data path gathers from, whitened once: the step's batch is one gather, and the
         # same bits as the tf.data path's (whitening in the compiled step costs more than the whole step of a small
         # model on CPU; the float set takes 4x the uint8 set's device memory: CIFAR-10, 470 MB per device)
-        device = DeviceSource(host_images, train_full["label"], train_full["key"], index_stream, transform,
+        device = DeviceSource(host_images, train_full["label"], train_full["key"], device_rows, transform,
                               prepared=True)
     else:
-        device = DeviceSource.packed(train_full["image"], train_full["label"], train_full["key"], index_stream,
+        device = DeviceSource.packed(train_full["image"], train_full["label"], train_full["key"], device_rows,
                                      transform)
     return Datasets(train_stream, _eval_dataset(train_eval, batch_size), _eval_dataset(test_arr, batch_size),
                     steps, train.size, test.size, shape, train.spec.num_classes, corr, summary, changed,
@@ -433,6 +434,14 @@ def worker_batch(batch_size, shard):
     if batch_size % shard[0]:
         raise UserError(f"global batch size {batch_size} does not split evenly over {shard[0]} workers")
     return batch_size // shard[0]
+
+
+def replica_columns(rows, shard, replica):
+    """The columns of a worker's batch rows that its local replica `replica` trains on: per_replica's split (rebatch
+    into per-replica batches, which tf.distribute hands to the worker's replicas in turn), applied to indices."""
+    if shard is None:
+        return rows
+    return rows[:, replica * shard[2]:(replica + 1) * shard[2]]
 
 
 def per_replica(ds, local, shard):

@@ -25,6 +25,7 @@ import numpy as np
 import tensorflow as tf
 
 from rethink_tf import dynamics, results
+from rethink_tf.data import pipeline
 from rethink_tf.errors import UserError
 from rethink_tf.training import callbacks as callbacks_lib
 from rethink_tf.training import checkpoint as checkpoint_lib
@@ -49,6 +50,16 @@ def steps_per_call(steps, wanted, replicas, loop):
     if loop == "fit" and replicas > 1:
         return 1
     return steps_per_execution(steps, wanted)
+
+
+def device_data_default(replicas, datasets, loop):
+    """--device_data's default: on under several replicas (MirroredStrategy, a cluster) in the strategy.run loop
+    for an in-memory set held whitened (no random crop or augmentation: a step's batch is one gather), where it
+    measured faster than the tf.data path (benchmarks/step_overhead.py, README: per-step overhead, on 2 logical
+    CPUs and 2 worker processes); off on one device (Keras' fit on tf.data measured as fast) and with per-step
+    augmentation (not measured faster)."""
+    source = getattr(datasets, "device_source", None)
+    return bool(replicas > 1 and loop == "strategy_run" and source is not None and source.prepared)
 
 
 def compile_model(model, cfg, num_classes, num_replicas, steps_per_epoch=1, optimizer=None, loop="fit"):
@@ -273,33 +284,34 @@ def _running_logs(read):
 
 
 def _distributed_epoch(model, strategy, datasets, wrap, cbs, train_steps, read_metrics, epoch, start, batch_size,
-                       label_smoothing, partial, steps_per_call_wanted=None, local_eval=True, device_data=False):
-    """One epoch of fit_distributed from step `start`; every collective (metric resets and reads, steps) inside."""
+                       label_smoothing, partial, steps_per_call_wanted=None, local_eval=True, device_rows=None):
+    """One epoch of fit_distributed from step `start`; every collective (metric resets and reads, steps) inside.
+    `device_rows(epoch)`: --device_data's batch indices of the epoch on every replica (no input pipeline)."""
     for cb in partial:
         cb.first_step = start
 
     def input_fn(ctx):
         shard = (ctx.num_input_pipelines, ctx.input_pipeline_id, ctx.get_per_replica_batch_size(batch_size))
-        if device_data:  # indices only: the step makes its batch on the device
-            ds = datasets.device_source.indices(epoch, start, shard=shard)
-        else:
-            ds = wrap(datasets.train(epoch, start, shard=shard))
         # Declared endless. On a stream of unknown or finite length, tf.distribute agrees at EVERY step whether each
         # worker still has a batch (input_lib._enable_get_next_as_optional: an all-reduce of a has-data flag beside
         # the gradients' under a multi-worker strategy; 2 local workers: 2.0 against 1.2 ms per step of a tiny
         # model). Every worker takes exactly the epoch's steps from a stream that holds them, so no worker ever
         # runs short; a stream that did end would raise (assert_cardinality), never wrap around.
-        return ds.apply(tf.data.experimental.assert_cardinality(tf.data.INFINITE_CARDINALITY))
+        return wrap(datasets.train(epoch, start, shard=shard)).apply(
+            tf.data.experimental.assert_cardinality(tf.data.INFINITE_CARDINALITY))
 
-    dist = strategy.distribute_datasets_from_function(input_fn)
+    if device_rows is None:
+        source = iter(strategy.distribute_datasets_from_function(input_fn))
+    else:  # the epoch's rows, with its number: the step gathers its batch itself
+        source = (device_rows(epoch), tf.constant(epoch, tf.int64))
     model.reset_metrics()  # metric variables are all-reduced: a collective
     cbs.on_epoch_begin(epoch)
-    iterator = iter(dist)
     todo = datasets.steps_per_epoch - start
     per_call = steps_per_execution(todo, steps_per_call_wanted)
     for first in range(0, todo, per_call):
         cbs.on_train_batch_begin(first)
-        running = train_steps(iterator, tf.constant(per_call))  # the steps, then the metrics read in one call
+        # the steps, then the metrics read, in one call
+        running = train_steps(source, tf.constant(start + first), tf.constant(per_call))
         cbs.on_train_batch_end(first + per_call - 1, {k: float(v) for k, v in running.items()})
         if model.stop_training:
             break
@@ -317,23 +329,40 @@ def _replica_step(model):
     return step
 
 
-def _on_every_replica(strategy, array):
-    """A numpy array as a tensor on each replica's device (one copy per device, made once), for strategy.run.
-    MirroredStrategy and the multi-worker strategy call the value function without a device scope, so each copy
-    is placed on its replica's device here (else every copy would land on the default device, GPU 0)."""
+def _on_every_replica(strategy, value):
+    """`value(j)` (a numpy array or tensor) as a tensor on the device of this worker's replica j, for strategy.run
+    (one copy per device, made once). MirroredStrategy and the multi-worker strategy call the value function
+    without a device scope, so each copy is placed on its replica's device here (else every copy would land on the
+    default device, GPU 0)."""
     try:
         devices = strategy.extended.worker_devices
     except (AttributeError, NotImplementedError, IndexError, RuntimeError):
         devices = ("",)  # the default strategy: TF's own placement
     if strategy.num_replicas_in_sync == 1:
         with tf.device(devices[0]):
-            return tf.identity(tf.constant(array))
+            return tf.identity(value(0))
 
-    def copy(ctx):
-        with tf.device(devices[ctx.replica_id_in_sync_group % len(devices)]):
-            return tf.identity(tf.constant(array))
+    def copy(ctx):  # replica ids run over the cluster: this worker's replicas are id % (replicas per worker)
+        j = ctx.replica_id_in_sync_group % len(devices)
+        with tf.device(devices[j]):
+            return tf.identity(value(j))
 
     return strategy.experimental_distribute_values_from_function(copy)
+
+
+def _input_shard(strategy, batch_size):
+    """(num_input_pipelines, input_pipeline_id, per-replica batch): the shard of the global batches that this
+    worker's input function is given under `strategy` (read from the InputContext tf.distribute itself passes to
+    one, so that --device_data's indices are split exactly as the tf.data path's batches)."""
+    seen = []
+
+    def fn(ctx):
+        seen.append(ctx)
+        return tf.data.Dataset.range(1)
+
+    strategy.distribute_datasets_from_function(fn)
+    ctx = seen[0]
+    return ctx.num_input_pipelines, ctx.input_pipeline_id, ctx.get_per_replica_batch_size(batch_size)
 
 
 def fit_distributed(model, strategy, datasets, wrap, callbacks, first_epoch, offset, epochs, batch_size,
@@ -349,24 +378,29 @@ def fit_distributed(model, strategy, datasets, wrap, callbacks, first_epoch, off
     for a resumed partial epoch (the recorder and the checkpoint). Each compiled call runs several steps
     (steps_per_execution's rule: the largest divisor of the epoch's steps up to `steps_per_call_wanted`, default 32).
     `local_eval`: evaluate on this worker's copy of the weights (a multi-host cluster), else with Keras' evaluate.
-    `device_data` (--device_data): the training arrays are placed on every replica's device once, the input
-    pipeline yields only each step's example indices, and the step gathers, crops, augments and whitens its batch
-    on the device (without augmentation it only gathers, from the set whitened once; datasets.device_source: the
-    same batches as the tf.data path). `jit_compile`: XLA-compile the per-replica step (one replica only: Keras'
+    `device_data` (--device_data): the training arrays are placed on every replica's device once, and each epoch's
+    batch indices too (one small tensor per epoch: no input pipeline, no tf.data element per step); step s of the
+    call gathers, crops, augments and whitens its batch on the device (without augmentation it only gathers, from
+    the set whitened once; datasets.device_source: the same batches as the tf.data path). `jit_compile`: XLA-compile the per-replica step (one replica only: Keras'
     rule).
     """
     cbs = keras.callbacks.CallbackList(list(callbacks), model=model)
     with strategy.scope():  # build the optimizer's slots eagerly, before the first tf.function (mirrored)
         if not model.optimizer.built:
             model.optimizer.build(model.trainable_variables)
-    step, arrays = _replica_step(model), ()
+    step, device_rows, arrays = _replica_step(model), None, ()
     if device_data:
         source = datasets.device_source
-        arrays = tuple(_on_every_replica(strategy, a) for a in source.arrays())
+        arrays = tuple(_on_every_replica(strategy, lambda j, a=a: tf.constant(a)) for a in source.arrays())
+        shard = _input_shard(strategy, batch_size)
         num_classes = datasets.num_classes
 
-        def device_step(batch, images, labels, keys):
-            x, y = source.batch(images, labels, keys, *batch)
+        def device_rows(epoch):
+            rows = source.rows(epoch, shard)
+            return _on_every_replica(strategy, lambda j: pipeline.replica_columns(rows, shard, j))
+
+        def device_step(rows, i, epoch, images, labels, keys):
+            x, y = source.batch(images, labels, keys, rows[i], epoch)
             if label_smoothing:
                 y = tf.one_hot(y, num_classes)
             model.train_step((x, y))
@@ -376,9 +410,12 @@ def fit_distributed(model, strategy, datasets, wrap, callbacks, first_epoch, off
         step = tf.function(step, jit_compile=True)
 
     @tf.function
-    def train_steps(iterator, n):  # n steps per call: no per-step Python (the collectives run in the loop)
-        for _ in tf.range(n):
-            strategy.run(step, args=(next(iterator), *arrays) if device_data else (next(iterator),))
+    def train_steps(source, first, n):  # n steps per call: no per-step Python (the collectives run in the loop)
+        for i in tf.range(n):
+            if device_data:  # source: (the epoch's rows on every replica, the epoch); step first + i's batch
+                strategy.run(step, args=(source[0], first + i, source[1], *arrays))
+            else:  # source: the epoch's distributed iterator
+                strategy.run(step, args=(next(source),))
         # the running metrics after the n steps (all-reduced in one collective), read in the same call: no second
         # call per batch end (on 2 local workers each call's collectives cost milliseconds)
         return metrics_lib.running_results(model, strategy)
@@ -392,7 +429,7 @@ def fit_distributed(model, strategy, datasets, wrap, callbacks, first_epoch, off
         for epoch in range(first_epoch, epochs):
             _distributed_epoch(model, strategy, datasets, wrap, cbs, train_steps, read_metrics, epoch,
                                offset if epoch == first_epoch else 0, batch_size, label_smoothing, partial,
-                               steps_per_call_wanted, local_eval, device_data)
+                               steps_per_call_wanted, local_eval, device_rows)
             if model.stop_training:
                 break
     except (tf.errors.UnavailableError, tf.errors.AbortedError, tf.errors.CancelledError) as e:

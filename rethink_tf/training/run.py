@@ -10,6 +10,7 @@ model and compile under the strategy's scope, restore, the loop (loop.fit_and_ev
 """
 
 import contextlib
+import dataclasses
 import os
 import secrets
 import shutil
@@ -137,6 +138,9 @@ def run(config, workdir, strategy=None, datasets=None, extra_callbacks=(), verbo
     if cfg.device_data and getattr(datasets, "device_source", None) is None:
         raise UserError(f"--device_data places an in-memory training set on the devices; {cfg.data.dataset} is "
                         "streamed (its input stays in tf.data)")
+    device_data = cfg.device_data
+    if device_data is None:  # the default: where it measured faster (cfg keeps None: config.json records the flags)
+        device_data = loop_lib.device_data_default(replicas, datasets, loop)
     if cfg.per_example and getattr(datasets, "train_labels", None) is None:
         raise UserError(f"--per_example records every training example per epoch; {cfg.data.dataset} is streamed, "
                         "not held in memory")
@@ -229,7 +233,7 @@ def run(config, workdir, strategy=None, datasets=None, extra_callbacks=(), verbo
                 verbose = 1 if sys.stdout.isatty() else 2
             try:
                 metrics, history, status = loop_lib.fit_and_evaluate(
-                    model, cfg, datasets, out_dir, initial_step=initial_step, history=history, run_config=run_config,
+                    model, dataclasses.replace(cfg, device_data=device_data), datasets, out_dir, initial_step=initial_step, history=history, run_config=run_config,
                     extra_callbacks=extra_callbacks, verbose=verbose, replicas=replicas, strategy=strategy, loop=loop,
                     resume_totals=state.get("totals"))
             finally:
@@ -243,7 +247,7 @@ def run(config, workdir, strategy=None, datasets=None, extra_callbacks=(), verbo
                       "env": {**results.environment(), "replicas": replicas, "jit_compile": jit,
                               "steps_per_execution": loop_lib.steps_per_call(datasets.steps_per_epoch,
                                                                              cfg.steps_per_execution, replicas, loop),
-                              "loop": loop,
+                              "loop": loop, "device_data": device_data,
                               "strategy": type(strategy).__name__, "workers": member.workers if member else 1}}
             if status == "diverged":
                 if chief:
