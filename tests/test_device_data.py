@@ -121,3 +121,20 @@ def test_device_data_with_label_smoothing_and_xla_on_one_device(cifar_dir, tmp_p
             assert a[k] == pytest.approx(b[k], rel=1e-5, abs=1e-6), (a["epoch"], k)
     for x, y in zip(_weights(w, "plain", "mlp_1x512"), _weights(w, "device", "mlp_1x512")):
         np.testing.assert_allclose(x, y, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("augmented", [False, True])
+def test_device_data_default_where_it_measured_faster(cifar_dir, monkeypatch, augmented):
+    # The default: several replicas in the strategy.run loop, a set held whitened (no augmentation), at most
+    # DEVICE_DATA_DEFAULT_LIMIT_BYTES on each device; the size it goes by is what the loop places there.
+    from rethink_tf.training import loop
+
+    d = pipeline.build(DataConfig(dataset="cifar10", data_dir=cifar_dir, random_crop=augmented, augment=augmented),
+                       batch_size=8, epochs=1)
+    held = sum(np.asarray(a).nbytes for a in d.device_source.arrays()[:1])
+    assert d.device_source.nbytes == held == (40 * 28 * 28 * 3 * 4 if not augmented else 40 * 32 * 32 * 3)
+    assert loop.device_data_default(2, d, "strategy_run") is (not augmented)
+    assert loop.device_data_default(1, d, "strategy_run") is False
+    assert loop.device_data_default(2, d, "fit") is False
+    monkeypatch.setattr(loop, "DEVICE_DATA_DEFAULT_LIMIT_BYTES", held - 1)
+    assert loop.device_data_default(2, d, "strategy_run") is False

@@ -96,6 +96,7 @@ class DeviceSource:
     transform: object
     image_shape: tuple = None  # uint8 images are held packed as int32 rows (see packed)
     prepared: bool = False  # images are the model input already (whitened once): a batch is one gather
+    nbytes: int = 0  # what the images take on each device
 
     @classmethod
     def packed(cls, images, labels, keys, rows, transform):
@@ -103,8 +104,8 @@ class DeviceSource:
         the host and copy the set back each step), it has one for int32; the step unpacks with a bitcast."""
         if images.dtype == np.uint8 and images[0].size % 4 == 0:
             packed = np.ascontiguousarray(images).reshape(len(images), -1).view(np.int32)
-            return cls(packed, labels, keys, rows, transform, tuple(images.shape[1:]))
-        return cls(images, labels, keys, rows, transform)
+            return cls(packed, labels, keys, rows, transform, tuple(images.shape[1:]), nbytes=packed.nbytes)
+        return cls(images, labels, keys, rows, transform, nbytes=images.nbytes)
 
     def arrays(self):
         images = self.images() if callable(self.images) else self.images
@@ -399,7 +400,7 @@ def _build_in_memory(cfg, corr, train, test, shape, batch_size, epochs, steps, s
         # same bits as the tf.data path's (whitening in the compiled step costs more than the whole step of a small
         # model on CPU; the float set takes 4x the uint8 set's device memory: CIFAR-10, 470 MB per device)
         device = DeviceSource(host_images, train_full["label"], train_full["key"], device_rows, transform,
-                              prepared=True)
+                              prepared=True, nbytes=4 * train_full["image"].size)
     else:
         device = DeviceSource.packed(train_full["image"], train_full["label"], train_full["key"], device_rows,
                                      transform)

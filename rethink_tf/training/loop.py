@@ -52,14 +52,19 @@ def steps_per_call(steps, wanted, replicas, loop):
     return steps_per_execution(steps, wanted)
 
 
+DEVICE_DATA_DEFAULT_LIMIT_BYTES = 1 << 30  # the largest set --device_data's default places on every device
+
+
 def device_data_default(replicas, datasets, loop):
     """--device_data's default: on under several replicas (MirroredStrategy, a cluster) in the strategy.run loop
     for an in-memory set held whitened (no random crop or augmentation: a step's batch is one gather), where it
     measured faster than the tf.data path (benchmarks/step_overhead.py, README: per-step overhead, on 2 logical
     CPUs and 2 worker processes); off on one device (Keras' fit on tf.data measured as fast) and with per-step
-    augmentation (not measured faster)."""
+    augmentation (not measured faster). Off too for a set above DEVICE_DATA_DEFAULT_LIMIT_BYTES (CIFAR-10 whitened
+    takes 470 MB of each device's memory; a larger set is the user's call: --device_data)."""
     source = getattr(datasets, "device_source", None)
-    return bool(replicas > 1 and loop == "strategy_run" and source is not None and source.prepared)
+    return bool(replicas > 1 and loop == "strategy_run" and source is not None and source.prepared
+                and source.nbytes <= DEVICE_DATA_DEFAULT_LIMIT_BYTES)
 
 
 def compile_model(model, cfg, num_classes, num_replicas, steps_per_epoch=1, optimizer=None, loop="fit"):
