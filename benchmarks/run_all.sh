@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs the speed and memory benchmarks one after another (2 CPU cores: step_overhead alone took 26 min on 2026-12-07;
+# Runs the speed and memory benchmarks one after another (2 CPU cores: step_overhead alone took 25 min on 2026-12-07;
 # run nothing else meanwhile) and
 # writes each one's output under docs/benchmarks/, after a first JSON line naming the command, the date, the code
 # version, the library versions and the machine. README.md's benchmark numbers come from these files.

@@ -130,16 +130,16 @@ def bare_step_seconds(strategy, k, epochs, metrics=False, shuffled=False):
             sums.assign_add(tf.stack([loss * BATCH, hits, tf.cast(tf.shape(yb)[0], tf.float32)]))
 
     @tf.function
-    def steps_fn(n):
+    def steps_fn(iterator, n):  # the iterator as an argument: no traced graph keeps it (and its data) alive
         for _ in tf.range(n):
             strategy.run(step, args=(next(iterator),))
 
     calls, best = steps // k, None
-    steps_fn(tf.constant(k))  # trace
+    steps_fn(iterator, tf.constant(k))  # trace
     for _ in range(epochs):
         start = time.perf_counter()
         for _ in range(calls):
-            steps_fn(tf.constant(k))
+            steps_fn(iterator, tf.constant(k))
         elapsed = (time.perf_counter() - start) / (calls * k)
         best = elapsed if best is None else min(best, elapsed)
     return best
@@ -227,7 +227,8 @@ def main():
 
         default = "device_data" if measure("default", max(ks), 1)[2] else "tf_data"  # the path the CLI takes
         for k in ks:
-            # each loop `repeats` times, interleaved (tf.data path, bare, bare with metrics, --device_data, again),
+            # each loop `repeats` times, interleaved (tf.data path, bare, bare with metrics, bare shuffled,
+            # --device_data, again),
             # best of each: a drift of the machine's speed then biases no loop against another
             times, used = {}, {}
             for _ in range(args.repeats):

@@ -37,7 +37,8 @@ BATCH = 128
 
 
 def synthetic(datasets):
-    """The same Datasets with train replaced by one constant batch repeated: the model's speed alone."""
+    """The same Datasets with train replaced by one constant batch repeated: the model's speed alone (no
+    device_source: --device_data would train from the real set)."""
     import dataclasses
 
     import tensorflow as tf
@@ -46,8 +47,8 @@ def synthetic(datasets):
 
     x, y = next(iter(datasets.train(0)))
     one = tf.data.Dataset.from_tensors((x, y))
-    return dataclasses.replace(datasets, train=lambda first_epoch=0, first_step=0, shard=None: pipeline._shard(
-        one.repeat(), int(x.shape[0]), shard))
+    return dataclasses.replace(datasets, device_source=None, train=lambda first_epoch=0, first_step=0, shard=None:
+                               pipeline._shard(one.repeat(), int(x.shape[0]), shard))
 
 
 def measure(model, data_dir, workdir, epochs, jit, synthetic_data, dtype_policy="float32", strategy=None,

@@ -296,8 +296,9 @@ def test_workers_agree_on_a_token_new_at_each_start(tmp_path):
 def test_two_workers_on_the_tf_data_path_train_like_one_device(cifar_dir, tmp_path):
     # --nodevice_data on a cluster (the tests above run the default there, --device_data: each worker places its
     # copy of the training set on its device and makes its share of every global batch in the step): each worker's
-    # tf.data pipeline makes its share of the global batches; the one-device run is the reference
-    base = TrainConfig(model="mlp_1x512", epochs=2, batch_size=8, tensorboard=False, learning_rate=0.01,
+    # tf.data pipeline makes its share of the global batches; the one-device run is the reference (dropout keyed
+    # per example: a worker drops, for each of its images, what one device drops for that image)
+    base = TrainConfig(model="mlp_1x512", epochs=2, batch_size=8, tensorboard=False, learning_rate=0.01, dropout=0.5,
                        data=DataConfig(dataset="cifar10", data_dir=cifar_dir, corrupt="labels", corrupt_prob=0.5))
     out = str(tmp_path)
     for rc, log in harness("worker", out, dataclasses.replace(base, device_data=False), REPO, 2):

@@ -72,7 +72,8 @@ class Datasets:
     changed: object = None
     train_labels: object = None  # in-memory: {key, clean, trained, index} arrays of the training set in key order
     extra_test: dict = dataclasses.field(default_factory=dict)  # --extra_test: {name: (image, label) batches}
-    device_source: object = None  # in-memory: a DeviceSource, what --device_data trains from
+    device_source: object = None  # in-memory: a DeviceSource, what --device_data trains from (a Datasets whose
+    # train is replaced must drop it: --device_data, the default under several replicas, would train from it)
 
 
 @dataclasses.dataclass
@@ -82,7 +83,7 @@ class DeviceSource:
     whitens its batch on the device inside the compiled loop, with no tf.data element per step (without
     augmentation the set is held whitened, `prepared`, and the step only gathers).
 
-    arrays() -> (images, labels, keys), what the loop places on its devices; rows(epoch, shard=None) -> int32
+    arrays() -> (images, labels, keys), what the loop places on its devices; rows(epoch, shard=None) -> int64
     [steps_per_epoch, worker batch]: row s holds the examples of the epoch's step s, exactly those (and in the order)
     of `train`'s batches, sharded the same way (replica_columns splits a worker's row between its replicas as
     `train` does); batch(images, labels, keys, idx, epoch) -> (x, y): the very batch `train` yields for them (the
@@ -387,8 +388,9 @@ def _build_in_memory(cfg, corr, train, test, shape, batch_size, epochs, steps, s
         return _per_replica(epochs_from(first_epoch, first_step, one_epoch), batch_size, shard).prefetch(AUTOTUNE)
 
     def device_rows(epoch, shard=None):  # --device_data: the epoch's batches as indices, in one tensor
+        # int64: TensorFlow keeps int32 tensors placed on a GPU in host memory (each step would copy its indices)
         with tf.init_scope(), tf.device("/CPU:0"):
-            return tf.cast(epoch_rows(tf.constant(epoch, tf.int64), 0, shard), tf.int32)
+            return tf.cast(epoch_rows(tf.constant(epoch, tf.int64), 0, shard), tf.int64)
 
     changed = train_eval["label"] != train.arrays["label"]  # train_eval is in key order, like train.arrays
     if corr.kind == "random_labels" or not changed.any() or changed.all():

@@ -122,8 +122,11 @@ def connect(worker_hosts=None, task_index=None, timeout_s=300.0):
     # per replica; the float32 sum stays exact up to 256 replicas and is the same in every process.
     mine = float(int.from_bytes(os.urandom(2), "big"))
     # (compiled: an eager strategy.run makes TensorFlow print a performance warning on every worker)
-    token = tf.function(lambda: strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(lambda: tf.constant(mine)),
-                                                axis=None))()
+    @tf.function(autograph=False)
+    def agree():
+        return strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(tf.constant, args=(mine,)), axis=None)
+
+    token = agree()
     watchdog.stdin.close()  # "assembled": the watchdog exits
     watchdog.wait()
     return Cluster(strategy, cluster, kind, index, token=int(token))

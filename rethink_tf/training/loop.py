@@ -291,7 +291,8 @@ def _running_logs(read):
 def _distributed_epoch(model, strategy, datasets, wrap, cbs, train_steps, read_metrics, epoch, start, batch_size,
                        label_smoothing, partial, steps_per_call_wanted=None, local_eval=True, device_rows=None):
     """One epoch of fit_distributed from step `start`; every collective (metric resets and reads, steps) inside.
-    `device_rows(epoch)`: --device_data's batch indices of the epoch on every replica (no input pipeline)."""
+    `device_rows(epoch)`: --device_data's (batch indices of the epoch, epoch, arrays) on every replica (no input
+    pipeline)."""
     for cb in partial:
         cb.first_step = start
 
@@ -307,8 +308,8 @@ def _distributed_epoch(model, strategy, datasets, wrap, cbs, train_steps, read_m
 
     if device_rows is None:
         source = iter(strategy.distribute_datasets_from_function(input_fn))
-    else:  # the epoch's rows, with its number: the step gathers its batch itself
-        source = (device_rows(epoch), tf.constant(epoch, tf.int64))
+    else:  # the epoch's rows, its number and the arrays on every replica: the step gathers its batch itself
+        source = device_rows(epoch)
     model.reset_metrics()  # metric variables are all-reduced: a collective
     cbs.on_epoch_begin(epoch)
     todo = datasets.steps_per_epoch - start
@@ -393,16 +394,17 @@ def fit_distributed(model, strategy, datasets, wrap, callbacks, first_epoch, off
     with strategy.scope():  # build the optimizer's slots eagerly, before the first tf.function (mirrored)
         if not model.optimizer.built:
             model.optimizer.build(model.trainable_variables)
-    step, device_rows, arrays = _replica_step(model), None, ()
+    step, device_rows = _replica_step(model), None
     if device_data:
         source = datasets.device_source
         arrays = tuple(_on_every_replica(strategy, lambda j, a=a: tf.constant(a)) for a in source.arrays())
         shard = _input_shard(strategy, batch_size)
         num_classes = datasets.num_classes
 
-        def device_rows(epoch):
+        def device_rows(epoch):  # the arrays go in as arguments: a traced function keeps no copy of the set alive
             rows = source.rows(epoch, shard)
-            return _on_every_replica(strategy, lambda j: pipeline.replica_columns(rows, shard, j))
+            return (_on_every_replica(strategy, lambda j: pipeline.replica_columns(rows, shard, j)),
+                    tf.constant(epoch, tf.int64), arrays)
 
         def device_step(rows, i, epoch, images, labels, keys):
             x, y = source.batch(images, labels, keys, rows[i], epoch)
@@ -417,8 +419,8 @@ def fit_distributed(model, strategy, datasets, wrap, callbacks, first_epoch, off
     @tf.function
     def train_steps(source, first, n):  # n steps per call: no per-step Python (the collectives run in the loop)
         for i in tf.range(n):
-            if device_data:  # source: (the epoch's rows on every replica, the epoch); step first + i's batch
-                strategy.run(step, args=(source[0], first + i, source[1], *arrays))
+            if device_data:  # source: (the epoch's rows, the epoch, the arrays), on every replica; step first + i
+                strategy.run(step, args=(source[0], first + i, source[1], *source[2]))
             else:  # source: the epoch's distributed iterator
                 strategy.run(step, args=(next(source),))
         # the running metrics after the n steps (all-reduced in one collective), read in the same call: no second
