@@ -150,7 +150,8 @@ class TrainConfig:
         there (gather, crop, augmentation, whitening inside the compiled loop; without augmentation the set is
         held whitened, as floats, and a batch is one gather) instead of in tf.data on the host;
         the same batches as the tf.data path (tested), so not part of the run's identity. None: where it measured
-        faster (training.loop.device_data_default: several replicas, a set held whitened), else off.
+        faster (training.loop.device_data_default: several replicas in the strategy.run loop, a set held whitened,
+        at most 1 GiB per device), else off.
       deterministic: enable TF op determinism and a seeded ImageNet input order (slower; some GPU ops then raise
         UnimplementedError).
       tensorboard: write TensorBoard scalars.

@@ -357,11 +357,12 @@ def _define_train_flags(fv):
                          flag_values=fv)
     flags.DEFINE_bool("device_data", None, "Place the in-memory training set (CIFAR-10: 118 MB of uint8) on every "
                       "replica's device once and make each step's batch there, inside the compiled loop (gather, "
-                      "crop, augmentation, whitening; without augmentation the set is held whitened, as floats: 4x "
-                      "the memory, one gather per step), instead of in tf.data on the host: the same batches, no "
-                      "per-step input work on the host. Trains in the package's strategy.run loop. Default: on "
-                      "under several replicas (mirrored, multi_worker) for an in-memory set without augmentation, "
-                      "where it measured faster (README, per-step overhead); off elsewhere.", flag_values=fv)
+                      "crop, augmentation, whitening; without --random_crop or --augment the set is held whitened, as "
+                      "floats: 4x the memory, one gather per step), instead of in tf.data on the host: the same "
+                      "batches, no per-step input work on the host. Trains in the package's strategy.run loop. "
+                      "Default: on under several replicas (mirrored, multi_worker) for an in-memory set without "
+                      "--random_crop or --augment, at most 1 GiB per device, where it measured faster (README, "
+                      "per-step overhead); off elsewhere.", flag_values=fv)
     flags.DEFINE_bool("jit_compile", None, "XLA-compile the train step on a single device (default: the faster "
                       "setting measured per device kind and model, models.XLA_DEFAULTS: on CPU on for the MLPs, off "
                       "for the convnets; on GPU off until measured).", flag_values=fv)
