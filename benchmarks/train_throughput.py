@@ -74,7 +74,8 @@ def measure(model, data_dir, workdir, epochs, jit, synthetic_data, dtype_policy=
     best = max(rates)
     ref = PYTORCH_IMAGES_PER_S[model]
     return {"benchmark": "train_throughput", "model": model, "data": "synthetic" if synthetic_data else "pipeline",
-            "dtype_policy": dtype_policy, "replicas": replicas, "loop": r["env"].get("loop"), "device_data": r["env"].get("device_data", device_data),
+            "dtype_policy": dtype_policy, "replicas": replicas, "loop": r["env"].get("loop"),
+            "device_data": r["env"].get("device_data", device_data),
             "jit_compile": r["env"]["jit_compile"], "steps_per_execution": r["env"].get("steps_per_execution", 1),
             "steps_per_epoch": r["metrics"]["steps_per_epoch"], "images_per_s": round(best, 1),
             "epochs_2_on": [round(v, 1) for v in rates], "pytorch_images_per_s": ref,

@@ -446,8 +446,10 @@ d = pipeline.build(tiny("small_inception_nobn", sys.argv[1], epochs=2, corrupt="
                    num_replicas=2)
 shard = loop_lib._input_shard(mirrored, 8)
 dist = iter(mirrored.distribute_datasets_from_function(
-    lambda ctx: d.train(1, 0, shard=(ctx.num_input_pipelines, ctx.input_pipeline_id, ctx.get_per_replica_batch_size(8)))))
-rows = loop_lib._on_every_replica(mirrored, lambda j: pipeline.replica_columns(d.device_source.rows(1, shard), shard, j))
+    lambda ctx: d.train(1, 0, shard=(ctx.num_input_pipelines, ctx.input_pipeline_id,
+                                     ctx.get_per_replica_batch_size(8)))))
+epoch_rows = d.device_source.rows(1, shard)
+rows = loop_lib._on_every_replica(mirrored, lambda j: pipeline.replica_columns(epoch_rows, shard, j))
 images = tf.constant(d.device_source.arrays()[0])  # the whitened set both paths gather from
 out["replica_order"] = []
 for step in range(5):

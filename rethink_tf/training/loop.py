@@ -297,7 +297,7 @@ def _distributed_epoch(model, strategy, datasets, wrap, cbs, train_steps, read_m
         cb.first_step = start
 
     def input_fn(ctx):
-        shard = (ctx.num_input_pipelines, ctx.input_pipeline_id, ctx.get_per_replica_batch_size(batch_size))
+        shard = _shard(ctx, batch_size)
         # Declared endless. On a stream of unknown or finite length, tf.distribute agrees at EVERY step whether each
         # worker still has a batch (input_lib._enable_get_next_as_optional: an all-reduce of a has-data flag beside
         # the gradients' under a multi-worker strategy; 2 local workers: 2.0 against 1.2 ms per step of a tiny
@@ -367,7 +367,12 @@ def _input_shard(strategy, batch_size):
         return tf.data.Dataset.range(1)
 
     strategy.distribute_datasets_from_function(fn)
-    ctx = seen[0]
+    return _shard(seen[0], batch_size)
+
+
+def _shard(ctx, batch_size):
+    """A tf.distribute.InputContext as the pipeline's shard: (num_input_pipelines, input_pipeline_id, per-replica
+    batch)."""
     return ctx.num_input_pipelines, ctx.input_pipeline_id, ctx.get_per_replica_batch_size(batch_size)
 
 
@@ -387,8 +392,8 @@ def fit_distributed(model, strategy, datasets, wrap, callbacks, first_epoch, off
     `device_data` (--device_data): the training arrays are placed on every replica's device once, and each epoch's
     batch indices too (one small tensor per epoch: no input pipeline, no tf.data element per step); step s of the
     call gathers, crops, augments and whitens its batch on the device (without augmentation it only gathers, from
-    the set whitened once; datasets.device_source: the same batches as the tf.data path). `jit_compile`: XLA-compile the per-replica step (one replica only: Keras'
-    rule).
+    the set whitened once; datasets.device_source: the same batches as the tf.data path). `jit_compile`:
+    XLA-compile the per-replica step (one replica only: Keras' rule).
     """
     cbs = keras.callbacks.CallbackList(list(callbacks), model=model)
     with strategy.scope():  # build the optimizer's slots eagerly, before the first tf.function (mirrored)

@@ -233,8 +233,9 @@ def run(config, workdir, strategy=None, datasets=None, extra_callbacks=(), verbo
                 verbose = 1 if sys.stdout.isatty() else 2
             try:
                 metrics, history, status = loop_lib.fit_and_evaluate(
-                    model, dataclasses.replace(cfg, device_data=device_data), datasets, out_dir, initial_step=initial_step, history=history, run_config=run_config,
-                    extra_callbacks=extra_callbacks, verbose=verbose, replicas=replicas, strategy=strategy, loop=loop,
+                    model, dataclasses.replace(cfg, device_data=device_data), datasets, out_dir,
+                    initial_step=initial_step, history=history, run_config=run_config, extra_callbacks=extra_callbacks,
+                    verbose=verbose, replicas=replicas, strategy=strategy, loop=loop,
                     resume_totals=state.get("totals"))
             finally:
                 if not chief:
