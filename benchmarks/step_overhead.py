@@ -1,6 +1,7 @@
 """Per-step overhead of the package's training loop against a bare tf.function loop of the same steps.
 
     python benchmarks/step_overhead.py [--steps_per_call 1,4,16,32] [--out docs/benchmarks/step_overhead.png]
+    python benchmarks/step_overhead.py --prime_epoch   # one device, an epoch of 397 steps: default loop vs fit
 
 A tiny model (one Dense layer on flattened 28×28×1 Fashion-MNIST images, batch 128: Debian's full 60,000 images, 468
 steps per epoch, where installed, else the built-in 5,000, 39 steps, whose 20 ms epochs time poorly)
@@ -62,17 +63,22 @@ def tiny(input_shape, num_classes):
 DATASET = "fashion_mnist" if os.path.isdir("/usr/share/datasets/fashion-mnist") else "fashion_mnist_5k"
 
 
-def package_step_seconds(strategy, k, epochs, loop=None, device_data=None, cluster=False):
+def package_step_seconds(strategy, k, epochs, loop=None, device_data=None, cluster=False, train_examples=None,
+                         env=None):
     """(seconds per step, steps per call, whether it trained with --device_data) of the package's CLI path;
-    device_data None: the CLI's default. A cluster's non-chief worker returns Nones."""
+    device_data None: the CLI's default. A cluster's non-chief worker returns Nones. `env`: a dict that receives
+    results.json's env (which loop ran)."""
     cfg = TrainConfig(model="user:tiny", epochs=epochs, batch_size=BATCH, steps_per_execution=k, tensorboard=False,
-                      learning_rate=0.01, jit_compile=False, data=DataConfig(dataset=DATASET),
+                      learning_rate=0.01, jit_compile=False,
+                      data=DataConfig(dataset=DATASET, train_examples=train_examples),
                       device_data=device_data, strategy="multi_worker" if cluster else "none", cluster_timeout=120)
     with contextlib.redirect_stdout(io.StringIO()):  # the run's own start and summary lines
         path = run(cfg, tempfile.mkdtemp(), strategy=strategy, build_model=tiny, verbose=0, loop=loop)
     if not os.path.exists(path):  # a cluster's non-chief worker writes no results
         return None, None, None
     record = results.read_json(path)
+    if env is not None:
+        env.update(record["env"])
     rates = [h["images_per_s"] for h in record["history"][1:]] or [h["images_per_s"] for h in record["history"]]
     return BATCH / max(rates), record["env"].get("steps_per_execution"), record["env"].get("device_data")
 
@@ -189,6 +195,41 @@ def cluster_step_seconds(loop, k, epochs):
     return out["seconds"], out["steps_per_call"], out["device_data"]
 
 
+PRIME_STEPS = 397  # a prime number of steps per epoch: Fashion-MNIST's first 50,816 images at batch 128
+
+
+def prime_epoch(args):
+    """One device, an epoch of PRIME_STEPS steps (no divisor but 1): the CLI's default (the strategy.run loop, 32
+    steps per call, a shorter last call) against Keras' fit, whose calls must divide the epoch (1 step per call),
+    and the bare loop at 32 and at 1 step per call. One JSON line."""
+    if DATASET != "fashion_mnist":
+        raise SystemExit("--prime_epoch needs Debian's full Fashion-MNIST (apt-get install dataset-fashion-mnist)")
+    strategy = tf.distribute.get_strategy()
+    times, envs = {}, {}
+    runs = {"default": lambda env: package_step_seconds(strategy, None, args.epochs, train_examples=PRIME_STEPS * BATCH,
+                                                        env=env)[0],
+            "fit": lambda env: package_step_seconds(strategy, None, args.epochs, loop="fit",
+                                                    train_examples=PRIME_STEPS * BATCH, env=env)[0],
+            "bare_32": lambda env: bare_step_seconds(strategy, 32, args.epochs),
+            "bare_1": lambda env: bare_step_seconds(strategy, 1, args.epochs)}
+    for _ in range(args.repeats):  # interleaved, best of each
+        for name, fn in runs.items():
+            env = envs.setdefault(name, {})
+            seconds = fn(env)
+            times[name] = min(times.get(name, seconds), seconds)
+    row = {"benchmark": "step_overhead_prime_epoch", "dataset": DATASET, "strategy": "one_device",
+           "train_examples": PRIME_STEPS * BATCH, "steps_per_epoch": PRIME_STEPS, "repeats": args.repeats,
+           "default_loop": envs["default"]["loop"], "default_steps_per_call": envs["default"]["steps_per_execution"],
+           "default_ms_per_step": round(1e3 * times["default"], 3),
+           "fit_steps_per_call": envs["fit"]["steps_per_execution"], "fit_ms_per_step": round(1e3 * times["fit"], 3),
+           "bare_32_ms_per_step": round(1e3 * times["bare_32"], 3),
+           "bare_1_ms_per_step": round(1e3 * times["bare_1"], 3),
+           "fit_over_default": round(times["fit"] / times["default"], 2),
+           "default_over_bare_32": round(times["default"] / times["bare_32"], 2)}
+    print(json.dumps(row), flush=True)
+    return 0
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)  # a cluster worker process
@@ -201,9 +242,13 @@ def main():
     ap.add_argument("--out", default=None, help="also draw time per step vs steps per call there (PNG)")
     ap.add_argument("--strategies", default="one_device,mirrored_2_logical_cpus,multi_worker_2_processes",
                     help="which of one_device, mirrored_2_logical_cpus, multi_worker_2_processes to measure")
+    ap.add_argument("--prime_epoch", action="store_true",
+                    help=f"only the one-device epoch of {PRIME_STEPS} steps (a prime): the default loop against fit")
     args = ap.parse_args()
     if args.worker is not None:
         return worker_main(args)
+    if args.prime_epoch:
+        return prime_epoch(args)
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     ks = [int(v) for v in args.steps_per_call.split(",")]

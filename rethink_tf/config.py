@@ -144,8 +144,10 @@ class TrainConfig:
         (1.0: every example of an epoch right; results.json also records 0.99, 0.999 and 1.0 separately).
       jit_compile: XLA on a single device (None: models.XLA_DEFAULTS, the faster setting measured per device kind
         and model).
-      steps_per_execution: optimizer steps per tf.function call (None: the largest divisor of the epoch's steps
-        up to 32; Keras would otherwise overrun an epoch whose steps it does not divide).
+      steps_per_execution: optimizer steps per tf.function call (None: 32). Keras' fit takes the largest divisor of
+        the epoch's steps up to it (it would otherwise overrun an epoch whose steps it does not divide); the
+        strategy.run loop ends an epoch with a shorter call, and trains one-device runs whose epoch has no divisor
+        of at least a quarter of it (training.loop.default_loop).
       device_data: place the in-memory training set on every replica's device once and make each step's batch
         there (gather, crop, augmentation, whitening inside the compiled loop; without augmentation the set is
         held whitened, as floats, and a batch is one gather) instead of in tf.data on the host;

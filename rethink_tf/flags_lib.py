@@ -352,8 +352,10 @@ def _define_train_flags(fv):
                          "(long ImageNet epochs); a resume replays the same batches from that step. Default: at "
                          "epoch ends only.", lower_bound=1, flag_values=fv)
     flags.DEFINE_integer("steps_per_execution", None, "Optimizer steps per compiled call: fewer Python round trips "
-                         "per step (default: the largest divisor of the steps per epoch up to 32), under every "
-                         "strategy.", lower_bound=1,
+                         "per step, under every strategy (default 32; Keras' fit, the one-device loop, takes the "
+                         "largest divisor of the epoch's steps up to it, and an epoch without a divisor of at least "
+                         "a quarter of it trains in the package's strategy.run loop, which ends an epoch with a "
+                         "shorter call).", lower_bound=1,
                          flag_values=fv)
     flags.DEFINE_bool("device_data", None, "Place the in-memory training set (CIFAR-10: 118 MB of uint8) on every "
                       "replica's device once and make each step's batch there, inside the compiled loop (gather, "

@@ -577,6 +577,42 @@ def test_steps_per_execution_divides_the_epoch():
     assert loop.steps_per_execution(10_009) == 1 or 10_009 % loop.steps_per_execution(10_009) == 0
 
 
+def test_an_epoch_without_a_useful_divisor_trains_in_the_strategy_run_loop():
+    # fit's calls must divide the epoch; where the largest divisor is under a quarter of the steps per call wanted,
+    # one device takes the strategy.run loop, which ends the epoch with a shorter call
+    assert loop.default_loop(1, 390, None) == "fit"  # 30 steps per call
+    assert loop.default_loop(1, 39, None) == "fit"  # 13 of 32: kept
+    assert loop.default_loop(1, 397, None) == "strategy_run"  # prime: fit would run 1 step per call
+    assert loop.default_loop(1, 148, None) == "strategy_run"  # 4 of 32
+    assert loop.default_loop(1, 397, 1) == "fit"  # one step per call asked for
+    assert loop.default_loop(1, 5, None) == "fit" and loop.default_loop(2, 390, None) == "strategy_run"
+    assert loop.default_loop(1, 390, None, device_data=True) == loop.default_loop(1, 390, 4, cluster=True)
+    assert loop.steps_per_call(397, None, 1, "strategy_run") == 32 and loop.steps_per_call(397, None, 1, "fit") == 1
+    assert loop.steps_per_call(5, None, 2, "strategy_run") == 5 and loop.steps_per_call(390, 8, 2, "fit") == 1
+
+
+def test_a_shorter_last_call_trains_and_resumes_like_fit_one_step_per_call(cifar_dir, tmp_path, capsys):
+    # 40 images at batch 3: 13 steps per epoch (prime), 8 per call wanted -> the strategy.run loop, calls of 8
+    # and 5. Against Keras' fit at one step per call: the same history and weights; killed at step 21 (the
+    # checkpoint every 5 steps is crossed at 20, so saved at that call's end, 21), resumed: the same again.
+    base = tiny("mlp_1x512", cifar_dir, epochs=2, batch_size=3, corrupt="labels", corrupt_prob=0.5,
+                random_crop=True, steps_per_execution=8)
+    one = dataclasses.replace(base, run_name="fit", steps_per_execution=1)
+    r_fit = results.read_json(run(one, str(tmp_path), verbose=0, loop="fit"))
+    straight = dataclasses.replace(base, run_name="straight")
+    r = results.read_json(run(straight, str(tmp_path), verbose=1))
+    assert (r["env"]["loop"], r["env"]["steps_per_execution"], r["metrics"]["steps_per_epoch"]) == ("strategy_run", 8, 13)
+    assert capsys.readouterr().out.count("epoch 2/2") == 1  # verbose 1 in this loop: one line per epoch
+    _assert_same_run(r_fit, r, os.path.join(str(tmp_path), "fit"), os.path.join(str(tmp_path), "straight"), base)
+    killed = dataclasses.replace(base, run_name="killed", checkpoint_every_steps=5)
+    with pytest.raises(_Kill):
+        run(killed, str(tmp_path), extra_callbacks=[_KillAfter(step=21)], verbose=0)
+    assert _checkpoint_step(os.path.join(str(tmp_path), "killed")) == 21
+    rk = results.read_json(run(killed, str(tmp_path), verbose=0))
+    assert rk["resumes"][0]["step"] == 21 and rk["history"][1]["resumed_at_step"] == 21
+    _assert_same_run(r, rk, os.path.join(str(tmp_path), "straight"), os.path.join(str(tmp_path), "killed"), base)
+
+
 def test_mid_epoch_resume_with_many_steps_per_execution(cifar_dir, tmp_path):
     # 5 steps/epoch at 5 per call; resumed at step 6 (a checkpoint every 3 steps crossed at step 10 -> saved at 5
     # by the epoch end, then 6 is reached only with 1 step per call): the partial epoch runs 4 steps, not 5.

@@ -158,8 +158,9 @@ def memorization_metrics(train_eval, changed, local=False, clean=None, save=None
 
 
 def epoch_line(row, epochs=None, eta=None, at_most=False):
-    """One plain line per epoch (logs and pipes; a terminal gets Keras' progress bar instead). `eta`: seconds left
-    to the last epoch at this process's pace so far (`at_most`: the run may stop earlier, at its fit rule)."""
+    """One plain line per epoch (logs and pipes, and the strategy.run loop; a terminal under fit gets Keras' progress
+    bar instead). `eta`: seconds left to the last epoch at this process's pace so far (`at_most`: the run may stop
+    earlier, at its fit rule)."""
     parts = [f"epoch {row['epoch']}" + (f"/{epochs}" if epochs else "")]
     if "train_loss" in row:
         parts.append(f"train loss {row['train_loss']:.4f} acc {100 * row.get('train_accuracy', 0):.2f}%")

@@ -44,12 +44,30 @@ def steps_per_execution(steps, wanted=None):
 
 
 def steps_per_call(steps, wanted, replicas, loop):
-    """The steps per compiled call a run uses: steps_per_execution's rule, except one under Keras' fit with several
-    replicas (Keras 3.15's multi-step function fails under MirroredStrategy: "You must feed a value for placeholder
-    tensor .../while/cond/Placeholder", measured on 2 logical CPUs)."""
-    if loop == "fit" and replicas > 1:
+    """The steps per compiled call a run uses. Keras' fit: steps_per_execution's rule (a divisor of the epoch), and
+    one call per step with several replicas (Keras 3.15's multi-step function fails under MirroredStrategy: "You
+    must feed a value for placeholder tensor .../while/cond/Placeholder", measured on 2 logical CPUs). The
+    strategy.run loop: `wanted` (default MAX_STEPS_PER_EXECUTION) steps per call, the epoch's last call shorter
+    where they do not divide it (the call's step count is a tensor: no retrace)."""
+    if loop == "strategy_run":
+        return min(wanted or MAX_STEPS_PER_EXECUTION, steps)
+    if replicas > 1:
         return 1
     return steps_per_execution(steps, wanted)
+
+
+def default_loop(replicas, steps, wanted, cluster=False, device_data=False):
+    """The loop a run takes unless told: the strategy.run loop under several replicas or on a cluster (Keras' fit
+    runs one step per call under MirroredStrategy and fails under MultiWorkerMirroredStrategy) and with
+    --device_data (its batches are made inside that loop); on one device Keras' fit, unless the epoch's steps have
+    no divisor of at least a quarter of the steps per call wanted (fit's calls must divide the epoch: 397 steps
+    would run one step per call, 3x the time per step of 39 per call for a small model on one CPU device, README:
+    per-step overhead); the strategy.run loop then runs `wanted` steps per call and a shorter last one. Both loops
+    keep one contract (the same history, stops and checkpoints: tests/test_loop_contract.py)."""
+    if cluster or replicas > 1 or device_data:
+        return "strategy_run"
+    cap = min(wanted or MAX_STEPS_PER_EXECUTION, steps)
+    return "strategy_run" if 4 * steps_per_execution(steps, wanted) < cap else "fit"
 
 
 DEVICE_DATA_DEFAULT_LIMIT_BYTES = 1 << 30  # the largest set --device_data's default places on every device
@@ -139,9 +157,11 @@ def fit_and_evaluate(model, cfg, datasets, run_dir, *, initial_step=0, history=(
                 ev = _evaluate(model, wrap(ds), local, cfg.label_smoothing)
                 row.update({extra_test_key(name, k): v for k, v in ev.items()})
             return row
+    # one line per epoch at verbose 2, and at verbose 1 in the strategy.run loop (Keras' progress bar is fit's)
+    lines = verbose == 2 or (verbose == 1 and loop == "strategy_run")
     recorder = callbacks_lib.EpochRecorder(run_dir, steps, cfg.batch_size, history, schedule,
                                            cfg.stop_at_train_accuracy, datasets.num_classes, replicas,
-                                           epochs=cfg.epochs, print_lines=verbose == 2, memorization=memorization,
+                                           epochs=cfg.epochs, print_lines=lines, memorization=memorization,
                                            totals_restored=lambda: checkpoint.totals_restored)
     checkpoint = checkpoint_lib.Checkpoint(
         run_dir, steps, cfg.checkpoint_every_steps, history=recorder.history,
@@ -313,12 +333,13 @@ def _distributed_epoch(model, strategy, datasets, wrap, cbs, train_steps, read_m
     model.reset_metrics()  # metric variables are all-reduced: a collective
     cbs.on_epoch_begin(epoch)
     todo = datasets.steps_per_epoch - start
-    per_call = steps_per_execution(todo, steps_per_call_wanted)
+    per_call = steps_per_call(todo, steps_per_call_wanted, strategy.num_replicas_in_sync, "strategy_run")
     for first in range(0, todo, per_call):
+        n = min(per_call, todo - first)  # the epoch's last call runs what is left
         cbs.on_train_batch_begin(first)
         # the steps, then the metrics read, in one call
-        running = train_steps(source, tf.constant(start + first), tf.constant(per_call))
-        cbs.on_train_batch_end(first + per_call - 1, {k: float(v) for k, v in running.items()})
+        running = train_steps(source, tf.constant(start + first), tf.constant(n))
+        cbs.on_train_batch_end(first + n - 1, {k: float(v) for k, v in running.items()})
         if model.stop_training:
             break
     logs = _running_logs(read_metrics)
@@ -387,7 +408,7 @@ def fit_distributed(model, strategy, datasets, wrap, callbacks, first_epoch, off
     augmentation, and the same trajectory up to all-reduce rounding. Every worker runs the same number of steps;
     the metric reads are collectives, so every worker makes them. `partial` holds the callbacks with a `first_step`
     for a resumed partial epoch (the recorder and the checkpoint). Each compiled call runs several steps
-    (steps_per_execution's rule: the largest divisor of the epoch's steps up to `steps_per_call_wanted`, default 32).
+    (`steps_per_call_wanted`, default 32; the epoch's last call runs what is left).
     `local_eval`: evaluate on this worker's copy of the weights (a multi-host cluster), else with Keras' evaluate.
     `device_data` (--device_data): the training arrays are placed on every replica's device once, and each epoch's
     batch indices too (one small tensor per epoch: no input pipeline, no tf.data element per step); step s of the

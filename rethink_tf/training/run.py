@@ -65,10 +65,11 @@ def run(config, workdir, strategy=None, datasets=None, extra_callbacks=(), verbo
         builder (rethink_tf.randomization_test; config.model then only names the run).
       optimizer: a function () -> a fresh Keras optimizer used instead of config's recipe (its learning-rate
         fields are then not used; config.optimizer should describe it, since it names the run).
-      loop: "fit" or "strategy_run" (training.loop.LOOPS; default: strategy_run under any multi-replica strategy,
-        where it runs several steps per compiled call, Keras' fit one step per call on mirrored replicas and none at
-        all on a multi-host cluster; else fit). Both keep one contract, so this changes where the steps run, not
-        the result.
+      loop: "fit" or "strategy_run" (training.loop.LOOPS; default training.loop.default_loop: strategy_run under
+        any multi-replica strategy, where it runs several steps per compiled call, Keras' fit one step per call on
+        mirrored replicas and none at all on a multi-host cluster, with --device_data, and on one device when the
+        epoch's steps have no divisor near the steps per call wanted; else fit). Both keep one contract, so this
+        changes where the steps run, not the result.
 
     Raises:
       UserError: invalid configuration or data; nothing is written to the run directory in that case.
@@ -97,10 +98,7 @@ def run(config, workdir, strategy=None, datasets=None, extra_callbacks=(), verbo
     strategy = strategy or distribute.get_strategy(cfg.strategy, cfg.num_gpus, cfg.cross_device_ops)
     replicas = strategy.num_replicas_in_sync
     chief = member is None or member.chief
-    # Several replicas (mirrored GPUs, a cluster): the strategy.run loop, several steps per compiled call (Keras'
-    # fit runs one step per call under MirroredStrategy and fails under MultiWorkerMirroredStrategy).
-    loop = loop or ("strategy_run" if member or replicas > 1 or cfg.device_data else "fit")
-    if cfg.device_data and loop != "strategy_run":
+    if cfg.device_data and loop == "fit":
         raise UserError("--device_data makes each batch inside the package's strategy.run loop; Keras' fit takes "
                         "batches from tf.data")
     # The replica count names the run where it changes what is trained (per-replica BatchNorm's batch).
@@ -138,6 +136,10 @@ def run(config, workdir, strategy=None, datasets=None, extra_callbacks=(), verbo
     if cfg.device_data and getattr(datasets, "device_source", None) is None:
         raise UserError(f"--device_data places an in-memory training set on the devices; {cfg.data.dataset} is "
                         "streamed (its input stays in tf.data)")
+    # unless told: the strategy.run loop under several replicas, on a cluster and with --device_data, and on one
+    # device where fit's divisor rule would leave few steps per call; else Keras' fit (loop.default_loop)
+    loop = loop or loop_lib.default_loop(replicas, datasets.steps_per_epoch, cfg.steps_per_execution,
+                                         cluster=member is not None, device_data=bool(cfg.device_data))
     device_data = cfg.device_data
     if device_data is None:  # the default: where it measured faster (cfg keeps None: config.json records the flags)
         device_data = loop_lib.device_data_default(replicas, datasets, loop)
