@@ -181,3 +181,112 @@ def test_the_xla_default_is_a_table_per_device_kind():
     from rethink_tf.config import TrainConfig
 
     assert TrainConfig(model="mlp_1x512").resolved().jit_compile == models.xla_default("mlp_1x512")
+
+
+def np_batchnorm_train(x, beta, gamma, eps):
+    """BatchNorm's training-mode output and the batch statistics the moving averages take (biased variance, as
+    Keras), over every axis but the channels'."""
+    x = x.astype(np.float64)
+    mean, var = x.mean(axis=(0, 1, 2)), x.var(axis=(0, 1, 2))
+    return (x - mean) / np.sqrt(var + eps) * gamma + beta, mean, var
+
+
+def _bn_pair(cls, shape, scale, momentum=0.9):
+    layer = cls(momentum=momentum, epsilon=1e-3, center=True, scale=scale)
+    layer.build(shape)
+    layer.beta.assign(tf.random.stateless_normal([shape[-1]], [7, 8]))
+    if scale:
+        layer.gamma.assign(1.0 + 0.3 * tf.random.stateless_normal([shape[-1]], [9, 10]))
+    layer.moving_mean.assign(tf.random.stateless_normal([shape[-1]], [11, 12]))
+    layer.moving_variance.assign(tf.random.stateless_uniform([shape[-1]], [13, 14], 0.5, 2.0))
+    return layer
+
+
+@pytest.mark.parametrize("scale", [False, True], ids=["beta_only", "beta_gamma"])
+def test_the_fused_batchnorm_computes_keras_batchnorm(scale):
+    # TF's fused kernel (blocks.BatchNormalization) against Keras' own layer and a NumPy twin: outputs, gradients
+    # with respect to the input and the parameters, moving statistics after a step, and inference
+    shape = [16, 7, 7, 24]
+    x = tf.random.stateless_normal(shape, [5, 6]) * 3.0 + 1.5
+    upstream = tf.random.stateless_normal(shape, [15, 16])
+    out = {}
+    for name, cls in (("keras", keras.layers.BatchNormalization), ("fused", blocks.BatchNormalization)):
+        layer = _bn_pair(cls, shape, scale)
+        params = [layer.beta] + ([layer.gamma] if scale else [])
+
+        @tf.function
+        def train(x):
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                y = layer(x, training=True)
+                loss = tf.reduce_sum(y * upstream)
+            return y, tape.gradient(loss, [x, *params])
+
+        y, grads = train(x)
+        ops = {op.type for op in train.get_concrete_function(x).graph.get_operations()}
+        out[name] = dict(y=y.numpy(), grads=[g.numpy() for g in grads], mean=layer.moving_mean.numpy(),
+                         var=layer.moving_variance.numpy(), infer=layer(x, training=False).numpy(),
+                         fused="FusedBatchNormV3" in ops)
+    assert out["fused"]["fused"] and not out["keras"]["fused"]
+    a, b = out["keras"], out["fused"]
+    for key in ("y", "mean", "var", "infer"):
+        np.testing.assert_allclose(b[key], a[key], rtol=1e-5, atol=2e-5, err_msg=key)
+    for ga, gb in zip(a["grads"], b["grads"]):
+        np.testing.assert_allclose(gb, ga, rtol=1e-5, atol=1e-5 * np.abs(ga).max())
+    # the NumPy twin: the output, and the moving averages of the batch mean and the biased batch variance
+    layer = _bn_pair(keras.layers.BatchNormalization, shape, scale)  # the same initial values
+    gamma = layer.gamma.numpy() if scale else 1.0
+    y, mean, var = np_batchnorm_train(x.numpy(), layer.beta.numpy(), gamma, 1e-3)
+    np.testing.assert_allclose(b["y"], y, rtol=1e-5, atol=2e-5)
+    np.testing.assert_allclose(b["mean"], 0.9 * layer.moving_mean.numpy() + 0.1 * mean, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(b["var"], 0.9 * layer.moving_variance.numpy() + 0.1 * var, rtol=1e-5, atol=1e-6)
+
+
+def test_the_fused_batchnorm_keeps_keras_precision_and_falls_back_where_the_kernel_differs():
+    shape = [8, 5, 5, 6]
+    x = tf.random.stateless_normal(shape, [1, 2])
+
+    def fused_ops(layer, x, training=True):
+        fn = tf.function(lambda x: layer(x, training=training))
+        return "FusedBatchNormV3" in {op.type for op in fn.get_concrete_function(x).graph.get_operations()}
+
+    # mixed precision: bfloat16 in and out, the statistics in float32 (Keras' rule): Keras' own result
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        ours, theirs = _bn_pair(blocks.BatchNormalization, shape, True), _bn_pair(keras.layers.BatchNormalization,
+                                                                                 shape, True)
+        xb = tf.cast(x, tf.bfloat16)
+        yo, yt = ours(xb, training=True), theirs(xb, training=True)
+        assert yo.dtype == yt.dtype == tf.bfloat16 and ours.moving_mean.dtype == tf.float32
+        np.testing.assert_allclose(tf.cast(yo, tf.float32), tf.cast(yt, tf.float32), atol=2e-2)
+        np.testing.assert_allclose(ours.moving_variance.numpy(), theirs.moving_variance.numpy(), rtol=1e-5)
+    finally:
+        keras.config.set_dtype_policy("float32")
+    # Keras' path: cross-replica statistics, a rank-2 input, an epsilon under cuDNN's floor, TF op determinism
+    assert fused_ops(_bn_pair(blocks.BatchNormalization, shape, False), x)
+    assert fused_ops(_bn_pair(blocks.BatchNormalization, shape, False), x, training=False)
+    sync = blocks.BatchNormalization(synchronized=True)
+    assert not fused_ops(sync, x)
+    assert not fused_ops(blocks.BatchNormalization(), tf.zeros([4, 6]))
+    assert not fused_ops(blocks.BatchNormalization(epsilon=1e-6), x)
+    from tensorflow.python.framework import config
+
+    tf.config.experimental.enable_op_determinism()
+    try:
+        assert not fused_ops(blocks.BatchNormalization(), x)
+    finally:
+        config.disable_op_determinism()
+    assert fused_ops(blocks.BatchNormalization(), x)
+
+
+@pytest.mark.parametrize("name,shape", [("small_inception", (28, 28, 3)), ("inception_v3", (75, 75, 3))])
+def test_the_paper_models_normalize_with_the_fused_kernel(name, shape):
+    from rethink_tf.training import optim
+
+    model = models.build(name, shape, 10)
+    bn = [l for l in model.layers if isinstance(l, keras.layers.BatchNormalization)]
+    assert bn and all(type(l) is blocks.BatchNormalization for l in bn)
+    assert len(optim.batchnorm_statistics(model)) == 2 * len(bn)  # the EMA still finds their moving statistics
+    step = tf.function(lambda x: model(x, training=True))
+    assert "FusedBatchNormV3" in {op.type for op in step.get_concrete_function(
+        tf.zeros([2, *shape])).graph.get_operations()}

@@ -27,14 +27,71 @@ def scaled(channels, multiplier):
     return max(1, int(round(channels * multiplier)))
 
 
+def _op_determinism():
+    """Whether TF op determinism is on (tf.config.experimental exposes only the switch; the reader is TF's own)."""
+    from tensorflow.python.framework import config
+
+    return bool(getattr(config, "is_op_determinism_enabled", lambda: True)())  # unknown: assume on (Keras' path)
+
+
+@keras.saving.register_keras_serializable(package="rethink_tf")
+class BatchNormalization(layers.BatchNormalization):
+    """Keras' BatchNormalization, computed by TensorFlow's fused kernel (FusedBatchNormV3: cuDNN on a GPU, oneDNN on
+    a CPU) where that kernel computes the same thing, else by Keras' own ops.
+
+    Keras 3 normalizes with separate ops (moments, then the affine transform) and differentiates through them; the
+    fused kernel makes one pass for the statistics and one for the output, and its gradient is one op. Forward,
+    gradients and moving statistics equal Keras' to float32 rounding (tested against keras.layers.BatchNormalization
+    and a NumPy twin). The TF-slim batch_norm of the paper's era ran this kernel (fused=True). Two details keep it
+    Keras': the statistics are computed in float32 whatever the input's precision (Keras' rule), and the moving
+    variance is updated with the biased batch variance, as Keras does, so the kernel's Bessel correction n/(n-1)
+    is taken out. Keras' path runs instead for synchronized (cross-replica) statistics, masks, renormalization, a
+    non-channels-last or non-4-D input, epsilon under cuDNN's 1.001e-5 floor, and under TF op determinism (the
+    fused gradient with respect to beta is nondeterministic on GPUs: TensorFlow's determinism RFC).
+    """
+
+    def _fused(self, inputs, mask):
+        if keras.backend.backend() != "tensorflow" or mask is not None or self.synchronized or self.renorm:
+            return False
+        if len(inputs.shape) != 4 or inputs.shape[-1] is None or self.epsilon < 1.001e-5:
+            return False
+        axes = self.axis if isinstance(self.axis, (list, tuple)) else [self.axis]
+        return [a % 4 for a in axes] == [3] and not _op_determinism()
+
+    def call(self, inputs, training=None, mask=None):
+        if not self._fused(inputs, mask):
+            return super().call(inputs, training=training, mask=mask)
+        import tensorflow as tf
+
+        x = tf.cast(inputs, tf.float32)
+        channels = x.shape[-1]
+        scale = tf.cast(self.gamma, tf.float32) if self.scale else tf.ones([channels], tf.float32)
+        offset = tf.cast(self.beta, tf.float32) if self.center else tf.zeros([channels], tf.float32)
+        moving_mean = tf.cast(self.moving_mean, tf.float32)
+        moving_variance = tf.cast(self.moving_variance, tf.float32)
+        if training and self.trainable:
+            y, mean, variance, *_ = tf.raw_ops.FusedBatchNormV3(
+                x=x, scale=scale, offset=offset, mean=tf.zeros([0]), variance=tf.zeros([0]), epsilon=self.epsilon,
+                data_format="NHWC", is_training=True)
+            n = tf.cast(tf.size(x, out_type=tf.int64) // channels, tf.float32)  # values per channel
+            variance = tf.where(n > 1, variance * (n - 1) / n, tf.zeros_like(variance))  # biased, as Keras'
+            self.moving_mean.assign(moving_mean * self.momentum + mean * (1.0 - self.momentum))
+            self.moving_variance.assign(moving_variance * self.momentum + variance * (1.0 - self.momentum))
+        else:
+            y, *_ = tf.raw_ops.FusedBatchNormV3(
+                x=x, scale=scale, offset=offset, mean=moving_mean, variance=moving_variance, epsilon=self.epsilon,
+                data_format="NHWC", is_training=False)
+        return tf.cast(y, self.compute_dtype)
+
+
 def conv_module(x, filters, kernel_size, strides=1, *, batchnorm=True, bn_momentum=0.999, bn_epsilon=1e-3,
                 bn_synchronized=False, weight_decay=0.0, name):
     """Figure 3(c): Conv(k×k, SAME) -> [BN(β only)] -> ReLU. BN statistics per replica unless bn_synchronized."""
     x = layers.Conv2D(filters, kernel_size, strides=strides, padding="same", use_bias=not batchnorm,
                       kernel_regularizer=kernel_regularizer(weight_decay), name=f"{name}_conv")(x)
     if batchnorm:
-        x = layers.BatchNormalization(momentum=bn_momentum, epsilon=bn_epsilon, center=True, scale=False,
-                                      synchronized=bn_synchronized, name=f"{name}_bn")(x)
+        x = BatchNormalization(momentum=bn_momentum, epsilon=bn_epsilon, center=True, scale=False,
+                               synchronized=bn_synchronized, name=f"{name}_bn")(x)
     return layers.ReLU(name=f"{name}_relu")(x)
 
 

@@ -30,6 +30,7 @@ def build(input_shape, num_classes, *, dropout=0.2, weight_decay=0.0, bn_momentu
         if isinstance(layer, layers.BatchNormalization):
             layer.momentum = bn_momentum
             layer.synchronized = bn_synchronized  # read at call time
+            layer.__class__ = blocks.BatchNormalization  # the same layer and weights, TF's fused kernel (blocks)
         if reg is not None and isinstance(layer, layers.Conv2D):
             layer.kernel.regularizer = reg
     x = trunk.output
