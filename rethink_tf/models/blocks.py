@@ -42,7 +42,7 @@ class BatchNormalization(layers.BatchNormalization):
     Keras 3 normalizes with separate ops (moments, then the affine transform) and differentiates through them; the
     fused kernel makes one pass for the statistics and one for the output, and its gradient is one op. Forward,
     gradients and moving statistics equal Keras' to float32 rounding (tested against keras.layers.BatchNormalization
-    and a NumPy twin). The TF-slim batch_norm of the paper's era ran this kernel (fused=True). Two details keep it
+    and a NumPy twin); it is the kernel behind TF-slim's batch_norm(fused=True). Two details keep it
     Keras': the statistics are computed in float32 whatever the input's precision (Keras' rule), and the moving
     variance is updated with the biased batch variance, as Keras does, so the kernel's Bessel correction n/(n-1)
     is taken out. Keras' path runs instead for synchronized (cross-replica) statistics, masks, renormalization, a
