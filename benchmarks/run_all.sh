@@ -37,6 +37,7 @@ run memory_random_crop python benchmarks/memory.py --random_crop
 run imagenet_pipeline python benchmarks/imagenet_pipeline.py
 run theorem1 python benchmarks/theorem1.py
 run lrn python benchmarks/lrn.py
+run batchnorm python benchmarks/batchnorm.py
 run step_overhead python benchmarks/step_overhead.py --out=docs/benchmarks/step_overhead.png
 run step_overhead_prime_epoch python benchmarks/step_overhead.py --prime_epoch
 run vs_pytorch python benchmarks/vs_pytorch.py  # needs torch: python -m venv /tmp/torchenv && /tmp/torchenv/bin/pip install torch==2.13.0 numpy
