@@ -86,6 +86,21 @@ def step_overhead_prime_epoch():
         f"| bare loop | 1 | {r['bare_1_ms_per_step']:.2f} | |"])
 
 
+def batchnorm():
+    rows = _rows("batchnorm")
+    out = ["| BatchNorm in training mode (forward + backward) | fused kernel | Keras 3's ops | speedup |",
+           "|---|---|---|---|"]
+    for r in rows:
+        if r.get("benchmark") == "batchnorm_layer":
+            out.append(f"| one layer, input {'×'.join(str(d) for d in r['shape'])} | {r['fused_ms']:.1f} ms | "
+                       f"{r['keras_ms']:.1f} ms | {r['speedup']:.2f}× |")
+    m = next(r for r in rows if r.get("benchmark") == "batchnorm_model")
+    out.append(f"| {m['model']}'s training step ({m['batchnorm_layers']} layers, batch {m['batch']}) | "
+               f"**{m['fused_images_per_s']:,.0f} images/s** | {m['keras_images_per_s']:,.0f} images/s | "
+               f"**{m['speedup']:.2f}×** |")
+    return "\n".join(out)
+
+
 def pipeline():
     rows = _rows("pipeline")
     by = {(r.get("corrupt"), r.get("augmentation")): r for r in rows if "steady_images_per_s" in r}
@@ -107,7 +122,7 @@ def pipeline():
 
 
 TABLES = {"train_throughput": train_throughput, "vs_pytorch": vs_pytorch, "step_overhead": step_overhead,
-          "step_overhead_prime_epoch": step_overhead_prime_epoch, "pipeline": pipeline}
+          "step_overhead_prime_epoch": step_overhead_prime_epoch, "batchnorm": batchnorm, "pipeline": pipeline}
 
 
 def main():
