@@ -290,3 +290,27 @@ def test_the_paper_models_normalize_with_the_fused_kernel(name, shape):
     step = tf.function(lambda x: model(x, training=True))
     assert "FusedBatchNormV3" in {op.type for op in step.get_concrete_function(
         tf.zeros([2, *shape])).graph.get_operations()}
+
+
+@pytest.mark.parametrize("case", ["frozen", "xla"])
+def test_the_fused_batchnorm_frozen_and_under_xla(case):
+    # a frozen layer (trainable False) normalizes with its moving statistics even in training, and its gradient
+    # flows through them; under XLA the fused op compiles: both against Keras' own layer
+    shape = [8, 6, 6, 10]
+    x = tf.random.stateless_normal(shape, [3, 4]) * 2.0
+    upstream = tf.random.stateless_normal(shape, [5, 5])
+    out = {}
+    for name, cls in (("keras", keras.layers.BatchNormalization), ("fused", blocks.BatchNormalization)):
+        layer = _bn_pair(cls, shape, True)
+        layer.trainable = case != "frozen"
+
+        def step(x):
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                loss = tf.reduce_sum(layer(x, training=True) * upstream)
+            return loss, tape.gradient(loss, [x, layer.beta, layer.gamma])
+
+        loss, grads = tf.function(step, jit_compile=case == "xla")(x)
+        out[name] = [loss.numpy(), *(g.numpy() for g in grads), layer.moving_mean.numpy()]
+    for a, b in zip(out["keras"], out["fused"]):
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-4)

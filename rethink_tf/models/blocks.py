@@ -46,7 +46,7 @@ class BatchNormalization(layers.BatchNormalization):
     Keras': the statistics are computed in float32 whatever the input's precision (Keras' rule), and the moving
     variance is updated with the biased batch variance, as Keras does, so the kernel's Bessel correction n/(n-1)
     is taken out. Keras' path runs instead for synchronized (cross-replica) statistics, masks, renormalization, a
-    non-channels-last or non-4-D input, epsilon under cuDNN's 1.001e-5 floor, and under TF op determinism (the
+    non-channels-last, non-4-D or float64 input, epsilon under cuDNN's 1.001e-5 floor, and under TF op determinism (the
     fused gradient with respect to beta is nondeterministic on GPUs: TensorFlow's determinism RFC).
     """
 
@@ -55,6 +55,8 @@ class BatchNormalization(layers.BatchNormalization):
             return False
         if len(inputs.shape) != 4 or inputs.shape[-1] is None or self.epsilon < 1.001e-5:
             return False
+        if keras.backend.standardize_dtype(inputs.dtype) not in ("float16", "bfloat16", "float32"):
+            return False  # float64: Keras computes in float64, the kernel in float32
         axes = self.axis if isinstance(self.axis, (list, tuple)) else [self.axis]
         return [a % 4 for a in axes] == [3] and not _op_determinism()
 
