@@ -157,9 +157,38 @@ def write_history(run_dir, rows):
     os.replace(tmp, path)
 
 
+def package_source(here=None):
+    """{"rethink_tf": version, "rethink_tf_commit": the git commit of the package's source ("+changes" when its
+    files differ from it), or None outside a git checkout of the package}: which code made a record, so that a
+    number can be traced to the code that produced it (records written before a fix told from those after).
+    `here`: the package's folder (default: this one). A package installed inside some other git repository (a
+    virtualenv in a project) is not that repository's code: the checkout must hold the package at its top."""
+    import subprocess
+
+    from rethink_tf import __version__
+
+    here = here or os.path.dirname(os.path.abspath(__file__))
+    commit = None
+
+    def git(*args):
+        return subprocess.run(["git", "-C", here, *args], capture_output=True, text=True, timeout=10)
+
+    try:
+        top = git("rev-parse", "--show-toplevel")
+        ours = top.returncode == 0 and os.path.isdir(os.path.join(top.stdout.strip(), os.path.basename(here))) \
+            and os.path.samefile(os.path.join(top.stdout.strip(), os.path.basename(here)), here)
+        head = git("rev-parse", "--short", "HEAD") if ours else None
+        if head is not None and head.returncode == 0 and head.stdout.strip():
+            commit = head.stdout.strip() + ("+changes" if git("diff", "--quiet", "HEAD", "--", here).returncode == 1
+                                            else "")
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return {"rethink_tf": __version__, "rethink_tf_commit": commit}
+
+
 def environment():
-    """Versions and devices, for the record."""
-    env = {"python": platform.python_version(), "platform": platform.platform()}
+    """Versions and devices, for the record (the package's own version and commit among them)."""
+    env = {"python": platform.python_version(), "platform": platform.platform(), **package_source()}
     try:
         import keras
         import numpy

@@ -404,3 +404,41 @@ def test_an_explicit_run_name_with_another_bn_replica_batch_is_refused(cifar_dir
     (folder / "config.json").write_text(json.dumps({**cfg.resolved().to_dict(), "bn_replica_batch": 2}))
     with pytest.raises(UserError, match=r"BatchNorm's per-replica batch \(2 then, None on 1 replica\(s\) now\)"):
         run(cfg, str(tmp_path / "w"), verbose=0)
+
+
+def test_a_record_names_the_package_code_that_made_it(tmp_path):
+    # results.json's env names the package's version and the commit of its checkout ("+changes" when its files
+    # differ), so that a number can be traced to the code that made it; never another repository's commit
+    import shutil
+
+    import rethink_tf
+
+    if shutil.which("git") is None:
+        pytest.skip("no git")
+
+    def git(repo, *args):
+        return subprocess.run(["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t", *args],
+                              check=True, capture_output=True, text=True).stdout.strip()
+
+    def repo_with(top, package):  # a git repository at `top` holding a package folder at top/package
+        (top / package).mkdir(parents=True)
+        (top / package / "x.py").write_text("a = 1\n")
+        git(top, "init", "-q")
+        git(top, "add", ".")
+        git(top, "commit", "-qm", "one")
+        return top
+
+    checkout = repo_with(tmp_path / "checkout", "rethink_tf")
+    head = git(checkout, "rev-parse", "--short", "HEAD")
+    assert results.package_source(str(checkout / "rethink_tf"))["rethink_tf_commit"] == head
+    (checkout / "rethink_tf" / "x.py").write_text("a = 2\n")
+    assert results.package_source(str(checkout / "rethink_tf"))["rethink_tf_commit"] == head + "+changes"
+    # installed in a virtualenv inside some project's repository: that commit is not the package's code
+    project = repo_with(tmp_path / "project", "venv/lib/rethink_tf")
+    assert (project / ".git").is_dir()
+    assert results.package_source(str(project / "venv" / "lib" / "rethink_tf"))["rethink_tf_commit"] is None
+    plain = tmp_path / "plain" / "rethink_tf"
+    plain.mkdir(parents=True)
+    assert results.package_source(str(plain)) == {"rethink_tf": rethink_tf.__version__, "rethink_tf_commit": None}
+    env = results.environment()
+    assert env["rethink_tf"] == rethink_tf.__version__ and "rethink_tf_commit" in env
