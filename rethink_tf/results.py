@@ -175,12 +175,12 @@ def package_source(here=None):
 
     try:
         top = git("rev-parse", "--show-toplevel")
-        ours = top.returncode == 0 and os.path.isdir(os.path.join(top.stdout.strip(), os.path.basename(here))) \
-            and os.path.samefile(os.path.join(top.stdout.strip(), os.path.basename(here)), here)
-        head = git("rev-parse", "--short", "HEAD") if ours else None
-        if head is not None and head.returncode == 0 and head.stdout.strip():
-            commit = head.stdout.strip() + ("+changes" if git("diff", "--quiet", "HEAD", "--", here).returncode == 1
-                                            else "")
+        at_top = os.path.join(top.stdout.strip(), os.path.basename(here))  # where the checkout's package would be
+        if top.returncode == 0 and os.path.isdir(at_top) and os.path.samefile(at_top, here):
+            head = git("rev-parse", "--short", "HEAD")
+            if head.returncode == 0 and head.stdout.strip():
+                changed = git("diff", "--quiet", "HEAD", "--", here).returncode == 1
+                commit = head.stdout.strip() + ("+changes" if changed else "")
     except (OSError, subprocess.SubprocessError):
         pass
     return {"rethink_tf": __version__, "rethink_tf_commit": commit}

@@ -66,8 +66,8 @@ def default_loop(replicas, steps, wanted, cluster=False, device_data=False):
     keep one contract (the same history, stops and checkpoints: tests/test_loop_contract.py)."""
     if cluster or replicas > 1 or device_data:
         return "strategy_run"
-    cap = min(wanted or MAX_STEPS_PER_EXECUTION, steps)
-    return "strategy_run" if 4 * steps_per_execution(steps, wanted) < cap else "fit"
+    wanted_per_call = steps_per_call(steps, wanted, replicas, "strategy_run")
+    return "strategy_run" if 4 * steps_per_execution(steps, wanted) < wanted_per_call else "fit"
 
 
 DEVICE_DATA_DEFAULT_LIMIT_BYTES = 1 << 30  # the largest set --device_data's default places on every device
