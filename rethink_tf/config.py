@@ -143,7 +143,7 @@ class TrainConfig:
       fit_threshold: training accuracy that counts as "fitted" for epochs_to_fit / steps_to_fit and Figure 1b
         (1.0: every example of an epoch right; results.json also records 0.99, 0.999 and 1.0 separately).
       jit_compile: XLA on a single device (None: models.XLA_DEFAULTS, the faster setting measured per device kind
-        and model).
+        and model): each step, or with device_data the strategy.run loop's whole call (training.loop.compiled_loop).
       steps_per_execution: optimizer steps per tf.function call (None: 32). Keras' fit takes the largest divisor of
         the epoch's steps up to it (it would otherwise overrun an epoch whose steps it does not divide); the
         strategy.run loop ends an epoch with a shorter call, and trains one-device runs whose epoch has no divisor
@@ -152,8 +152,8 @@ class TrainConfig:
         there (gather, crop, augmentation, whitening inside the compiled loop; without augmentation the set is
         held whitened, as floats, and a batch is one gather) instead of in tf.data on the host;
         the same batches as the tf.data path (tested), so not part of the run's identity. None: where it measured
-        faster (training.loop.device_data_default: several replicas in the strategy.run loop, a set held whitened,
-        at most 1 GiB per device), else off.
+        faster (training.loop.device_data_default: a set held whitened, at most 1 GiB per device, under several
+        replicas in the strategy.run loop or on one device with XLA on), else off.
       deterministic: enable TF op determinism and a seeded ImageNet input order (slower; some GPU ops then raise
         UnimplementedError).
       tensorboard: write TensorBoard scalars.

@@ -362,12 +362,15 @@ def _define_train_flags(fv):
                       "crop, augmentation, whitening; without --random_crop or --augment the set is held whitened, as "
                       "floats: 4x the memory, one gather per step), instead of in tf.data on the host: the same "
                       "batches, no per-step input work on the host. Trains in the package's strategy.run loop. "
-                      "Default: on under several replicas (mirrored, multi_worker) for an in-memory set without "
-                      "--random_crop or --augment, at most 1 GiB per device, where it measured faster (README, "
-                      "per-step overhead); off elsewhere.", flag_values=fv)
-    flags.DEFINE_bool("jit_compile", None, "XLA-compile the train step on a single device (default: the faster "
-                      "setting measured per device kind and model, models.XLA_DEFAULTS: on CPU on for the MLPs, off "
-                      "for the convnets; on GPU off until measured).", flag_values=fv)
+                      "With --jit_compile on one device XLA compiles the loop's whole call (its steps and "
+                      "gathers), not each step. Default: for an in-memory set without --random_crop or --augment, "
+                      "at most 1 GiB per device, on under several replicas (mirrored, multi_worker) and on one "
+                      "device with XLA on, where it measured faster (README: per-step overhead, training "
+                      "throughput); off elsewhere.", flag_values=fv)
+    flags.DEFINE_bool("jit_compile", None, "XLA-compile the train step on a single device, or with --device_data "
+                      "the loop's whole call (default: the faster setting measured per device kind and model, "
+                      "models.XLA_DEFAULTS: on CPU on for the MLPs, off for the convnets; on GPU off until "
+                      "measured).", flag_values=fv)
     flags.DEFINE_bool("deterministic", False, "Enable TF op determinism and keep ImageNet's streamed input order "
                       "a function of the seed (slower; some GPU ops raise UnimplementedError). The in-memory "
                       "datasets are read deterministically either way.", flag_values=fv)

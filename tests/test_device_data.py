@@ -105,17 +105,20 @@ def test_device_data_refusals(cifar_dir, tmp_path):
 
 @pytest.mark.parametrize("over_limit", [False, True])
 def test_device_data_with_label_smoothing_and_xla_on_one_device(cifar_dir, tmp_path, monkeypatch, over_limit):
-    # mlp_1x512: XLA on by default on CPU (the jit-compiled device step); label smoothing: one-hot labels in the step.
-    # over_limit: a set too large to hold whitened, so the compiled device step unpacks and whitens each batch
+    # mlp_1x512: XLA on by default on CPU; with --device_data XLA compiles the loop's whole call (its steps, their
+    # gathers, the metric read), against Keras' fit on tf.data with each step XLA-compiled. Label smoothing: one-hot
+    # labels in the step. over_limit: a set too large to hold whitened, so the compiled call unpacks and whitens
+    # each batch (the plain run's --nodevice_data: with the set held whitened the default would be --device_data)
     if over_limit:
         monkeypatch.setattr(pipeline, "MODEL_INPUT_LIMIT_BYTES", 0)
     base = TrainConfig(model="mlp_1x512", epochs=2, batch_size=8, tensorboard=False, learning_rate=0.01,
                        label_smoothing=0.1, data=DataConfig(dataset="cifar10", data_dir=cifar_dir, corrupt="labels",
                                                             corrupt_prob=0.5))
     w = str(tmp_path)
-    plain = json.load(open(run(dataclasses.replace(base, run_name="plain"), w, verbose=0)))
+    plain = json.load(open(run(dataclasses.replace(base, run_name="plain", device_data=False), w, verbose=0)))
     dev = json.load(open(run(dataclasses.replace(base, run_name="device", device_data=True), w, verbose=0)))
-    assert dev["env"]["jit_compile"] and dev["env"]["loop"] == "strategy_run"
+    assert (dev["env"]["loop"], dev["env"]["jit_scope"]) == ("strategy_run", "call")
+    assert (plain["env"]["loop"], plain["env"]["jit_scope"]) == ("fit", "step")
     for a, b in zip(plain["history"], dev["history"]):
         for k in ("train_loss", "train_accuracy", "test_loss", "train_accuracy_changed"):
             assert a[k] == pytest.approx(b[k], rel=1e-5, abs=1e-6), (a["epoch"], k)
@@ -136,8 +139,26 @@ def test_device_data_default_where_it_measured_faster(cifar_dir, monkeypatch, au
     assert loop.device_data_default(2, d, "strategy_run") is (not augmented)
     assert loop.device_data_default(1, d, "strategy_run") is False
     assert loop.device_data_default(2, d, "fit") is False
+    # one device: on with XLA (which then compiles the loop's whole call), unless fit is asked for or on a cluster
+    assert loop.device_data_default(1, d, None, jit_compile=True) is (not augmented)
+    assert loop.device_data_default(1, d, "strategy_run", jit_compile=True) is (not augmented)
+    assert loop.device_data_default(1, d, "fit", jit_compile=True) is False
+    assert loop.device_data_default(1, d, None, jit_compile=True, cluster=True) is False
     monkeypatch.setattr(loop, "DEVICE_DATA_DEFAULT_LIMIT_BYTES", held - 1)
     assert loop.device_data_default(2, d, "strategy_run") is False
+    assert loop.device_data_default(1, d, None, jit_compile=True) is False
+
+
+def test_what_xla_compiles():
+    # (replicas, jit_compile, device_data, loop, cluster) -> env.jit_scope
+    from rethink_tf.training import loop
+
+    cases = {(1, True, True, "strategy_run", False): "call", (1, True, False, "strategy_run", False): "step",
+             (1, True, False, "fit", False): "step", (1, True, True, "strategy_run", True): "step",
+             (2, True, True, "strategy_run", False): None, (1, False, True, "strategy_run", False): None}
+    for (replicas, jit, device_data, which, cluster), want in cases.items():
+        assert loop.jit_scope(replicas, jit, device_data, which, cluster) == want
+        assert loop.compiled_loop(replicas, jit, device_data, cluster) is (want == "call")
 
 
 def test_a_finished_device_data_run_leaves_no_copy_of_the_set_alive(cifar_dir, tmp_path):

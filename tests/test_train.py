@@ -293,6 +293,8 @@ def test_mid_epoch_checkpoint_resumes_with_the_same_batches(cifar_dir, tmp_path,
             f.write(os.urandom(256))
     rb = results.read_json(run(b, str(tmp_path), verbose=0))
     assert rb["env"]["device_data"] is device_data
+    # mlp_1x512 has XLA on (CPU's default): with --device_data XLA compiles the loop's whole call, crops included
+    assert rb["env"]["jit_scope"] == ("call" if device_data else "step")
     assert rb["history"][1]["resumed_at_step"] == 6 and rb["history"][1]["running_totals_restored"]
     # epoch 2's running train metrics cover the whole epoch (the checkpoint carried steps 5..6's totals): all equal
     _assert_same_run(ra, rb, os.path.join(str(tmp_path), "straight"), killed_dir, a)

@@ -70,19 +70,39 @@ def default_loop(replicas, steps, wanted, cluster=False, device_data=False):
     return "strategy_run" if 4 * steps_per_execution(steps, wanted) < wanted_per_call else "fit"
 
 
+def compiled_loop(replicas, jit_compile, device_data, cluster=False):
+    """Whether XLA compiles the strategy.run loop's whole call (its k steps and the metric read: one XLA program per
+    call, no per-op dispatch between steps) rather than each step alone: with XLA on (--jit_compile), one replica
+    (Keras keeps XLA off under several), not on a cluster (its collectives have no XLA kernels) and with
+    --device_data (the steps gather their batches from arrays; a tf.data iterator's get-next has no XLA kernel)."""
+    return bool(jit_compile) and bool(device_data) and replicas == 1 and not cluster
+
+
+def jit_scope(replicas, jit_compile, device_data, loop, cluster=False):
+    """What XLA compiles in a run, as results.json's env records it: "call" (the strategy.run loop's whole call:
+    compiled_loop), "step" (each step: Keras' fit with jit_compile, or the strategy.run loop on tf.data) or None."""
+    if not jit_compile or replicas > 1:
+        return None
+    return "call" if loop == "strategy_run" and compiled_loop(replicas, jit_compile, device_data, cluster) else "step"
+
+
 DEVICE_DATA_DEFAULT_LIMIT_BYTES = 1 << 30  # the largest set --device_data's default places on every device
 
 
-def device_data_default(replicas, datasets, loop):
-    """--device_data's default: on under several replicas (MirroredStrategy, a cluster) in the strategy.run loop
-    for an in-memory set held whitened (no random crop or augmentation: a step's batch is one gather), where it
-    measured faster than the tf.data path (benchmarks/step_overhead.py, README: per-step overhead, on 2 logical
-    CPUs and 2 worker processes); off on one device (Keras' fit on tf.data measured as fast) and with per-step
-    augmentation (not measured faster). Off too for a set above DEVICE_DATA_DEFAULT_LIMIT_BYTES (CIFAR-10 whitened
-    takes 470 MB of each device's memory; a larger set is the user's call: --device_data)."""
+def device_data_default(replicas, datasets, loop=None, jit_compile=False, cluster=False):
+    """--device_data's default, for an in-memory set held whitened (no random crop or augmentation: a step's batch is
+    one gather) of at most DEVICE_DATA_DEFAULT_LIMIT_BYTES (CIFAR-10 whitened takes 470 MB of each device's memory;
+    a larger set is the user's call: --device_data), unless the loop asked for is Keras' fit (it takes batches from
+    tf.data). On under several replicas (MirroredStrategy, a cluster), where the strategy.run loop on it measured
+    faster than on tf.data (benchmarks/step_overhead.py, README: per-step overhead, on 2 logical CPUs and 2 worker
+    processes), and on one device with XLA on (the MLPs on CPU by default, --jit_compile), where XLA then compiles
+    the loop's whole call (compiled_loop; benchmarks/train_throughput.py --device_data both, README: training
+    throughput). Off on one device without XLA (Keras' fit on tf.data measured as fast) and with per-step
+    augmentation (not measured faster)."""
     source = getattr(datasets, "device_source", None)
-    return bool(replicas > 1 and loop == "strategy_run" and source is not None and source.prepared
-                and source.nbytes <= DEVICE_DATA_DEFAULT_LIMIT_BYTES)
+    if loop == "fit" or source is None or not source.prepared or source.nbytes > DEVICE_DATA_DEFAULT_LIMIT_BYTES:
+        return False
+    return bool(replicas > 1 or compiled_loop(replicas, jit_compile, True, cluster))
 
 
 def compile_model(model, cfg, num_classes, num_replicas, steps_per_epoch=1, optimizer=None, loop="fit"):
@@ -422,8 +442,8 @@ def fit_distributed(model, strategy, datasets, wrap, callbacks, first_epoch, off
     `device_data` (--device_data): the training arrays are placed on every replica's device once, and each epoch's
     batch indices too (one small tensor per epoch: no input pipeline, no tf.data element per step); step s of the
     call gathers, crops, augments and whitens its batch on the device (without augmentation it only gathers, from
-    the set whitened once; datasets.device_source: the same batches as the tf.data path). `jit_compile`:
-    XLA-compile the per-replica step (one replica only: Keras' rule).
+    the set whitened once; datasets.device_source: the same batches as the tf.data path). `jit_compile` (one
+    replica only: Keras' rule): XLA compiles the whole call with --device_data (compiled_loop), else each step.
     """
     cbs = keras.callbacks.CallbackList(list(callbacks), model=model)
     with strategy.scope():  # build the optimizer's slots eagerly, before the first tf.function (mirrored)
@@ -448,10 +468,12 @@ def fit_distributed(model, strategy, datasets, wrap, callbacks, first_epoch, off
             model.train_step((x, y))
 
         step = device_step
-    if jit_compile:
+    whole = compiled_loop(strategy.num_replicas_in_sync, jit_compile, device_data,
+                          strategy.extended._in_multi_worker_mode())
+    if jit_compile and not whole:
         step = tf.function(step, jit_compile=True)
 
-    @tf.function
+    @tf.function(jit_compile=whole)
     def train_steps(source, first, n):  # n steps per call: no per-step Python (the collectives run in the loop)
         for i in tf.range(n):
             if device_data:  # source: (the epoch's rows, the epoch, the arrays), on every replica; step first + i

@@ -136,13 +136,14 @@ def run(config, workdir, strategy=None, datasets=None, extra_callbacks=(), verbo
     if cfg.device_data and getattr(datasets, "device_source", None) is None:
         raise UserError(f"--device_data places an in-memory training set on the devices; {cfg.data.dataset} is "
                         "streamed (its input stays in tf.data)")
+    device_data = cfg.device_data
+    if device_data is None:  # the default: where it measured faster (cfg keeps None: config.json records the flags)
+        device_data = loop_lib.device_data_default(replicas, datasets, loop, jit_compile=cfg.jit_compile,
+                                                   cluster=member is not None)
     # unless told: the strategy.run loop under several replicas, on a cluster and with --device_data, and on one
     # device where fit's divisor rule would leave few steps per call; else Keras' fit (loop.default_loop)
     loop = loop or loop_lib.default_loop(replicas, datasets.steps_per_epoch, cfg.steps_per_execution,
-                                         cluster=member is not None, device_data=bool(cfg.device_data))
-    device_data = cfg.device_data
-    if device_data is None:  # the default: where it measured faster (cfg keeps None: config.json records the flags)
-        device_data = loop_lib.device_data_default(replicas, datasets, loop)
+                                         cluster=member is not None, device_data=bool(device_data))
     if cfg.per_example and getattr(datasets, "train_labels", None) is None:
         raise UserError(f"--per_example records every training example per epoch; {cfg.data.dataset} is streamed, "
                         "not held in memory")
@@ -251,6 +252,7 @@ def run(config, workdir, strategy=None, datasets=None, extra_callbacks=(), verbo
                               "steps_per_execution": loop_lib.steps_per_call(datasets.steps_per_epoch,
                                                                              cfg.steps_per_execution, replicas, loop),
                               "loop": loop, "device_data": device_data,
+                              "jit_scope": loop_lib.jit_scope(replicas, jit, device_data, loop, member is not None),
                               "strategy": type(strategy).__name__, "workers": member.workers if member else 1}}
             if status == "diverged":
                 if chief:
