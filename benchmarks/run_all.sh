@@ -40,5 +40,6 @@ run lrn python benchmarks/lrn.py
 run batchnorm python benchmarks/batchnorm.py
 run step_overhead python benchmarks/step_overhead.py --out=docs/benchmarks/step_overhead.png
 run step_overhead_prime_epoch python benchmarks/step_overhead.py --prime_epoch
+run step_overhead_xla python benchmarks/step_overhead.py --xla
 run vs_pytorch python benchmarks/vs_pytorch.py  # needs torch: python -m venv /tmp/torchenv && /tmp/torchenv/bin/pip install torch==2.13.0 numpy
 run recording_overhead python benchmarks/recording_overhead.py

@@ -2,6 +2,7 @@
 
     python benchmarks/step_overhead.py [--steps_per_call 1,4,16,32] [--out docs/benchmarks/step_overhead.png]
     python benchmarks/step_overhead.py --prime_epoch   # one device, an epoch of 397 steps: default loop vs fit
+    python benchmarks/step_overhead.py --xla           # one device, --jit_compile: XLA compiles the loop's call
 
 A tiny model (one Dense layer on flattened 28×28×1 Fashion-MNIST images, batch 128: Debian's full 60,000 images, 468
 steps per epoch, where installed, else the built-in 5,000, 39 steps, whose 20 ms epochs time poorly)
@@ -27,6 +28,10 @@ gather from the set whitened once; the strategy.run loop under one device too). 
 the CLI takes by default (default_path: read from a one-epoch run with neither flag, per strategy).
 Issue 21's goal: package <= 1.15x bare. One JSON line per (strategy, k), a summary line, and a figure of time
 per step vs steps per call.
+--xla: one device with --jit_compile (off by default for a user's model; on for the paper's MLPs on CPU), where the
+package's loop runs with --device_data by default and XLA compiles each call whole (k steps: no per-op dispatch),
+against the plain bare loop (no XLA), the bare loop on shuffled batches and the bare loop compiled whole by XLA
+(bare_xla: the same gathers of a new permutation per epoch). One JSON line per k.
 """
 
 import argparse
@@ -64,12 +69,12 @@ DATASET = "fashion_mnist" if os.path.isdir("/usr/share/datasets/fashion-mnist") 
 
 
 def package_step_seconds(strategy, k, epochs, loop=None, device_data=None, cluster=False, train_examples=None,
-                         env=None):
+                         env=None, jit=False):
     """(seconds per step, steps per call, whether it trained with --device_data) of the package's CLI path;
     device_data None: the CLI's default. A cluster's non-chief worker returns Nones. `env`: a dict that receives
-    results.json's env (which loop ran)."""
+    results.json's env (which loop ran). `jit`: --jit_compile (off: the CLI's default for a user's model)."""
     cfg = TrainConfig(model="user:tiny", epochs=epochs, batch_size=BATCH, steps_per_execution=k, tensorboard=False,
-                      learning_rate=0.01, jit_compile=False,
+                      learning_rate=0.01, jit_compile=jit,
                       data=DataConfig(dataset=DATASET, train_examples=train_examples),
                       device_data=device_data, strategy="multi_worker" if cluster else "none", cluster_timeout=120)
     with contextlib.redirect_stdout(io.StringIO()):  # the run's own start and summary lines
@@ -149,6 +154,74 @@ def bare_step_seconds(strategy, k, epochs, metrics=False, shuffled=False):
         elapsed = (time.perf_counter() - start) / (calls * k)
         best = elapsed if best is None else min(best, elapsed)
     return best
+
+
+def bare_xla_step_seconds(k, epochs):
+    """The bare loop as XLA compiles it: one tf.function(jit_compile=True) call runs k steps, each gathering its
+    batch from the training set held as tensors by a new permutation per epoch (what the package's loop does with
+    --jit_compile --device_data on one device), the same model, loss and SGD; best of `epochs` epochs."""
+    split = sources.load(DATASET, "train")
+    xs = tf.constant(split.arrays["image"].astype(np.float32) / 255.0)
+    ys = tf.constant(split.arrays["label"])
+    steps = int(ys.shape[0]) // BATCH
+    model = tiny(xs.shape[1:], 10)
+    opt = keras.optimizers.SGD(0.01, momentum=0.9)
+    opt.build(model.trainable_variables)
+    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction="sum")
+
+    @tf.function(jit_compile=True)
+    def steps_fn(rows, first, n, xs, ys):  # the arrays as arguments, as the package passes them
+        i = tf.constant(0)
+        while i < n:  # a loop condition and a gather: XLA takes n and the row as values, not constants
+            idx = tf.gather(rows, first + i)
+            i += 1
+            xb, yb = tf.gather(xs, idx), tf.gather(ys, idx)
+            with tf.GradientTape() as tape:
+                loss = loss_fn(yb, model(xb, training=True)) / BATCH
+            opt.apply_gradients(zip(tape.gradient(loss, model.trainable_variables), model.trainable_variables))
+
+    def rows(e):
+        order = tf.random.experimental.stateless_shuffle(tf.range(int(ys.shape[0])), seed=[e, e])
+        return tf.reshape(order[:steps * BATCH], [steps, BATCH])
+
+    calls, best = steps // k, None
+    steps_fn(rows(0), tf.constant(0), tf.constant(k), xs, ys)  # trace and compile
+    for e in range(epochs):
+        r = rows(e + 1)
+        start = time.perf_counter()
+        for c in range(calls):
+            steps_fn(r, tf.constant(c * k), tf.constant(k), xs, ys)
+        elapsed = (time.perf_counter() - start) / (calls * k)
+        best = elapsed if best is None else min(best, elapsed)
+    return best
+
+
+def xla(args):
+    """One device, --jit_compile on the tiny model: the package's loop (--device_data by default then: XLA compiles
+    each call's k steps) against the plain bare loop (no XLA: issue 21's reference), the bare loop on shuffled
+    batches and the bare loop compiled whole by XLA. One JSON line per steps-per-call value."""
+    strategy = tf.distribute.get_strategy()
+    ks = [int(v) for v in args.steps_per_call.split(",")]
+    for k in ks:
+        times, env = {}, {}
+        runs = {"package": lambda: package_step_seconds(strategy, k, args.epochs, env=env, jit=True)[0],
+                "bare": lambda: bare_step_seconds(strategy, k, args.epochs),
+                "bare_shuffled": lambda: bare_step_seconds(strategy, k, args.epochs, shuffled=True),
+                "bare_xla": lambda: bare_xla_step_seconds(k, args.epochs)}
+        for _ in range(args.repeats):  # interleaved, best of each
+            for name, fn in runs.items():
+                seconds = fn()
+                times[name] = min(times.get(name, seconds), seconds)
+        print(json.dumps({
+            "benchmark": "step_overhead_xla", "dataset": DATASET, "strategy": "one_device", "steps_per_call": k,
+            "repeats": args.repeats, "package_loop": env["loop"], "package_device_data": env["device_data"],
+            "package_jit_scope": env.get("jit_scope"), "package_steps_per_call": env["steps_per_execution"],
+            "package_ms_per_step": round(1e3 * times["package"], 3), "bare_ms_per_step": round(1e3 * times["bare"], 3),
+            "bare_shuffled_ms_per_step": round(1e3 * times["bare_shuffled"], 3),
+            "bare_xla_ms_per_step": round(1e3 * times["bare_xla"], 3),
+            "ratio": round(times["package"] / times["bare"], 2),
+            "ratio_to_bare_xla": round(times["package"] / times["bare_xla"], 2)}), flush=True)
+    return 0
 
 
 def worker_main(args):
@@ -244,11 +317,15 @@ def main():
                     help="which of one_device, mirrored_2_logical_cpus, multi_worker_2_processes to measure")
     ap.add_argument("--prime_epoch", action="store_true",
                     help=f"only the one-device epoch of {PRIME_STEPS} steps (a prime): the default loop against fit")
+    ap.add_argument("--xla", action="store_true",
+                    help="only one device with --jit_compile (the loop's whole call compiled) against the bare loops")
     args = ap.parse_args()
     if args.worker is not None:
         return worker_main(args)
     if args.prime_epoch:
         return prime_epoch(args)
+    if args.xla:
+        return xla(args)
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     ks = [int(v) for v in args.steps_per_call.split(",")]

@@ -11,7 +11,10 @@ mlp_1x512 18,300, mlp_3x512 9,100, small_alexnet 358, small_inception 61 images/
 
     python benchmarks/train_throughput.py [--models mlp_1x512,small_alexnet] [--jit_compile both] [--epochs 3]
 
-Prints one JSON line per (model, data, XLA setting).
+With XLA on and --device_data (the CLI's default for the MLPs on one CPU device) XLA compiles each call's steps
+whole (env.jit_scope "call"); `--device_data both` times the pipeline runs on both input paths.
+
+Prints one JSON line per (model, data, XLA setting, input path).
 """
 
 import argparse
@@ -52,9 +55,10 @@ def synthetic(datasets):
 
 
 def measure(model, data_dir, workdir, epochs, jit, synthetic_data, dtype_policy="float32", strategy=None,
-            batch=BATCH, device_data=False):
+            batch=BATCH, device_data=None):
     """One run's train images/s (best epoch after the first) through rethink_tf.train.run; `strategy`: a
-    tf.distribute strategy (None: one device)."""
+    tf.distribute strategy (None: one device); `jit`, `device_data`: --[no]jit_compile, --[no]device_data (None: the
+    CLI's default)."""
     from rethink_tf.config import DataConfig, TrainConfig
     from rethink_tf.data import pipeline
     from rethink_tf.train import run
@@ -63,8 +67,8 @@ def measure(model, data_dir, workdir, epochs, jit, synthetic_data, dtype_policy=
     cfg = TrainConfig(model=model, data=DataConfig(dataset="cifar10", data_dir=data_dir, test_examples=batch),
                       batch_size=batch, epochs=epochs, tensorboard=False, jit_compile=jit, dtype_policy=dtype_policy,
                       device_data=device_data,
-                      run_name=f"{model}-{'synthetic' if synthetic_data else 'pipeline'}-{'xla' if jit else 'noxla'}"
-                               f"-{dtype_policy}-{replicas}{'-device' if device_data else ''}")
+                      run_name=f"{model}-{'synthetic' if synthetic_data else 'pipeline'}-{jit}"
+                               f"-{dtype_policy}-{replicas}-{device_data}")
     datasets = None
     if synthetic_data:
         datasets = synthetic(pipeline.build(cfg.resolved().data, batch, epochs, num_replicas=replicas))
@@ -76,7 +80,8 @@ def measure(model, data_dir, workdir, epochs, jit, synthetic_data, dtype_policy=
     return {"benchmark": "train_throughput", "model": model, "data": "synthetic" if synthetic_data else "pipeline",
             "dtype_policy": dtype_policy, "replicas": replicas, "loop": r["env"].get("loop"),
             "device_data": r["env"].get("device_data", device_data),
-            "jit_compile": r["env"]["jit_compile"], "steps_per_execution": r["env"].get("steps_per_execution", 1),
+            "jit_compile": r["env"]["jit_compile"], "jit_scope": r["env"].get("jit_scope"),
+            "steps_per_execution": r["env"].get("steps_per_execution", 1),
             "steps_per_epoch": r["metrics"]["steps_per_epoch"], "images_per_s": round(best, 1),
             "epochs_2_on": [round(v, 1) for v in rates], "pytorch_images_per_s": ref,
             "ratio_to_pytorch": round(best / ref, 3)}
@@ -93,9 +98,13 @@ def main():
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--jit_compile", default="both", choices=["off", "on", "both"])
     ap.add_argument("--data", default="both", choices=["pipeline", "synthetic", "both"])
+    ap.add_argument("--device_data", default="both", choices=["default", "off", "on", "both"],
+                    help="the pipeline runs' input path: the CLI's default, tf.data (off), --device_data (on) or "
+                         "both (the synthetic batch has no device path: always the default there)")
     args = ap.parse_args()
     jits = {"off": [False], "on": [True], "both": [False, True]}[args.jit_compile]
     datas = {"pipeline": [False], "synthetic": [True], "both": [False, True]}[args.data]
+    paths = {"default": [None], "off": [False], "on": [True], "both": [False, True]}[args.device_data]
     with tempfile.TemporaryDirectory() as tmp:
         for model in args.models.split(","):
             if model not in PYTORCH_IMAGES_PER_S:
@@ -106,8 +115,9 @@ def main():
             write_cifar_binary(data_dir, per_batch=STEPS[model] * BATCH // 5, test=BATCH)
             for synthetic_data in datas:
                 for jit in jits:
-                    print(json.dumps(measure(model, data_dir, os.path.join(tmp, "runs"), args.epochs, jit,
-                                             synthetic_data)), flush=True)
+                    for device_data in ([None] if synthetic_data else paths):
+                        print(json.dumps(measure(model, data_dir, os.path.join(tmp, "runs"), args.epochs, jit,
+                                                 synthetic_data, device_data=device_data)), flush=True)
     return 0
 
 

@@ -108,6 +108,7 @@ def main():
             flops = 3 * forward_flops(model)
             row = {"benchmark": "vs_pytorch", "model": model, "images_per_s": ours["images_per_s"],
                    "epochs_2_on": ours["epochs_2_on"], "jit_compile": ours["jit_compile"],
+                   "jit_scope": ours["jit_scope"], "loop": ours["loop"], "device_data": ours["device_data"],
                    "pytorch_images_per_s": theirs["images_per_s"], "pytorch_epochs": theirs["epochs"],
                    "pytorch_trainable_parameters": theirs["trainable_parameters"], "torch": theirs["torch"],
                    "ratio": round(ours["images_per_s"] / theirs["images_per_s"], 3),
