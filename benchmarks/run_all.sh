@@ -31,6 +31,7 @@ run() {  # name, command...
   [ -s "$OUT/$name.stderr" ] || rm -f "$OUT/$name.stderr"
 }
 run train_throughput python benchmarks/train_throughput.py
+run train_throughput_jit_scope python benchmarks/train_throughput.py --models mlp_1x512,mlp_3x512,small_alexnet --jit_compile on --data pipeline --device_data on --jit_scope both --epochs 2
 run pipeline python benchmarks/pipeline.py
 run memory python benchmarks/memory.py
 run memory_random_crop python benchmarks/memory.py --random_crop

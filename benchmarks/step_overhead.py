@@ -2,7 +2,7 @@
 
     python benchmarks/step_overhead.py [--steps_per_call 1,4,16,32] [--out docs/benchmarks/step_overhead.png]
     python benchmarks/step_overhead.py --prime_epoch   # one device, an epoch of 397 steps: default loop vs fit
-    python benchmarks/step_overhead.py --xla           # one device, --jit_compile: XLA compiles the loop's call
+    python benchmarks/step_overhead.py --xla           # one device, --jit_compile --jit_scope=call
 
 A tiny model (one Dense layer on flattened 28×28×1 Fashion-MNIST images, batch 128: Debian's full 60,000 images, 468
 steps per epoch, where installed, else the built-in 5,000, 39 steps, whose 20 ms epochs time poorly)
@@ -28,8 +28,9 @@ gather from the set whitened once; the strategy.run loop under one device too). 
 the CLI takes by default (default_path: read from a one-epoch run with neither flag, per strategy).
 Issue 21's goal: package <= 1.15x bare. One JSON line per (strategy, k), a summary line, and a figure of time
 per step vs steps per call.
---xla: one device with --jit_compile (off by default for a user's model; on for the paper's MLPs on CPU), where the
-package's loop runs with --device_data by default and XLA compiles each call whole (k steps: no per-op dispatch),
+--xla: one device with --jit_compile --jit_scope=call (by default on CPU for the paper's MLPs; for a user's model,
+XLA is off by default), where the package's loop runs with --device_data by default and XLA compiles each call
+whole (k steps: no per-op dispatch),
 against the plain bare loop (no XLA), the bare loop on shuffled batches and the bare loop compiled whole by XLA
 (bare_xla: the same gathers of a new permutation per epoch). One JSON line per k.
 """
@@ -69,12 +70,13 @@ DATASET = "fashion_mnist" if os.path.isdir("/usr/share/datasets/fashion-mnist") 
 
 
 def package_step_seconds(strategy, k, epochs, loop=None, device_data=None, cluster=False, train_examples=None,
-                         env=None, jit=False):
+                         env=None, jit=False, jit_scope=None):
     """(seconds per step, steps per call, whether it trained with --device_data) of the package's CLI path;
     device_data None: the CLI's default. A cluster's non-chief worker returns Nones. `env`: a dict that receives
-    results.json's env (which loop ran). `jit`: --jit_compile (off: the CLI's default for a user's model)."""
+    results.json's env (which loop ran). `jit`, `jit_scope`: --jit_compile (off: the CLI's default for a user's
+    model), --jit_scope."""
     cfg = TrainConfig(model="user:tiny", epochs=epochs, batch_size=BATCH, steps_per_execution=k, tensorboard=False,
-                      learning_rate=0.01, jit_compile=jit,
+                      learning_rate=0.01, jit_compile=jit, jit_scope=jit_scope,
                       data=DataConfig(dataset=DATASET, train_examples=train_examples),
                       device_data=device_data, strategy="multi_worker" if cluster else "none", cluster_timeout=120)
     with contextlib.redirect_stdout(io.StringIO()):  # the run's own start and summary lines
@@ -197,14 +199,15 @@ def bare_xla_step_seconds(k, epochs):
 
 
 def xla(args):
-    """One device, --jit_compile on the tiny model: the package's loop (--device_data by default then: XLA compiles
-    each call's k steps) against the plain bare loop (no XLA: issue 21's reference), the bare loop on shuffled
+    """One device, --jit_compile --jit_scope=call on the tiny model: the package's loop (--device_data by default
+    then: XLA compiles each call's k steps) against the plain bare loop (no XLA: issue 21's reference), the bare loop on shuffled
     batches and the bare loop compiled whole by XLA. One JSON line per steps-per-call value."""
     strategy = tf.distribute.get_strategy()
     ks = [int(v) for v in args.steps_per_call.split(",")]
     for k in ks:
         times, env = {}, {}
-        runs = {"package": lambda: package_step_seconds(strategy, k, args.epochs, env=env, jit=True)[0],
+        runs = {"package": lambda: package_step_seconds(strategy, k, args.epochs, env=env, jit=True,
+                                                        jit_scope="call")[0],
                 "bare": lambda: bare_step_seconds(strategy, k, args.epochs),
                 "bare_shuffled": lambda: bare_step_seconds(strategy, k, args.epochs, shuffled=True),
                 "bare_xla": lambda: bare_xla_step_seconds(k, args.epochs)}

@@ -32,7 +32,7 @@ def provenance(name):
 
 def train_throughput():
     rows = [r for r in _rows("train_throughput") if r.get("benchmark") == "train_throughput"]
-    from rethink_tf.models import XLA_DEFAULTS
+    from rethink_tf.models import XLA_DEFAULTS, jit_scope_default
 
     out = ["| model | the CLI's default (XLA, input path) | the other input path | the other XLA setting | "
            "synthetic batch (default XLA) |", "|---|---|---|---|---|"]
@@ -42,12 +42,21 @@ def train_throughput():
 
     for model in dict.fromkeys(r["model"] for r in rows):
         xla = XLA_DEFAULTS["cpu"].get(model, False)
-        # one device, no augmentation: --device_data is the default exactly where XLA is on (loop.device_data_default)
-        pick = {(r["data"], r["jit_compile"], r["device_data"]): r["images_per_s"] for r in rows if r["model"] == model}
-        out.append(f"| {model} | **{pick[('pipeline', xla, xla)]:,.0f}** (XLA {'on' if xla else 'off'}, "
-                   f"{path(xla)}) | {pick[('pipeline', xla, not xla)]:,.0f} ({path(not xla)}) | "
-                   f"{pick[('pipeline', not xla, not xla)]:,.0f} (XLA {'off' if xla else 'on'}, {path(not xla)}) | "
-                   f"{pick[('synthetic', xla, False)]:,.0f} |")
+
+        def device(jit):  # one device, no augmentation: --device_data's default (loop.device_data_default)
+            return jit and jit_scope_default(model, "cpu") == "call"
+
+        pick = {(r["data"], r["jit_compile"], r["device_data"]): r for r in rows if r["model"] == model}
+        default, other_path = pick[("pipeline", xla, device(xla))], pick[("pipeline", xla, not device(xla))]
+        other_xla = pick[("pipeline", not xla, device(not xla))]
+
+        def xla_text(r):
+            return f"XLA {'per ' + r['jit_scope'] if r['jit_scope'] else 'off'}"
+
+        out.append(f"| {model} | **{default['images_per_s']:,.0f}** ({xla_text(default)}, "
+                   f"{path(default['device_data'])}) | {other_path['images_per_s']:,.0f} "
+                   f"({path(other_path['device_data'])}) | {other_xla['images_per_s']:,.0f} ({xla_text(other_xla)}, "
+                   f"{path(other_xla['device_data'])}) | {pick[('synthetic', xla, False)]['images_per_s']:,.0f} |")
     return "\n".join(out)
 
 
@@ -95,14 +104,27 @@ def step_overhead_prime_epoch():
 
 def step_overhead_xla():
     rows = [r for r in _rows("step_overhead_xla") if r.get("benchmark") == "step_overhead_xla"]
-    out = ["| one device, `--jit_compile` | steps per call | package ms/step (XLA compiles) | bare loop ms/step | "
+    out = ["| one device, `--jit_compile` | steps per call | package ms/step | bare loop ms/step | "
            "ratio | bare loop, shuffled ms/step | bare loop under XLA ms/step | ratio to it |",
            "|---|---|---|---|---|---|---|---|"]
+    scope = {"call": "XLA compiles each call", "step": "XLA compiles each step"}
     for r in rows:
-        out.append(f"| tiny model, {'`--device_data`' if r['package_device_data'] else 'tf.data'} | "
-                   f"{r['steps_per_call']} | {r['package_ms_per_step']:.3f} ({r['package_jit_scope']}) | "
+        out.append(f"| tiny model, {'`--device_data`' if r['package_device_data'] else 'tf.data'}, "
+                   f"{scope[r['package_jit_scope']]} | {r['steps_per_call']} | {r['package_ms_per_step']:.3f} | "
                    f"{r['bare_ms_per_step']:.3f} | **{r['ratio']:.2f}×** | {r['bare_shuffled_ms_per_step']:.3f} | "
                    f"{r['bare_xla_ms_per_step']:.3f} | {r['ratio_to_bare_xla']:.2f}× |")
+    return "\n".join(out)
+
+
+def train_throughput_jit_scope():
+    rows = [r for r in _rows("train_throughput_jit_scope") if r.get("benchmark") == "train_throughput"]
+    out = ["| model, XLA on, `--device_data` | XLA compiles each step | XLA compiles each call (k steps) | call / step |",
+           "|---|---|---|---|"]
+    for model in dict.fromkeys(r["model"] for r in rows):
+        pick = {r["jit_scope"]: r for r in rows if r["model"] == model}
+        step, call = pick["step"], pick["call"]
+        out.append(f"| {model} ({step['steps_per_execution']} steps per call) | {step['images_per_s']:,.0f} images/s | "
+                   f"{call['images_per_s']:,.0f} images/s | **{call['images_per_s'] / step['images_per_s']:.2f}×** |")
     return "\n".join(out)
 
 
@@ -143,6 +165,7 @@ def pipeline():
 
 TABLES = {"train_throughput": train_throughput, "vs_pytorch": vs_pytorch, "step_overhead": step_overhead,
           "step_overhead_prime_epoch": step_overhead_prime_epoch, "step_overhead_xla": step_overhead_xla,
+          "train_throughput_jit_scope": train_throughput_jit_scope,
           "batchnorm": batchnorm, "pipeline": pipeline}
 
 

@@ -11,8 +11,9 @@ mlp_1x512 18,300, mlp_3x512 9,100, small_alexnet 358, small_inception 61 images/
 
     python benchmarks/train_throughput.py [--models mlp_1x512,small_alexnet] [--jit_compile both] [--epochs 3]
 
-With XLA on and --device_data (the CLI's default for the MLPs on one CPU device) XLA compiles each call's steps
-whole (env.jit_scope "call"); `--device_data both` times the pipeline runs on both input paths.
+With XLA on, --jit_scope=call and --device_data (the CLI's default for the MLPs on one CPU device) XLA compiles each
+call's steps whole (env.jit_scope "call"); `--device_data both` times the pipeline runs on both input paths,
+`--jit_scope both` the runs with XLA on and --device_data both ways.
 
 Prints one JSON line per (model, data, XLA setting, input path).
 """
@@ -55,10 +56,10 @@ def synthetic(datasets):
 
 
 def measure(model, data_dir, workdir, epochs, jit, synthetic_data, dtype_policy="float32", strategy=None,
-            batch=BATCH, device_data=None):
+            batch=BATCH, device_data=None, jit_scope=None):
     """One run's train images/s (best epoch after the first) through rethink_tf.train.run; `strategy`: a
-    tf.distribute strategy (None: one device); `jit`, `device_data`: --[no]jit_compile, --[no]device_data (None: the
-    CLI's default)."""
+    tf.distribute strategy (None: one device); `jit`, `device_data`, `jit_scope`: --[no]jit_compile,
+    --[no]device_data, --jit_scope (None: the CLI's default)."""
     from rethink_tf.config import DataConfig, TrainConfig
     from rethink_tf.data import pipeline
     from rethink_tf.train import run
@@ -66,9 +67,9 @@ def measure(model, data_dir, workdir, epochs, jit, synthetic_data, dtype_policy=
     replicas = strategy.num_replicas_in_sync if strategy is not None else 1
     cfg = TrainConfig(model=model, data=DataConfig(dataset="cifar10", data_dir=data_dir, test_examples=batch),
                       batch_size=batch, epochs=epochs, tensorboard=False, jit_compile=jit, dtype_policy=dtype_policy,
-                      device_data=device_data,
+                      device_data=device_data, jit_scope=jit_scope,
                       run_name=f"{model}-{'synthetic' if synthetic_data else 'pipeline'}-{jit}"
-                               f"-{dtype_policy}-{replicas}-{device_data}")
+                               f"-{dtype_policy}-{replicas}-{device_data}-{jit_scope}")
     datasets = None
     if synthetic_data:
         datasets = synthetic(pipeline.build(cfg.resolved().data, batch, epochs, num_replicas=replicas))
@@ -101,10 +102,14 @@ def main():
     ap.add_argument("--device_data", default="both", choices=["default", "off", "on", "both"],
                     help="the pipeline runs' input path: the CLI's default, tf.data (off), --device_data (on) or "
                          "both (the synthetic batch has no device path: always the default there)")
+    ap.add_argument("--jit_scope", default="default", choices=["default", "step", "call", "both"],
+                    help="what XLA compiles in the runs with XLA on and --device_data: the default "
+                         "(models.XLA_CALL_DEFAULTS), each step, the loop's whole call, or both")
     args = ap.parse_args()
     jits = {"off": [False], "on": [True], "both": [False, True]}[args.jit_compile]
     datas = {"pipeline": [False], "synthetic": [True], "both": [False, True]}[args.data]
     paths = {"default": [None], "off": [False], "on": [True], "both": [False, True]}[args.device_data]
+    scopes = {"default": [None], "step": ["step"], "call": ["call"], "both": ["step", "call"]}[args.jit_scope]
     with tempfile.TemporaryDirectory() as tmp:
         for model in args.models.split(","):
             if model not in PYTORCH_IMAGES_PER_S:
@@ -116,8 +121,11 @@ def main():
             for synthetic_data in datas:
                 for jit in jits:
                     for device_data in ([None] if synthetic_data else paths):
-                        print(json.dumps(measure(model, data_dir, os.path.join(tmp, "runs"), args.epochs, jit,
-                                                 synthetic_data, device_data=device_data)), flush=True)
+                        for scope in (scopes if jit and device_data is not False and not synthetic_data
+                                      else [None]):
+                            print(json.dumps(measure(model, data_dir, os.path.join(tmp, "runs"), args.epochs, jit,
+                                                     synthetic_data, device_data=device_data, jit_scope=scope)),
+                                  flush=True)
     return 0
 
 

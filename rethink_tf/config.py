@@ -23,7 +23,7 @@ NON_IDENTITY_FIELDS = frozenset({
     "tensorboard", "run_name", "strategy", "num_gpus", "cross_device_ops", "data_dir", "source", "manual_dir",
     "prepare_imagenet", "download", "jit_compile", "steps_per_execution", "deterministic", "checkpoint_every_steps",
     "fit_threshold", "worker_hosts", "task_index", "cluster_timeout", "data_service", "per_example",
-    "measures", "init_from", "extra_test", "device_data"})
+    "measures", "init_from", "extra_test", "device_data", "jit_scope"})
 # The identity fields of run names as first derived (name version 1): their values, defaults included, are hashed as
 # they always were, so that existing run directories keep their names. A field added since joins the hash only when
 # its value differs from its default: adding a field renames no run (killed runs still resume, sweeps still skip
@@ -143,7 +143,11 @@ class TrainConfig:
       fit_threshold: training accuracy that counts as "fitted" for epochs_to_fit / steps_to_fit and Figure 1b
         (1.0: every example of an epoch right; results.json also records 0.99, 0.999 and 1.0 separately).
       jit_compile: XLA on a single device (None: models.XLA_DEFAULTS, the faster setting measured per device kind
-        and model): each step, or with device_data the strategy.run loop's whole call (training.loop.compiled_loop).
+        and model).
+      jit_scope: what XLA compiles with jit_compile on one device: "step" (each training step) or "call" (the
+        strategy.run loop's whole call, its steps and their gathers from device_data: training.loop.compiled_loop).
+        None: models.XLA_CALL_DEFAULTS, measured per device kind and model ("call" for the MLPs on CPU; a convnet's
+        call compiled whole ran far slower on CPU), else "step".
       steps_per_execution: optimizer steps per tf.function call (None: 32). Keras' fit takes the largest divisor of
         the epoch's steps up to it (it would otherwise overrun an epoch whose steps it does not divide); the
         strategy.run loop ends an epoch with a shorter call, and trains one-device runs whose epoch has no divisor
@@ -153,7 +157,7 @@ class TrainConfig:
         held whitened, as floats, and a batch is one gather) instead of in tf.data on the host;
         the same batches as the tf.data path (tested), so not part of the run's identity. None: where it measured
         faster (training.loop.device_data_default: a set held whitened, at most 1 GiB per device, under several
-        replicas in the strategy.run loop or on one device with XLA on), else off.
+        replicas in the strategy.run loop or on one device where XLA compiles the whole call), else off.
       deterministic: enable TF op determinism and a seeded ImageNet input order (slower; some GPU ops then raise
         UnimplementedError).
       tensorboard: write TensorBoard scalars.
@@ -201,6 +205,7 @@ class TrainConfig:
     jit_compile: Optional[bool] = None
     steps_per_execution: Optional[int] = None
     device_data: Optional[bool] = None
+    jit_scope: Optional[str] = None
     deterministic: bool = False
     tensorboard: bool = True
     checkpoint_every_steps: Optional[int] = None

@@ -87,7 +87,7 @@ TRAIN_HELP_GROUPS = (
                 "seed")),
     ("stopping and time to fit", ("stop_at_train_accuracy", "fit_threshold")),
     ("output", ("workdir", "run_name", "tensorboard", "checkpoint_every_steps", "per_example", "measures")),
-    ("speed and determinism", ("jit_compile", "steps_per_execution", "device_data", "deterministic")),
+    ("speed and determinism", ("jit_compile", "jit_scope", "steps_per_execution", "device_data", "deterministic")),
     ("distribution", ("strategy", "num_gpus", "cross_device_ops", "worker_hosts", "task_index", "cluster_timeout")),
     ("ImageNet", ("imagenet_augment", "prepare_imagenet", "data_service")),
 )
@@ -362,15 +362,19 @@ def _define_train_flags(fv):
                       "crop, augmentation, whitening; without --random_crop or --augment the set is held whitened, as "
                       "floats: 4x the memory, one gather per step), instead of in tf.data on the host: the same "
                       "batches, no per-step input work on the host. Trains in the package's strategy.run loop. "
-                      "With --jit_compile on one device XLA compiles the loop's whole call (its steps and "
-                      "gathers), not each step. Default: for an in-memory set without --random_crop or --augment, "
-                      "at most 1 GiB per device, on under several replicas (mirrored, multi_worker) and on one "
-                      "device with XLA on, where it measured faster (README: per-step overhead, training "
-                      "throughput); off elsewhere.", flag_values=fv)
-    flags.DEFINE_bool("jit_compile", None, "XLA-compile the train step on a single device, or with --device_data "
-                      "the loop's whole call (default: the faster setting measured per device kind and model, "
-                      "models.XLA_DEFAULTS: on CPU on for the MLPs, off for the convnets; on GPU off until "
-                      "measured).", flag_values=fv)
+                      "Default: for an in-memory set without --random_crop or --augment, at most 1 GiB per "
+                      "device, on under several replicas (mirrored, multi_worker) and on one device where XLA "
+                      "compiles the loop's whole call (--jit_scope=call), where it measured faster (README: "
+                      "per-step overhead, training throughput); off elsewhere.", flag_values=fv)
+    flags.DEFINE_bool("jit_compile", None, "XLA-compile training on a single device (default: the faster "
+                      "setting measured per device kind and model, models.XLA_DEFAULTS: on CPU on for the MLPs, off "
+                      "for the convnets; on GPU off until measured).", flag_values=fv)
+    flags.DEFINE_enum("jit_scope", None, ["step", "call"], "With XLA on one device: compile each training step, or "
+                      "the loop's whole call (--steps_per_execution steps and their --device_data gathers in one "
+                      "program, no op dispatched between steps; needs --device_data, its default then). Default: "
+                      "measured per device kind and model, models.XLA_CALL_DEFAULTS: call for the MLPs on CPU "
+                      "(measured faster), step elsewhere (a convnet's call compiled whole ran far slower on CPU).",
+                      flag_values=fv)
     flags.DEFINE_bool("deterministic", False, "Enable TF op determinism and keep ImageNet's streamed input order "
                       "a function of the seed (slower; some GPU ops raise UnimplementedError). The in-memory "
                       "datasets are read deterministically either way.", flag_values=fv)

@@ -139,26 +139,47 @@ def test_device_data_default_where_it_measured_faster(cifar_dir, monkeypatch, au
     assert loop.device_data_default(2, d, "strategy_run") is (not augmented)
     assert loop.device_data_default(1, d, "strategy_run") is False
     assert loop.device_data_default(2, d, "fit") is False
-    # one device: on with XLA (which then compiles the loop's whole call), unless fit is asked for or on a cluster
-    assert loop.device_data_default(1, d, None, jit_compile=True) is (not augmented)
-    assert loop.device_data_default(1, d, "strategy_run", jit_compile=True) is (not augmented)
-    assert loop.device_data_default(1, d, "fit", jit_compile=True) is False
-    assert loop.device_data_default(1, d, None, jit_compile=True, cluster=True) is False
+    # one device: on where XLA compiles the loop's whole call (scope "call"), unless fit is asked for or on a cluster
+    assert loop.device_data_default(1, d, None, jit_compile=True, scope="call") is (not augmented)
+    assert loop.device_data_default(1, d, "strategy_run", jit_compile=True, scope="call") is (not augmented)
+    assert loop.device_data_default(1, d, None, jit_compile=True, scope="step") is False
+    assert loop.device_data_default(1, d, None, jit_compile=False, scope="call") is False
+    assert loop.device_data_default(1, d, "fit", jit_compile=True, scope="call") is False
+    assert loop.device_data_default(1, d, None, jit_compile=True, cluster=True, scope="call") is False
     monkeypatch.setattr(loop, "DEVICE_DATA_DEFAULT_LIMIT_BYTES", held - 1)
     assert loop.device_data_default(2, d, "strategy_run") is False
-    assert loop.device_data_default(1, d, None, jit_compile=True) is False
+    assert loop.device_data_default(1, d, None, jit_compile=True, scope="call") is False
 
 
-def test_what_xla_compiles():
-    # (replicas, jit_compile, device_data, loop, cluster) -> env.jit_scope
+def test_what_xla_compiles(cifar_dir, tmp_path):
+    # (replicas, jit_compile, device_data, loop, cluster, --jit_scope) -> env.jit_scope
     from rethink_tf.training import loop
 
-    cases = {(1, True, True, "strategy_run", False): "call", (1, True, False, "strategy_run", False): "step",
-             (1, True, False, "fit", False): "step", (1, True, True, "strategy_run", True): "step",
-             (2, True, True, "strategy_run", False): None, (1, False, True, "strategy_run", False): None}
-    for (replicas, jit, device_data, which, cluster), want in cases.items():
-        assert loop.jit_scope(replicas, jit, device_data, which, cluster) == want
-        assert loop.compiled_loop(replicas, jit, device_data, cluster) is (want == "call")
+    cases = {(1, True, True, "strategy_run", False, "call"): "call",
+             (1, True, True, "strategy_run", False, "step"): "step",
+             (1, True, False, "strategy_run", False, "call"): "step", (1, True, False, "fit", False, "call"): "step",
+             (1, True, True, "strategy_run", True, "call"): "step", (2, True, True, "strategy_run", False, "call"): None,
+             (1, False, True, "strategy_run", False, "call"): None}
+    for (replicas, jit, device_data, which, cluster, scope), want in cases.items():
+        assert loop.jit_scope(replicas, jit, device_data, which, cluster, scope) == want
+        assert loop.compiled_loop(replicas, jit, device_data, cluster, scope) is (want == "call")
+    # the measured table: the MLPs' call compiled whole on CPU (faster), each step elsewhere; unmeasured -> step
+    assert [models.jit_scope_default(m, "cpu") for m in ("mlp_1x512", "mlp_3x512", "small_alexnet",
+                                                         "small_inception", "user.module:build")] == \
+        ["call", "call", "step", "step", "step"]
+    assert models.jit_scope_default("mlp_1x512", "gpu") == "step"
+    # --jit_scope=call where the call cannot be compiled whole: one line, nothing written
+    base = TrainConfig(model="mlp_1x512", epochs=1, batch_size=8, tensorboard=False, jit_scope="call",
+                       data=DataConfig(dataset="cifar10", data_dir=cifar_dir))
+    for cfg in (dataclasses.replace(base, device_data=False), dataclasses.replace(base, jit_compile=False)):
+        with pytest.raises(UserError, match="--jit_scope=call"):
+            run(cfg, str(tmp_path), verbose=0)
+    with pytest.raises(UserError, match="--jit_scope=call"):
+        run(base, str(tmp_path), verbose=0, loop="fit")
+    assert not os.listdir(str(tmp_path))
+    # --jit_scope=step on an MLP: Keras' fit on tf.data with each step compiled (the default input path follows)
+    r = json.load(open(run(dataclasses.replace(base, jit_scope="step"), str(tmp_path), verbose=0)))
+    assert (r["env"]["jit_scope"], r["env"]["loop"], r["env"]["device_data"]) == ("step", "fit", False)
 
 
 def test_a_finished_device_data_run_leaves_no_copy_of_the_set_alive(cifar_dir, tmp_path):

@@ -33,6 +33,19 @@ XLA_DEFAULTS = {"cpu": {"mlp_1x512": True, "mlp_3x512": True}, "gpu": {}}
 XLA_DEFAULT = XLA_DEFAULTS["cpu"]  # the CPU table, as older code and notebooks name it
 
 
+# Where XLA compiles the strategy.run loop's whole call (k steps and their --device_data gathers: no op dispatched
+# between steps) rather than each step, with XLA on and one device: measured per device kind and model
+# (benchmarks/train_throughput.py, README: training throughput): on CPU the MLPs ran faster with the call compiled
+# whole, small AlexNet far slower (XLA:CPU's convolutions inside a loop); a model missing from its table gets
+# "step" (--jit_scope overrides it).
+XLA_CALL_DEFAULTS = {"cpu": {"mlp_1x512": True, "mlp_3x512": True}, "gpu": {}}
+
+
+def jit_scope_default(model, kind=None):
+    """ "call" or "step": what XLA compiles by default for `model` on this machine's device kind (XLA_CALL_DEFAULTS)."""
+    return "call" if XLA_CALL_DEFAULTS.get(kind or device_kind(), {}).get(model, False) else "step"
+
+
 def device_kind():
     """ "gpu" when TensorFlow sees a GPU, else "cpu": the row of XLA_DEFAULTS a run on this machine uses."""
     import tensorflow as tf

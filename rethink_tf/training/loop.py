@@ -70,39 +70,41 @@ def default_loop(replicas, steps, wanted, cluster=False, device_data=False):
     return "strategy_run" if 4 * steps_per_execution(steps, wanted) < wanted_per_call else "fit"
 
 
-def compiled_loop(replicas, jit_compile, device_data, cluster=False):
+def compiled_loop(replicas, jit_compile, device_data, cluster=False, scope="call"):
     """Whether XLA compiles the strategy.run loop's whole call (its k steps and the metric read: one XLA program per
-    call, no per-op dispatch between steps) rather than each step alone: with XLA on (--jit_compile), one replica
-    (Keras keeps XLA off under several), not on a cluster (its collectives have no XLA kernels) and with
-    --device_data (the steps gather their batches from arrays; a tf.data iterator's get-next has no XLA kernel)."""
-    return bool(jit_compile) and bool(device_data) and replicas == 1 and not cluster
+    call, no per-op dispatch between steps) rather than each step alone: with XLA on (--jit_compile) and
+    --jit_scope=call (models.XLA_CALL_DEFAULTS: where it measured faster), one replica (Keras keeps XLA off under
+    several), not on a cluster (its collectives have no XLA kernels) and with --device_data (the steps gather their
+    batches from arrays; a tf.data iterator's get-next has no XLA kernel)."""
+    return bool(jit_compile) and scope == "call" and bool(device_data) and replicas == 1 and not cluster
 
 
-def jit_scope(replicas, jit_compile, device_data, loop, cluster=False):
+def jit_scope(replicas, jit_compile, device_data, loop, cluster=False, scope="call"):
     """What XLA compiles in a run, as results.json's env records it: "call" (the strategy.run loop's whole call:
-    compiled_loop), "step" (each step: Keras' fit with jit_compile, or the strategy.run loop on tf.data) or None."""
+    compiled_loop), "step" (each step: Keras' fit with jit_compile, or the strategy.run loop otherwise) or None."""
     if not jit_compile or replicas > 1:
         return None
-    return "call" if loop == "strategy_run" and compiled_loop(replicas, jit_compile, device_data, cluster) else "step"
+    return ("call" if loop == "strategy_run" and compiled_loop(replicas, jit_compile, device_data, cluster, scope)
+            else "step")
 
 
 DEVICE_DATA_DEFAULT_LIMIT_BYTES = 1 << 30  # the largest set --device_data's default places on every device
 
 
-def device_data_default(replicas, datasets, loop=None, jit_compile=False, cluster=False):
+def device_data_default(replicas, datasets, loop=None, jit_compile=False, cluster=False, scope="step"):
     """--device_data's default, for an in-memory set held whitened (no random crop or augmentation: a step's batch is
     one gather) of at most DEVICE_DATA_DEFAULT_LIMIT_BYTES (CIFAR-10 whitened takes 470 MB of each device's memory;
     a larger set is the user's call: --device_data), unless the loop asked for is Keras' fit (it takes batches from
     tf.data). On under several replicas (MirroredStrategy, a cluster), where the strategy.run loop on it measured
     faster than on tf.data (benchmarks/step_overhead.py, README: per-step overhead, on 2 logical CPUs and 2 worker
-    processes), and on one device with XLA on (the MLPs on CPU by default, --jit_compile), where XLA then compiles
-    the loop's whole call (compiled_loop; benchmarks/train_throughput.py --device_data both, README: training
-    throughput). Off on one device without XLA (Keras' fit on tf.data measured as fast) and with per-step
-    augmentation (not measured faster)."""
+    processes), and on one device where XLA compiles the loop's whole call (`scope` "call": the MLPs on CPU by
+    default; compiled_loop, which needs it; benchmarks/train_throughput.py, README: training throughput). Off on one
+    device otherwise (Keras' fit on tf.data: the tiny model of benchmarks/step_overhead.py measured as fast on
+    either path) and with per-step augmentation (not measured faster)."""
     source = getattr(datasets, "device_source", None)
     if loop == "fit" or source is None or not source.prepared or source.nbytes > DEVICE_DATA_DEFAULT_LIMIT_BYTES:
         return False
-    return bool(replicas > 1 or compiled_loop(replicas, jit_compile, True, cluster))
+    return bool(replicas > 1 or compiled_loop(replicas, jit_compile, True, cluster, scope))
 
 
 def compile_model(model, cfg, num_classes, num_replicas, steps_per_epoch=1, optimizer=None, loop="fit"):
@@ -205,7 +207,7 @@ def fit_and_evaluate(model, cfg, datasets, run_dir, *, initial_step=0, history=(
             fit_distributed(model, strategy or tf.distribute.get_strategy(), datasets, wrap, callbacks, epoch,
                             offset, cfg.epochs, cfg.batch_size, cfg.label_smoothing, partial, cfg.steps_per_execution,
                             local_eval=local, device_data=cfg.device_data,
-                            jit_compile=bool(cfg.jit_compile) and replicas == 1)
+                            jit_compile=bool(cfg.jit_compile) and replicas == 1, jit_scope=cfg.jit_scope or "step")
     else:
         with interrupt:
             _fit(model, datasets, wrap, callbacks, epoch, offset, cfg.epochs, partial, verbose)
@@ -428,7 +430,7 @@ def _shard(ctx, batch_size):
 
 def fit_distributed(model, strategy, datasets, wrap, callbacks, first_epoch, offset, epochs, batch_size,
                     label_smoothing=None, partial=(), steps_per_call_wanted=None, local_eval=True, device_data=False,
-                    jit_compile=False):
+                    jit_compile=False, jit_scope="step"):
     """Trains epochs first_epoch..epochs-1 with Keras' train_step under `strategy`.run, calling `callbacks` as fit
     calls them (the module's contract).
 
@@ -443,7 +445,8 @@ def fit_distributed(model, strategy, datasets, wrap, callbacks, first_epoch, off
     batch indices too (one small tensor per epoch: no input pipeline, no tf.data element per step); step s of the
     call gathers, crops, augments and whitens its batch on the device (without augmentation it only gathers, from
     the set whitened once; datasets.device_source: the same batches as the tf.data path). `jit_compile` (one
-    replica only: Keras' rule): XLA compiles the whole call with --device_data (compiled_loop), else each step.
+    replica only: Keras' rule): XLA compiles each step, or with `jit_scope` "call" and --device_data the whole
+    call (compiled_loop).
     """
     cbs = keras.callbacks.CallbackList(list(callbacks), model=model)
     with strategy.scope():  # build the optimizer's slots eagerly, before the first tf.function (mirrored)
@@ -469,7 +472,7 @@ def fit_distributed(model, strategy, datasets, wrap, callbacks, first_epoch, off
 
         step = device_step
     whole = compiled_loop(strategy.num_replicas_in_sync, jit_compile, device_data,
-                          strategy.extended._in_multi_worker_mode())
+                          strategy.extended._in_multi_worker_mode(), jit_scope)
     if jit_compile and not whole:
         step = tf.function(step, jit_compile=True)
 

@@ -136,10 +136,17 @@ def run(config, workdir, strategy=None, datasets=None, extra_callbacks=(), verbo
     if cfg.device_data and getattr(datasets, "device_source", None) is None:
         raise UserError(f"--device_data places an in-memory training set on the devices; {cfg.data.dataset} is "
                         "streamed (its input stays in tf.data)")
+    # what XLA compiles on one device, each step or the loop's whole call (cfg keeps None: config.json records flags)
+    scope = cfg.jit_scope or models.jit_scope_default(cfg.model)
     device_data = cfg.device_data
     if device_data is None:  # the default: where it measured faster (cfg keeps None: config.json records the flags)
         device_data = loop_lib.device_data_default(replicas, datasets, loop, jit_compile=cfg.jit_compile,
-                                                   cluster=member is not None)
+                                                   cluster=member is not None, scope=scope)
+    if cfg.jit_scope == "call" and not loop_lib.compiled_loop(replicas, cfg.jit_compile, device_data and loop != "fit",
+                                                             member is not None):
+        raise UserError("--jit_scope=call compiles the strategy.run loop's whole call with XLA: it needs "
+                        "--jit_compile, one device (no mirrored replicas, no cluster) and --device_data (in-memory "
+                        "data, not Keras' fit loop)")
     # unless told: the strategy.run loop under several replicas, on a cluster and with --device_data, and on one
     # device where fit's divisor rule would leave few steps per call; else Keras' fit (loop.default_loop)
     loop = loop or loop_lib.default_loop(replicas, datasets.steps_per_epoch, cfg.steps_per_execution,
@@ -236,7 +243,7 @@ def run(config, workdir, strategy=None, datasets=None, extra_callbacks=(), verbo
                 verbose = 1 if sys.stdout.isatty() else 2
             try:
                 metrics, history, status = loop_lib.fit_and_evaluate(
-                    model, dataclasses.replace(cfg, device_data=device_data), datasets, out_dir,
+                    model, dataclasses.replace(cfg, device_data=device_data, jit_scope=scope), datasets, out_dir,
                     initial_step=initial_step, history=history, run_config=run_config, extra_callbacks=extra_callbacks,
                     verbose=verbose, replicas=replicas, strategy=strategy, loop=loop,
                     resume_totals=state.get("totals"))
@@ -252,7 +259,8 @@ def run(config, workdir, strategy=None, datasets=None, extra_callbacks=(), verbo
                               "steps_per_execution": loop_lib.steps_per_call(datasets.steps_per_epoch,
                                                                              cfg.steps_per_execution, replicas, loop),
                               "loop": loop, "device_data": device_data,
-                              "jit_scope": loop_lib.jit_scope(replicas, jit, device_data, loop, member is not None),
+                              "jit_scope": loop_lib.jit_scope(replicas, jit, device_data, loop, member is not None,
+                                                              scope),
                               "strategy": type(strategy).__name__, "workers": member.workers if member else 1}}
             if status == "diverged":
                 if chief:
