@@ -55,7 +55,7 @@ def train_throughput():
 
         out.append(f"| {model} | **{default['images_per_s']:,.0f}** ({xla_text(default)}, "
                    f"{path(default['device_data'])}) | {other_path['images_per_s']:,.0f} "
-                   f"({path(other_path['device_data'])}) | {other_xla['images_per_s']:,.0f} ({xla_text(other_xla)}, "
+                   f"({xla_text(other_path)}, {path(other_path['device_data'])}) | {other_xla['images_per_s']:,.0f} ({xla_text(other_xla)}, "
                    f"{path(other_xla['device_data'])}) | {pick[('synthetic', xla, False)]['images_per_s']:,.0f} |")
     return "\n".join(out)
 
@@ -118,7 +118,8 @@ def step_overhead_xla():
 
 def train_throughput_jit_scope():
     rows = [r for r in _rows("train_throughput_jit_scope") if r.get("benchmark") == "train_throughput"]
-    out = ["| model, XLA on, `--device_data` | XLA compiles each step | XLA compiles each call (k steps) | call / step |",
+    out = ["| model, XLA on, `--device_data` | XLA compiles each step | XLA compiles each call (k steps) | "
+           "call / step |",
            "|---|---|---|---|"]
     for model in dict.fromkeys(r["model"] for r in rows):
         pick = {r["jit_scope"]: r for r in rows if r["model"] == model}

@@ -373,7 +373,8 @@ def _define_train_flags(fv):
                       "the loop's whole call (--steps_per_execution steps and their --device_data gathers in one "
                       "program, no op dispatched between steps; needs --device_data, its default then). Default: "
                       "measured per device kind and model, models.XLA_CALL_DEFAULTS: call for the MLPs on CPU "
-                      "(measured faster), step elsewhere (a convnet's call compiled whole ran far slower on CPU).",
+                      "(1.07-1.15x faster), step elsewhere (small AlexNet's call compiled whole ran 60x slower on "
+                      "CPU).",
                       flag_values=fv)
     flags.DEFINE_bool("deterministic", False, "Enable TF op determinism and keep ImageNet's streamed input order "
                       "a function of the seed (slower; some GPU ops raise UnimplementedError). The in-memory "
