@@ -145,7 +145,8 @@ class TrainConfig:
       jit_compile: XLA on a single device (None: models.XLA_DEFAULTS, the faster setting measured per device kind
         and model).
       jit_scope: what XLA compiles with jit_compile on one device: "step" (each training step) or "call" (the
-        strategy.run loop's whole call, its steps and their gathers from device_data: training.loop.compiled_loop).
+        strategy.run loop's whole call, its steps and their gathers from device_data, which a "call" asked for turns
+        on by default for an in-memory set: training.loop.compiled_loop).
         None: models.XLA_CALL_DEFAULTS, measured per device kind and model ("call" for the MLPs on CPU; small
         AlexNet's call compiled whole ran at 11 images/s on CPU, against 693 with each step compiled), else "step".
       steps_per_execution: optimizer steps per tf.function call (None: 32). Keras' fit takes the largest divisor of

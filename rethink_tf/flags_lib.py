@@ -371,11 +371,10 @@ def _define_train_flags(fv):
                       "for the convnets; on GPU off until measured).", flag_values=fv)
     flags.DEFINE_enum("jit_scope", None, ["step", "call"], "With XLA on one device: compile each training step, or "
                       "the loop's whole call (--steps_per_execution steps and their --device_data gathers in one "
-                      "program, no op dispatched between steps; needs --device_data, its default then). Default: "
-                      "measured per device kind and model, models.XLA_CALL_DEFAULTS: call for the MLPs on CPU "
-                      "(1.07-1.15x faster), step elsewhere (small AlexNet's call compiled whole ran 60x slower on "
-                      "CPU).",
-                      flag_values=fv)
+                      "program, no op dispatched between steps; needs --device_data, its default then for an "
+                      "in-memory set). Default: measured per device kind and model, models.XLA_CALL_DEFAULTS: call "
+                      "for the MLPs on CPU (1.07-1.15x faster), step elsewhere (small AlexNet's call compiled whole "
+                      "ran 60x slower on CPU).", flag_values=fv)
     flags.DEFINE_bool("deterministic", False, "Enable TF op determinism and keep ImageNet's streamed input order "
                       "a function of the seed (slower; some GPU ops raise UnimplementedError). The in-memory "
                       "datasets are read deterministically either way.", flag_values=fv)

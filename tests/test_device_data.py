@@ -5,6 +5,7 @@ and rotations, same whitening; so the same losses and weights, and the same afte
 import dataclasses
 import json
 import os
+import sys
 
 import numpy as np
 import pytest
@@ -151,7 +152,7 @@ def test_device_data_default_where_it_measured_faster(cifar_dir, monkeypatch, au
     assert loop.device_data_default(1, d, None, jit_compile=True, scope="call") is False
 
 
-def test_what_xla_compiles(cifar_dir, tmp_path):
+def test_what_xla_compiles(cifar_dir, tmp_path, monkeypatch):
     # (replicas, jit_compile, device_data, loop, cluster, --jit_scope) -> env.jit_scope
     from rethink_tf.training import loop
 
@@ -177,9 +178,35 @@ def test_what_xla_compiles(cifar_dir, tmp_path):
     with pytest.raises(UserError, match="--jit_scope=call"):
         run(base, str(tmp_path), verbose=0, loop="fit")
     assert not os.listdir(str(tmp_path))
-    # --jit_scope=step on an MLP: Keras' fit on tf.data with each step compiled (the default input path follows)
-    r = json.load(open(run(dataclasses.replace(base, jit_scope="step"), str(tmp_path), verbose=0)))
-    assert (r["env"]["jit_scope"], r["env"]["loop"], r["env"]["device_data"]) == ("step", "fit", False)
+    with pytest.raises(UserError, match="--jit_scope must be"):
+        run(dataclasses.replace(base, jit_scope="whole"), str(tmp_path), verbose=0)
+    assert not os.listdir(str(tmp_path))
+    # What the loop really hands XLA: the jit_compile of every tf.function training/loop.py makes (the loop's call,
+    # the per-step wrapper; None for the metric read), against what env.jit_scope says
+    real, made = tf.function, []
+
+    def spy(*args, **kwargs):
+        if sys._getframe(1).f_code.co_filename.endswith(os.path.join("training", "loop.py")):
+            made.append(kwargs.get("jit_compile"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tf, "function", spy)
+
+    def env(cfg, name):
+        made.clear()
+        r = json.load(open(run(dataclasses.replace(cfg, run_name=name), str(tmp_path), verbose=0)))
+        return (r["env"]["jit_scope"], r["env"]["loop"], r["env"]["device_data"]), [m for m in made if m is not None]
+
+    # the MLP's default: the whole call compiled (one tf.function, jit_compile=True), --device_data its default
+    assert env(dataclasses.replace(base, jit_scope=None), "default") == (("call", "strategy_run", True), [True])
+    # asked for on an augmented set (not held whitened): --device_data becomes its default too
+    augmented = dataclasses.replace(base, data=dataclasses.replace(base.data, random_crop=True, augment=True))
+    assert env(augmented, "augmented") == (("call", "strategy_run", True), [True])
+    # each step in the strategy.run loop: the step compiled, the call not
+    assert env(dataclasses.replace(base, jit_scope="step", device_data=True), "step") == \
+        (("step", "strategy_run", True), [True, False])
+    # --jit_scope=step, defaults otherwise: Keras' fit on tf.data, each step compiled by Keras (not this module)
+    assert env(dataclasses.replace(base, jit_scope="step"), "fit") == (("step", "fit", False), [])
 
 
 def test_a_finished_device_data_run_leaves_no_copy_of_the_set_alive(cifar_dir, tmp_path):

@@ -70,7 +70,7 @@ def default_loop(replicas, steps, wanted, cluster=False, device_data=False):
     return "strategy_run" if 4 * steps_per_execution(steps, wanted) < wanted_per_call else "fit"
 
 
-def compiled_loop(replicas, jit_compile, device_data, cluster=False, scope="call"):
+def compiled_loop(replicas, jit_compile, device_data, cluster=False, scope="step"):
     """Whether XLA compiles the strategy.run loop's whole call (its k steps and the metric read: one XLA program per
     call, no per-op dispatch between steps) rather than each step alone: with XLA on (--jit_compile) and
     --jit_scope=call (models.XLA_CALL_DEFAULTS: where it measured faster), one replica (Keras keeps XLA off under
@@ -79,7 +79,7 @@ def compiled_loop(replicas, jit_compile, device_data, cluster=False, scope="call
     return bool(jit_compile) and scope == "call" and bool(device_data) and replicas == 1 and not cluster
 
 
-def jit_scope(replicas, jit_compile, device_data, loop, cluster=False, scope="call"):
+def jit_scope(replicas, jit_compile, device_data, loop, cluster=False, scope="step"):
     """What XLA compiles in a run, as results.json's env records it: "call" (the strategy.run loop's whole call:
     compiled_loop), "step" (each step: Keras' fit with jit_compile, or the strategy.run loop otherwise) or None."""
     if not jit_compile or replicas > 1:

@@ -98,6 +98,8 @@ def run(config, workdir, strategy=None, datasets=None, extra_callbacks=(), verbo
     strategy = strategy or distribute.get_strategy(cfg.strategy, cfg.num_gpus, cfg.cross_device_ops)
     replicas = strategy.num_replicas_in_sync
     chief = member is None or member.chief
+    if cfg.jit_scope not in (None, "step", "call"):
+        raise UserError(f"--jit_scope must be step or call; received {cfg.jit_scope!r}")
     if cfg.device_data and loop == "fit":
         raise UserError("--device_data makes each batch inside the package's strategy.run loop; Keras' fit takes "
                         "batches from tf.data")
@@ -142,8 +144,10 @@ def run(config, workdir, strategy=None, datasets=None, extra_callbacks=(), verbo
     if device_data is None:  # the default: where it measured faster (cfg keeps None: config.json records the flags)
         device_data = loop_lib.device_data_default(replicas, datasets, loop, jit_compile=cfg.jit_compile,
                                                    cluster=member is not None, scope=scope)
+        if cfg.jit_scope == "call" and loop != "fit" and getattr(datasets, "device_source", None) is not None:
+            device_data = True  # asked for: the whole call needs the batches made in it (augmented, or > 1 GiB)
     if cfg.jit_scope == "call" and not loop_lib.compiled_loop(replicas, cfg.jit_compile, device_data and loop != "fit",
-                                                             member is not None):
+                                                             member is not None, "call"):
         raise UserError("--jit_scope=call compiles the strategy.run loop's whole call with XLA: it needs "
                         "--jit_compile, one device (no mirrored replicas, no cluster) and --device_data (in-memory "
                         "data, not Keras' fit loop)")
