@@ -90,6 +90,25 @@ def package_step_seconds(strategy, k, epochs, loop=None, device_data=None, clust
     return BATCH / max(rates), record["env"].get("steps_per_execution"), record["env"].get("device_data")
 
 
+def bare_training(input_shape, strategy):
+    """The bare loops' model (the tiny one), SGD with momentum 0.9 (its slots built under `strategy`) and their update:
+    update(xb, yb) -> (logits, mean loss) after one SGD step on the summed cross-entropy / BATCH."""
+    with strategy.scope():
+        model = tiny(input_shape, 10)
+        opt = keras.optimizers.SGD(0.01, momentum=0.9)
+        opt.build(model.trainable_variables)
+    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction="sum")
+
+    def update(xb, yb):
+        with tf.GradientTape() as tape:
+            logits = model(xb, training=True)
+            loss = loss_fn(yb, logits) / BATCH
+        opt.apply_gradients(zip(tape.gradient(loss, model.trainable_variables), model.trainable_variables))
+        return logits, loss
+
+    return update
+
+
 def bare_step_seconds(strategy, k, epochs, metrics=False, shuffled=False):
     """`metrics`: the step also keeps the running loss and accuracy sums the package records for every epoch (one
     variable, one assign_add: the fewest ops that keep them), so that the ratio to it leaves out that work.
@@ -122,11 +141,7 @@ def bare_step_seconds(strategy, k, epochs, metrics=False, shuffled=False):
     else:
         ds = tf.data.Dataset.from_tensor_slices((x[:steps * BATCH], y[:steps * BATCH])).batch(BATCH).cache().repeat()
         iterator = iter(strategy.experimental_distribute_dataset(ds))
-    with strategy.scope():
-        model = tiny(x.shape[1:], 10)
-        opt = keras.optimizers.SGD(0.01, momentum=0.9)
-        opt.build(model.trainable_variables)
-    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction="sum")
+    update = bare_training(x.shape[1:], strategy)
     if metrics:
         with strategy.scope():
             sums = tf.Variable(tf.zeros([3]), synchronization=tf.VariableSynchronization.ON_READ,
@@ -134,10 +149,7 @@ def bare_step_seconds(strategy, k, epochs, metrics=False, shuffled=False):
 
     def step(batch):
         xb, yb = batch
-        with tf.GradientTape() as tape:
-            logits = model(xb, training=True)
-            loss = loss_fn(yb, logits) / BATCH
-        opt.apply_gradients(zip(tape.gradient(loss, model.trainable_variables), model.trainable_variables))
+        logits, loss = update(xb, yb)
         if metrics:  # loss and hit sums, examples (per replica; the sums are read at an epoch's end)
             hits = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, -1), tf.cast(yb, tf.int64)), tf.float32))
             sums.assign_add(tf.stack([loss * BATCH, hits, tf.cast(tf.shape(yb)[0], tf.float32)]))
@@ -166,10 +178,7 @@ def bare_xla_step_seconds(k, epochs):
     xs = tf.constant(split.arrays["image"].astype(np.float32) / 255.0)
     ys = tf.constant(split.arrays["label"])
     steps = int(ys.shape[0]) // BATCH
-    model = tiny(xs.shape[1:], 10)
-    opt = keras.optimizers.SGD(0.01, momentum=0.9)
-    opt.build(model.trainable_variables)
-    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction="sum")
+    update = bare_training(xs.shape[1:], tf.distribute.get_strategy())
 
     @tf.function(jit_compile=True)
     def steps_fn(rows, first, n, xs, ys):  # the arrays as arguments, as the package passes them
@@ -177,10 +186,7 @@ def bare_xla_step_seconds(k, epochs):
         while i < n:  # a loop condition and a gather: XLA takes n and the row as values, not constants
             idx = tf.gather(rows, first + i)
             i += 1
-            xb, yb = tf.gather(xs, idx), tf.gather(ys, idx)
-            with tf.GradientTape() as tape:
-                loss = loss_fn(yb, model(xb, training=True)) / BATCH
-            opt.apply_gradients(zip(tape.gradient(loss, model.trainable_variables), model.trainable_variables))
+            update(tf.gather(xs, idx), tf.gather(ys, idx))
 
     def rows(e):
         order = tf.random.experimental.stateless_shuffle(tf.range(int(ys.shape[0])), seed=[e, e])
@@ -200,8 +206,8 @@ def bare_xla_step_seconds(k, epochs):
 
 def xla(args):
     """One device, --jit_compile --jit_scope=call on the tiny model: the package's loop (--device_data by default
-    then: XLA compiles each call's k steps) against the plain bare loop (no XLA: issue 21's reference), the bare loop on shuffled
-    batches and the bare loop compiled whole by XLA. One JSON line per steps-per-call value."""
+    then: XLA compiles each call's k steps) against the plain bare loop (no XLA: issue 21's reference), the bare
+    loop on shuffled batches and the bare loop compiled whole by XLA. One JSON line per steps-per-call value."""
     strategy = tf.distribute.get_strategy()
     ks = [int(v) for v in args.steps_per_call.split(",")]
     for k in ks:
